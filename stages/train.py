@@ -1,0 +1,162 @@
+"""train: supervised fine-tuning with trl's SFTTrainer (full, or LoRA with peft).
+
+    accelerate launch --config_file configs/accelerate/single.yaml -m stages.train \
+        --model models/base --data data/prepared --out models/train --metrics metrics/train.json
+
+Reads `train:` of params.yaml. Keys other than the project's own (`epochs`, `method`, `lora_*`)
+are SFTConfig arguments and pass through under their trl/transformers names. Loss is on the
+completion only; evaluation on the validation split and a checkpoint every epoch by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.files import read_jsonl, write_json
+from stages.params import UserError, from_dict, log_params, read_section, run
+
+METHODS = ("full", "lora")
+
+
+@dataclass
+class TrainParams:
+    method: str = "lora"  # full | lora
+    epochs: float = 2  # passed on as num_train_epochs (`dvc exp run -S train.epochs=10`)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str | list[str] = "all-linear"
+
+
+# Defaults that differ from SFTConfig's, each for a reason; params.yaml overrides any of them.
+SFT_DEFAULTS = {
+    "eval_strategy": "epoch",  # the workshop's practice: validation loss every epoch ...
+    "save_strategy": "epoch",  # ... and a checkpoint to go with it, so select can pick the best
+    "logging_strategy": "steps",
+    "report_to": "none",  # DVCLive is attached by this stage itself (see tracking_callbacks)
+    "dataloader_num_workers": 0,
+    "save_only_model": False,  # optimizer and scheduler kept for resuming
+}
+
+
+def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
+    from trl import SFTConfig
+
+    values = read_section("train", path)
+    sft_fields = {f.name for f in dataclasses.fields(SFTConfig)} - {"output_dir", "num_train_epochs"}
+    p = from_dict(TrainParams, values, f"{path}: train", extra_valid=sft_fields)
+    if p.method not in METHODS:
+        raise UserError(f"{path}: train.method '{p.method}' is not one of {METHODS}")
+    sft = {**SFT_DEFAULTS, **{k: v for k, v in values.items() if k in sft_fields}}
+    log_params("train", {**dataclasses.asdict(p), **sft})
+    return p, sft
+
+
+def sft_config(p: TrainParams, sft: dict, out: str):
+    from trl import SFTConfig
+
+    return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
+
+
+def peft_config(p: TrainParams):
+    if p.method != "lora":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                      target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
+
+
+def prompt_completion(path: Path):
+    """The prepared split as a datasets.Dataset of conversational prompt-completion pairs."""
+    from datasets import Dataset
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise UserError(f"{path} has no records; check prepare.max_records")
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def tracking_callbacks(metrics_dir: str, is_main: bool) -> list:
+    """DVCLive on the main process only, so its files are written once."""
+    if not is_main:
+        return []
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    live = Live(dir=metrics_dir, save_dvc_exp=False, dvcyaml=None, report=None)
+    return [DVCLiveCallback(live=live)]
+
+
+def dataset_tokens(dataset) -> int:
+    """Tokens of the tokenized records: what the model really reads, padding excluded."""
+    return sum(len(ids) for ids in dataset["input_ids"])
+
+
+def summary(trainer, started: float, dataset) -> dict:
+    """Final figures of the run, for metrics/train.json."""
+    import torch
+
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval_loss" in h]
+    train_end = next((h for h in reversed(history) if "train_loss" in h), {})
+    seconds = time.time() - started
+    tokens = dataset_tokens(dataset) * trainer.args.num_train_epochs
+    peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else peak_rss_bytes()
+    return {
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "train_loss": train_end.get("train_loss"),
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "world_size": trainer.args.world_size,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1),
+        "peak_memory_gb": round(peak / 2**30, 2),
+    }
+
+
+def peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Fine-tune the base model on the prepared data.")
+    ap.add_argument("--model", default="models/base")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", default="models/train")
+    ap.add_argument("--metrics", default="metrics/train.json")
+    ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
+    args = ap.parse_args()
+    p, sft = load_params()
+
+    from trl import SFTTrainer
+
+    from stages.models import load_folder
+
+    config = sft_config(p, sft, args.out)
+    model, tokenizer = load_folder(args.model)
+    train_set = prompt_completion(Path(args.data) / "train.jsonl")
+    eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
+    trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer, peft_config=peft_config(p),
+                         callbacks=tracking_callbacks(args.live, config.process_index == 0))
+    started = time.time()
+    trainer.train()
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        tokenizer.save_pretrained(args.out)
+        write_json(args.metrics, summary(trainer, started, trainer.train_dataset))
+        print(f"[train] wrote {args.out} and {args.metrics}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    run(main)
