@@ -126,6 +126,17 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def use_cpu_cores() -> None:
+    """accelerate launch sets OMP_NUM_THREADS=1 where psutil counts one physical core (2-vCPU
+    machines), which halves CPU training speed; give each local process its share of the cores."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_processes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Fine-tune the base model on the prepared data.")
     ap.add_argument("--model", default="models/base")
@@ -135,6 +146,7 @@ def main() -> None:
     ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
     args = ap.parse_args()
     p, sft = load_params()
+    use_cpu_cores()
 
     from trl import SFTTrainer
 

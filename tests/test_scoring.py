@@ -1,0 +1,56 @@
+import pytest
+
+from stages.scoring import aggregate, extract_sql, normalize_sql, scorer, sql_execution
+from stages.params import UserError
+
+CONTEXT = ("CREATE TABLE t (id INT, name TEXT, price REAL); "
+           "INSERT INTO t VALUES (1, 'Lamp', 10.5), (2, 'Desk', 99.0), (3, 'Mug', 3.25);")
+
+
+@pytest.mark.parametrize("reply, query", [
+    ("SELECT name FROM t;", "SELECT name FROM t;"),
+    ("Here you go:\n```sql\nSELECT name\nFROM t\n```\nDone.", "SELECT name\nFROM t"),
+    ("The answer is SELECT COUNT(*) FROM t; hope it helps", "SELECT COUNT(*) FROM t;"),
+    ("I cannot answer that.", ""),
+])
+def test_extract_sql(reply, query):
+    assert extract_sql(reply) == query
+
+
+def test_same_rows_in_another_order_match_when_gold_does_not_order():
+    s = sql_execution("SELECT name FROM t ORDER BY name;", "SELECT name FROM t;", {"sql_context": CONTEXT})
+    assert s["execution_accuracy"] == 1.0 and s["exact_match"] == 0.0
+
+
+def test_order_matters_when_gold_orders():
+    gold = "SELECT name FROM t ORDER BY price DESC;"
+    wrong = sql_execution("SELECT name FROM t ORDER BY price ASC;", gold, {"sql_context": CONTEXT})
+    right = sql_execution("select name from t order by price desc", gold, {"sql_context": CONTEXT})
+    assert wrong["execution_accuracy"] == 0.0
+    assert right["execution_accuracy"] == 1.0 and right["exact_match"] == 1.0
+
+
+def test_failing_and_missing_queries_are_wrong_and_counted():
+    broken = sql_execution("SELECT nme FROM t;", "SELECT name FROM t;", {"sql_context": CONTEXT})
+    prose = sql_execution("Paris is the capital of France.", "SELECT name FROM t;", {"sql_context": CONTEXT})
+    for s in (broken, prose):
+        assert s["execution_accuracy"] == 0.0 and s["execution_error_rate"] == 1.0
+
+
+def test_different_rows_do_not_match():
+    s = sql_execution("SELECT name FROM t WHERE price > 5;", "SELECT name FROM t;", {"sql_context": CONTEXT})
+    assert s["execution_accuracy"] == 0.0 and s["execution_error_rate"] == 0.0
+
+
+def test_aggregate_averages_numeric_figures_only():
+    rows = [{"a": 1.0, "answer": "x"}, {"a": 0.0, "answer": "y"}, {"a": 1.0, "answer": ""}]
+    assert aggregate(rows) == {"a": round(2 / 3, 4)}
+
+
+def test_normalize_sql():
+    assert normalize_sql("  SELECT  a\nFROM t ; ") == "select a from t"
+
+
+def test_unknown_metric_lists_the_known_ones():
+    with pytest.raises(UserError, match="sql_execution"):
+        scorer("bleu")

@@ -1,0 +1,122 @@
+"""Train, select and merge on the tiny model: labels, checkpoints per epoch, a faithful merge."""
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from conftest import ROOT
+from stages import merge, select, train
+from stages.files import write_jsonl
+from stages.models import load_folder
+from stages.prepare import render
+from stages.prompts import load_templates
+
+PARAMS = """\
+train:
+  method: lora
+  epochs: 2
+  lora_r: 8
+  lora_alpha: 16
+  learning_rate: 5.0e-3
+  per_device_train_batch_size: 4
+  per_device_eval_batch_size: 4
+  max_length: 512
+  logging_steps: 1
+  seed: 0
+  activation_checkpointing: false
+select:
+  metric: eval_loss
+merge:
+  dtype: float32
+"""
+
+
+def prepared(folder, n_train=8, n_val=4):
+    templates = load_templates(ROOT / "prompts" / "sql")
+    records = [json.loads(line) for line in (ROOT / "data" / "sql" / "train.jsonl").read_text().splitlines()]
+    folder.mkdir(parents=True, exist_ok=True)
+    write_jsonl(folder / "train.jsonl", render(records[:n_train], "train", templates, ["sql_context"], "x"))
+    write_jsonl(folder / "validation.jsonl",
+                render(records[n_train:n_train + n_val], "validation", templates, ["sql_context"], "x"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, tmp_path_factory):
+    """One real run of the train stage on the tiny model, in a scratch git repository."""
+    work = tmp_path_factory.mktemp("train")
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=work, check=True)
+    (work / "params.yaml").write_text(PARAMS)
+    prepared(work / "data")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.setattr("sys.argv", ["train", "--model", str(tiny_model_dir), "--data", "data", "--out", "out",
+                            "--metrics", "train.json", "--live", "live"])
+    train.main()
+    mp.undo()
+    return work
+
+
+def test_prompt_tokens_carry_no_loss(tiny_model_dir, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = load_folder(tiny_model_dir)
+    data = train.prompt_completion(prepared(tmp_path / "data", 2, 1) / "train.jsonl")
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
+                         args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", max_length=512))
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    labels, ids = batch["labels"][0], batch["input_ids"][0]
+    trained = tokenizer.decode(ids[labels != -100])
+    completion = json.loads((tmp_path / "data" / "train.jsonl").read_text().splitlines()[0])["completion"][0]["content"]
+    assert trained.startswith(completion) and trained.rstrip().endswith("<|im_end|>")
+    prompt_len = len(tokenizer.apply_chat_template(
+        json.loads((tmp_path / "data" / "train.jsonl").read_text().splitlines()[0])["prompt"],
+        add_generation_prompt=True, tokenize=True)["input_ids"])
+    assert (labels[:prompt_len] == -100).all() and (labels[prompt_len:] != -100).any()
+
+
+def test_unknown_train_key_names_the_closest_sft_argument(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  learning_rat: 0.1\n")
+    from stages.params import UserError
+
+    with pytest.raises(UserError, match="did you mean 'learning_rate'"):
+        train.load_params(str(tmp_path / "params.yaml"))
+
+
+def test_a_checkpoint_and_an_evaluation_every_epoch(trained):
+    state = json.loads((trained / "out" / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_loss" in h]
+    assert [e["epoch"] for e in evals] == [1.0, 2.0]
+    assert sorted(p.name for p in (trained / "out").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    metrics = json.loads((trained / "train.json").read_text())
+    assert metrics["global_step"] == 4 and metrics["world_size"] == 1 and metrics["tokens_per_second"] > 0
+    assert metrics["eval_loss"] == evals[-1]["eval_loss"]
+    losses = [h["loss"] for h in state["log_history"] if "loss" in h]
+    assert losses[-1] < losses[0]
+    assert (trained / "live" / "plots" / "metrics" / "eval" / "loss.tsv").is_file()
+
+
+def test_select_then_merge_equals_the_adapter_on_the_base(trained, tiny_model_dir, monkeypatch):
+    from peft import PeftModel
+
+    monkeypatch.chdir(trained)
+    monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--out", "select.json"])
+    select.main()
+    choice = json.loads((trained / "select.json").read_text())
+    assert choice["eval_loss"] == min(c["eval_loss"] for c in choice["candidates"])
+
+    monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
+                                     "--out", "merged"])
+    merge.main()
+    merged, tokenizer = load_folder(trained / "merged")
+    base, _ = load_folder(tiny_model_dir)
+    adapted = PeftModel.from_pretrained(base, choice["checkpoint"])
+    ids = tokenizer("SELECT name FROM t WHERE", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
+    assert merged.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert (trained / "merged" / "chat_template.jinja").is_file()
