@@ -43,9 +43,9 @@ def main() -> None:
     model, tokenizer = load_folder(args.model, dtype=p.dtype)
     replies, speed = generate(model, tokenizer, [r["prompt"] for r in records], p.max_new_tokens, p.batch_size)
 
-    per_record = [score(reply, r["completion"][0]["content"], r["references"]) for r, reply in zip(records, replies)]
+    per_record = [score(reply, r["completion"][0]["content"], r["references"]) for r, reply in zip(records, replies, strict=True)]
     predictions = [{"id": r["id"], "prediction": reply, "gold": r["completion"][0]["content"], **s}
-                   for r, reply, s in zip(records, replies, per_record)]
+                   for r, reply, s in zip(records, replies, per_record, strict=True)]
     metrics = {**aggregate(per_record), "samples": len(records), **speed}
     write_jsonl(Path(args.out) / "predictions" / f"{args.name}.jsonl", predictions)
     write_json(Path(args.out) / f"{args.name}.json", metrics)

@@ -30,7 +30,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id)
         generated = out[:, batch["input_ids"].shape[1]:]
-        for i, row in zip(idx, generated):
+        for i, row in zip(idx, generated, strict=True):
             replies[i] = tokenizer.decode(row, skip_special_tokens=True)
             new_tokens += int((row != tokenizer.pad_token_id).sum())
     seconds = time.time() - started

@@ -66,7 +66,7 @@ def split_records(raw: dict[str, list[dict]], p: PrepareParams) -> dict[str, lis
             splits[name] = list(raw[name])
             continue
         # The workshop's rule: a missing validation split is cut from train, the size of test.
-        size = len(splits["test"]) if name == "validation" and "test" in splits \
+        size = len(raw["test"]) if name == "validation" and raw.get("test") \
             else round(len(raw["train"]) * float(p.split_fractions.get(name, 0.1)))
         splits[name], splits["train"] = splits["train"][:size], splits["train"][size:]
     return splits

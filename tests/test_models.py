@@ -2,8 +2,8 @@ import sys
 
 import pytest
 import torch
-
 from conftest import GGUF, smollm_folder
+
 from stages import base, models
 from stages.base import BaseParams
 from stages.params import UserError
@@ -36,7 +36,7 @@ def test_base_stage_writes_a_folder_from_a_local_stand_in_for_a_hub_model(tiny_m
     base.main()
     model, tokenizer = models.load_folder(tmp_path / "models" / "base")
     reference, _ = models.load_folder(tiny_model_dir)
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True))
     assert tokenizer.chat_template and (tmp_path / "models" / "base" / "pin.json").is_file()
 
 

@@ -76,3 +76,6 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy, tiny_mode
     diff = json.loads(dvc(repo, "metrics", "diff", "--json"))
     assert diff["metrics/train.json"]["global_step"] == {"old": 4, "new": 2, "diff": -2}
     assert "execution_accuracy" in dvc(repo, "metrics", "show")
+    [plot] = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["loss"]
+    points = {(p["filename"], int(p["step"])) for p in plot["content"]["data"]["values"]}
+    assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch experiment

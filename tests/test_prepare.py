@@ -2,8 +2,8 @@ import json
 import os
 
 import pytest
-
 from conftest import ROOT
+
 from stages import prepare
 from stages.params import UserError
 from stages.prepare import PrepareParams, render, split_records, without_overlap

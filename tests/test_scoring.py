@@ -1,7 +1,7 @@
 import pytest
 
-from stages.scoring import aggregate, extract_sql, normalize_sql, scorer, sql_execution
 from stages.params import UserError
+from stages.scoring import aggregate, extract_sql, normalize_sql, scorer, sql_execution
 
 CONTEXT = ("CREATE TABLE t (id INT, name TEXT, price REAL); "
            "INSERT INTO t VALUES (1, 'Lamp', 10.5), (2, 'Desk', 99.0), (3, 'Mug', 3.25);")

@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from stages import merge, select, train
 from stages.files import write_jsonl
 from stages.models import load_folder
@@ -67,7 +67,7 @@ def test_prompt_tokens_carry_no_loss(tiny_model_dir, tmp_path):
     model, tokenizer = load_folder(tiny_model_dir)
     data = train.prompt_completion(prepared(tmp_path / "data", 2, 1) / "train.jsonl")
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
-                         args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", max_length=512))
+                         args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", max_length=512, bf16=False))
     batch = trainer.data_collator([trainer.train_dataset[0]])
     labels, ids = batch["labels"][0], batch["input_ids"][0]
     trained = tokenizer.decode(ids[labels != -100])
@@ -97,7 +97,13 @@ def test_a_checkpoint_and_an_evaluation_every_epoch(trained):
     assert metrics["eval_loss"] == evals[-1]["eval_loss"]
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert losses[-1] < losses[0]
-    assert (trained / "live" / "plots" / "metrics" / "eval" / "loss.tsv").is_file()
+    # Pinned: a change to data rendering, labels or the loss shows up here first.
+    assert losses[-1] == pytest.approx(10.7756, abs=2e-3)
+    eval_rows = (trained / "live" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
+    train_rows = (trained / "live" / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()
+    # Both curves at the trainer's own steps: an evaluation at the end of each epoch (steps 2 and 4).
+    assert [row.split("\t")[0] for row in eval_rows[1:]] == ["2", "4"]
+    assert [row.split("\t")[0] for row in train_rows[1:5]] == ["1", "2", "3", "4"]
 
 
 def test_select_then_merge_equals_the_adapter_on_the_base(trained, tiny_model_dir, monkeypatch):
@@ -120,3 +126,36 @@ def test_select_then_merge_equals_the_adapter_on_the_base(trained, tiny_model_di
         assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
     assert merged.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert (trained / "merged" / "chat_template.jinja").is_file()
+
+
+def test_gpu_only_settings_fall_back_on_a_cpu_with_one_line_each(capsys):
+    sft = train.without_gpu_only_settings({"use_liger_kernel": True, "learning_rate": 1e-3}, has_cuda=False)
+    assert sft == {"use_liger_kernel": False, "learning_rate": 1e-3, "bf16": False, "fp16": False}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["[train] no CUDA GPU: train.bf16 -> False (see README, 'GPU settings')",
+                     "[train] no CUDA GPU: train.use_liger_kernel -> False (see README, 'GPU settings')"]
+    assert train.without_gpu_only_settings({"bf16": True}, has_cuda=True) == {"bf16": True}
+
+
+def test_plain_loss_on_a_cpu_equals_trl_fused_loss(tiny_model_dir, tmp_path):
+    from trl import SFTConfig
+
+    data = train.prompt_completion(prepared(tmp_path / "data", 4, 1) / "train.jsonl")
+    losses = []
+    for fused in (True, False):
+        model, tokenizer = load_folder(tiny_model_dir)
+        trainer = train.trainer_class(fused)(
+            model=model, processing_class=tokenizer, train_dataset=data,
+            args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", max_length=512, bf16=False))
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+        num_items = (batch["labels"][:, 1:] != -100).sum()
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(trainer.model, dict(batch), num_items_in_batch=num_items).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert losses[0] > 1.0  # a random model: the loss is real, not zero
+
+
+def test_fused_lm_head_is_on_a_gpu_only_unless_named():
+    p = train.TrainParams()
+    assert train.uses_fused_lm_head(p, has_cuda=True) and not train.uses_fused_lm_head(p, has_cuda=False)
+    assert train.uses_fused_lm_head(train.TrainParams(fused_lm_head=True), has_cuda=False)
