@@ -64,8 +64,10 @@ def repo_copy(tmp_path) -> Path:
         if src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # dvc exp run commits too: the copy needs an identity even where the machine has none.
+    subprocess.run(["git", "config", "user.name", "test"], cwd=dest, check=True)
+    subprocess.run(["git", "config", "user.email", "test@example.com"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    subprocess.run(["git", "commit", "-qm", "copy"], cwd=dest, check=True)
     return dest
