@@ -1,11 +1,13 @@
-"""prepare: load a dataset, render every record through the task's templates, split, write.
+"""prepare: load a dataset, turn every record into chat prompt-completion, split, check, write.
 
-    python -m stages.prepare --out data/prepared --metrics metrics/prepare.json
+    python -m stages.prepare --model models/base --out data/prepared --metrics metrics/prepare.json
 
-Reads `prepare:` of params.yaml. The dataset is a local folder or file (JSONL, JSON, CSV,
-Parquet) or a hub id (at `prepare.revision`). Each record becomes
-{"prompt": [system, user messages], "completion": [assistant message]} plus the fields the
-task's metric needs (`references` in prompts/<dataset>/task.yaml).
+Reads `prepare:` of params.yaml, and `train.max_length`. The dataset is a local file or folder
+(JSONL, JSON, CSV, Parquet) or a hub id at `prepare.revision`; its records may be any columns
+rendered through prompts/<dataset>/*.jinja, or already `messages`, `prompt`/`completion`, alpaca
+or ShareGPT (`prepare.shape`, detected by default). Each prepared record is
+{"id", "prompt": [system, user messages], "completion": [assistant message], "references"}.
+Next to the splits: task.json (the metric) and audit.md (rendered examples, token lengths).
 """
 
 from __future__ import annotations
@@ -16,51 +18,38 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages.files import write_json, write_jsonl
-from stages.params import UserError, load, run
+from stages import audit, shapes, sources
+from stages.files import write_json, write_jsonl, write_text
+from stages.params import UserError, load, read_section, run
 from stages.prompts import Templates, load_task, load_templates
+from stages.sources import Record
 
 SPLITS = ("train", "validation", "test")
-LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+TOO_LONG = ("error", "drop")
 
 
 @dataclass
 class PrepareParams:
     dataset: str = "data/sql"  # local folder/file, or a hub id such as gretelai/synthetic_text_to_sql
-    subset: str | None = None  # hub dataset configuration (e.g. fr_de)
-    revision: str | None = None  # hub commit/tag of the dataset
-    prompts: str = "prompts/sql"  # folder with {system,user,assistant}.jinja and task.yaml
-    seed: int = 42  # shuffles and subsets
+    subset: str | None = None  # hub configuration, or a subfolder of a local dataset (e.g. fr_de)
+    revision: str | None = None  # hub commit of the dataset; pin one for reproducibility
+    prompts: str = "prompts/sql"  # {system,user,assistant}.jinja (optional for chat-shaped data) and task.yaml
+    shape: str = "auto"  # auto | template | messages | prompt_completion | alpaca | sharegpt
+    seed: int = 42  # shuffles, splits and subsets
     max_records: dict = field(default_factory=dict)  # per split, e.g. {train: 320}; absent = all
-    split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # when only train exists
+    split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # only train exists
+    on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
+    audit_examples: int = 3  # rendered examples in audit.md
 
 
-def load_raw(p: PrepareParams) -> dict[str, list[dict]]:
-    """Records per split, from a local path or the hub, with `datasets`."""
-    import datasets
-
-    path = Path(p.dataset)
-    try:
-        if path.is_file():
-            fmt = LOCAL_FORMATS.get(path.suffix)
-            if fmt is None:
-                raise UserError(f"{path}: unsupported file type; use one of {sorted(LOCAL_FORMATS)}")
-            ds = datasets.load_dataset(fmt, data_files={"train": str(path)})
-        else:
-            ds = datasets.load_dataset(p.dataset, p.subset, revision=p.revision)
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(f"cannot load dataset '{p.dataset}'" + (f" subset '{p.subset}'" if p.subset else "")
-                        + f": {e}") from e
-    return {name: split.to_list() for name, split in ds.items()}
-
-
-def split_records(raw: dict[str, list[dict]], p: PrepareParams) -> dict[str, list[dict]]:
+def split_records(raw: dict[str, list[Record]], p: PrepareParams) -> dict[str, list[Record]]:
     """The dataset's own splits where they exist; otherwise cut them from train with the seed."""
+    if not raw.get("train"):
+        raise UserError(f"dataset '{p.dataset}' has no train split (or it is empty); it has {sorted(raw)}")
     rng = random.Random(p.seed)
-    splits = {"train": list(raw.get("train") or [])}
-    if not splits["train"]:
-        raise UserError(f"dataset '{p.dataset}' has no train split; it has {sorted(raw)}")
-    rng.shuffle(splits["train"])
+    train = list(raw["train"])
+    rng.shuffle(train)
+    splits = {}
     for name in ("test", "validation"):
         if raw.get(name):
             splits[name] = list(raw[name])
@@ -68,67 +57,102 @@ def split_records(raw: dict[str, list[dict]], p: PrepareParams) -> dict[str, lis
         # The workshop's rule: a missing validation split is cut from train, the size of test.
         size = len(raw["test"]) if name == "validation" and raw.get("test") \
             else round(len(raw["train"]) * float(p.split_fractions.get(name, 0.1)))
-        splits[name], splits["train"] = splits["train"][:size], splits["train"][size:]
-    return splits
+        splits[name], train = train[:size], train[size:]
+    splits["train"] = train
+    return {name: splits[name] for name in SPLITS}
 
 
-def subset(records: list[dict], limit: int | None, rng: random.Random) -> list[dict]:
+def subset(records: list, limit: int | None, rng: random.Random) -> list:
     if limit is None or limit >= len(records):
         return records
     return rng.sample(records, limit)
 
 
-def render(records: list[dict], split: str, templates: Templates, references: list[str],
-           source: str) -> list[dict]:
+def convert(records: list[Record], p: PrepareParams, templates: Templates | None, references: list[str]) -> list[dict]:
+    if not records:
+        return []
+    _, to_chat = shapes.converter(p.shape, records[0].fields, templates is not None)
     rows = []
-    for i, record in enumerate(records, 1):
-        where = f"{source} [{split}] record {i}"
-        prompt, completion = templates.messages(record, where)
-        missing = [k for k in references if record.get(k) is None]
+    for r in records:
+        prompt, completion = shapes.non_empty(*to_chat(r.fields, r.where, templates), r.where)
+        missing = [k for k in references if r.fields.get(k) is None]
         if missing:
-            raise UserError(f"{where}: field(s) {missing} missing or null; the metric needs them")
-        rows.append({"id": record.get("id", i), "prompt": prompt, "completion": completion,
-                     "references": {k: record[k] for k in references}})
+            raise UserError(f"{r.where}: field(s) {missing} missing or null; the task's metric needs them "
+                            f"(references in {p.prompts}/task.yaml)")
+        rows.append({"id": r.fields.get("id", r.where), "prompt": prompt, "completion": completion,
+                     "references": {k: r.fields[k] for k in references}})
     return rows
 
 
-def without_overlap(rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], int]:
-    """Drop train and validation records whose prompt is also an evaluation prompt."""
+def without_overlap(rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """Drop validation and train records whose prompt is in a later-evaluated split (test first)."""
     held_out = {repr(r["prompt"]) for r in rows["test"]}
-    dropped = 0
+    dropped = {}
     for name in ("validation", "train"):
         kept = [r for r in rows[name] if repr(r["prompt"]) not in held_out]
-        dropped += len(rows[name]) - len(kept)
+        dropped[name] = len(rows[name]) - len(kept)
         rows[name] = kept
-        held_out |= {repr(r["prompt"]) for r in kept} if name == "validation" else set()
+        held_out |= {repr(r["prompt"]) for r in kept}
     return rows, dropped
 
 
+def within_length(rows: list[dict], counts: audit.TokenCounts, split: str, max_length: int,
+                  on_too_long: str) -> tuple[list[dict], audit.TokenCounts, int]:
+    """Records over max_length: an error naming them, or dropped and counted. Never truncated."""
+    long = [i for i, n in enumerate(counts.total) if n > max_length]
+    if long and on_too_long == "error":
+        named = ", ".join(f"{rows[i]['id']} ({counts.total[i]} tokens)" for i in long[:10])
+        raise UserError(f"{len(long)} {split} record(s) longer than train.max_length={max_length}: {named}"
+                        f"{' ...' if len(long) > 10 else ''}; raise train.max_length, or set "
+                        "prepare.on_too_long: drop (completions are never truncated)")
+    dropped = set(long)
+    keep = [i for i in range(len(rows)) if i not in dropped]
+    return ([rows[i] for i in keep], audit.TokenCounts([counts.total[i] for i in keep],
+                                                       [counts.prompt[i] for i in keep]), len(long))
+
+
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Render and split the dataset.")
+    ap = argparse.ArgumentParser(description="Render, split and check the dataset.")
+    ap.add_argument("--model", default="models/base", help="folder whose tokenizer and chat template count tokens")
     ap.add_argument("--out", default="data/prepared")
     ap.add_argument("--metrics", default="metrics/prepare.json")
     args = ap.parse_args()
     p = load("prepare", PrepareParams)
-    unknown = set(p.max_records) - set(SPLITS)
-    if unknown:
-        raise UserError(f"params.yaml: prepare.max_records: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+    max_length = int(read_section("train").get("max_length") or 1024)  # SFTConfig's default
+    if p.on_too_long not in TOO_LONG:
+        raise UserError(f"params.yaml: prepare.on_too_long '{p.on_too_long}'; use one of {TOO_LONG}")
+    if set(p.max_records) - set(SPLITS):
+        raise UserError(f"params.yaml: prepare.max_records: unknown split(s) "
+                        f"{sorted(set(p.max_records) - set(SPLITS))}; use {SPLITS}")
+
+    from transformers import AutoTokenizer
 
     templates, task = load_templates(p.prompts), load_task(p.prompts)
-    splits = split_records(load_raw(p), p)
+    splits = split_records(sources.load(p.dataset, p.subset, p.revision), p)
     rng = random.Random(p.seed)
-    rows = {name: render(subset(splits[name], p.max_records.get(name), rng), name, templates,
-                         task.references, p.dataset) for name in SPLITS}
-    rows, dropped = without_overlap(rows)
+    rows = {name: convert(subset(splits[name], p.max_records.get(name), rng), p, templates, task.references)
+            for name in SPLITS}
+    rows, overlap = without_overlap(rows)
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    counts, too_long = {}, {}
+    for name in SPLITS:
+        rows[name], counts[name], too_long[name] = within_length(
+            rows[name], audit.token_counts(tokenizer, rows[name]), name, max_length, p.on_too_long)
 
     out = Path(args.out)
     for name in SPLITS:
         write_jsonl(out / f"{name}.jsonl", rows[name])
     write_json(out / "task.json", dataclasses.asdict(task))
-    counts = {name: len(rows[name]) for name in SPLITS}
-    write_json(args.metrics, {"records": counts, "available": {k: len(v) for k, v in splits.items()},
-                              "dropped_overlap": dropped})
-    print(f"[prepare] wrote {out}: {counts}, {dropped} overlapping records dropped", flush=True)
+    write_text(out / "audit.md", audit.report(tokenizer, rows, counts, p.audit_examples))
+    write_json(args.metrics, {
+        "records": {name: len(rows[name]) for name in SPLITS},
+        "available": {name: len(splits[name]) for name in SPLITS},
+        "dropped_overlap": overlap, "dropped_too_long": too_long,
+        "tokens": {name: audit.percentiles(counts[name].total) for name in SPLITS},
+        "label_share": {name: audit.label_share(counts[name]) for name in SPLITS},
+    })
+    print(f"[prepare] wrote {out}: { {n: len(rows[n]) for n in SPLITS} }; overlap dropped {overlap}, "
+          f"too long {too_long}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,16 @@
-"""Render records through prompts/<dataset>/{system,user,assistant}.jinja into chat messages."""
+"""Render records through prompts/<dataset>/{system,user,assistant}.jinja into chat messages.
+
+Templates run in a sandbox with undefined variables as errors. Dataset-specific tidying is a
+filter here (e.g. `{{ sql | format_sql }}`), never a branch on the dataset's name.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
+import jinja2.meta
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -14,16 +19,27 @@ from stages.params import UserError
 ROLES = ("system", "user", "assistant")
 
 
+def format_sql(query: str) -> str:
+    """Pretty-print SQL (keywords upper-case, one clause a line), as the workshop did for gretelai."""
+    import sqlparse
+
+    return sqlparse.format(query, reindent=True, keyword_case="upper").strip()
+
+
+FILTERS = {"format_sql": format_sql}
+
+
 @dataclass
 class Task:
     metric: str
-    references: list[str]
+    references: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Templates:
     folder: Path
     by_role: dict[str, jinja2.Template]
+    variables: dict[str, set[str]]  # the record fields each template reads
 
     def messages(self, record: dict, where: str) -> tuple[list[dict], list[dict]]:
         """(prompt, completion) in conversational prompt-completion form."""
@@ -35,28 +51,40 @@ class Templates:
         return prompt, [{"role": "assistant", "content": text["assistant"]}]
 
     def render(self, role: str, record: dict, where: str) -> str:
+        template = f"{self.folder}/{role}.jinja"
+        for name in sorted(self.variables[role]):
+            if name in record and record[name] is None:
+                raise UserError(f"{where}: field '{name}' is null; {template} needs it: fill it or drop the record")
         try:
             return self.by_role[role].render(**record).strip()
         except jinja2.UndefinedError as e:
-            raise UserError(f"{where}: {self.folder}/{role}.jinja: {e.message}; the record has "
-                            f"{sorted(record)}: fix the template or the data") from e
+            raise UserError(f"{where}: {template}: {e.message}; the record has {sorted(record)}: "
+                            "fix the template or the data") from None
 
 
-def load_templates(folder: str | Path) -> Templates:
+def load_templates(folder: str | Path) -> Templates | None:
+    """The folder's templates, or None when it has neither user.jinja nor assistant.jinja."""
     folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"prompts folder {folder} does not exist; see prompts/ for examples")
     env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
-    by_role = {}
+    env.filters.update(FILTERS)
+    by_role, variables = {}, {}
     for role in ROLES:
         path = folder / f"{role}.jinja"
         if path.is_file():
+            source = path.read_text(encoding="utf-8")
             try:
-                by_role[role] = env.from_string(path.read_text(encoding="utf-8"))
+                by_role[role] = env.from_string(source)
+                variables[role] = jinja2.meta.find_undeclared_variables(env.parse(source))
             except jinja2.TemplateSyntaxError as e:
-                raise UserError(f"{path}:{e.lineno}: template syntax error: {e.message}") from e
+                raise UserError(f"{path}:{e.lineno}: template syntax error: {e.message}") from None
+    if "user" not in by_role and "assistant" not in by_role:
+        return None
     for role in ("user", "assistant"):
         if role not in by_role:
-            raise UserError(f"{folder}/{role}.jinja is missing; a dataset needs user and assistant templates")
-    return Templates(folder, by_role)
+            raise UserError(f"{folder}/{role}.jinja is missing; templates need both user and assistant")
+    return Templates(folder, by_role, variables)
 
 
 def load_task(folder: str | Path) -> Task:

@@ -1,50 +1,90 @@
+"""prepare: record shapes, splits, lengths, and bad input that stops with one clear line."""
+
 import json
-import os
+import subprocess
+import sys
 
 import pytest
 from conftest import ROOT
 
-from stages import prepare
+from stages import prepare, shapes, sources
 from stages.params import UserError
-from stages.prepare import PrepareParams, render, split_records, without_overlap
+from stages.prepare import PrepareParams, convert, split_records, without_overlap
 from stages.prompts import load_task, load_templates
+from stages.sources import Record
 
-RECORD = {"sql_prompt": "How many items?", "sql_context": "CREATE TABLE t (id INT);", "sql": "SELECT COUNT(*) FROM t;"}
+SQL = {"sql_prompt": "How many items?", "sql_context": "CREATE TABLE t (id INT);", "sql": "SELECT COUNT(*) FROM t;"}
+USER, ANSWER = "How many items?", "SELECT COUNT(*) FROM t;"
+
+
+def sql_rows(records, **params):
+    p = PrepareParams(prompts=str(ROOT / "prompts" / "sql"), **params)
+    return convert([Record(f"data.jsonl:{i}", r) for i, r in enumerate(records, 1)], p,
+                   load_templates(p.prompts), ["sql_context"])
 
 
 def test_sql_templates_render_prompt_completion():
-    templates = load_templates(ROOT / "prompts" / "sql")
-    [row] = render([RECORD], "train", templates, ["sql_context"], "data.jsonl")
+    [row] = sql_rows([SQL])
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
-    assert "How many items?" in row["prompt"][1]["content"] and "CREATE TABLE t" in row["prompt"][1]["content"]
-    assert row["completion"] == [{"role": "assistant", "content": "SELECT COUNT(*) FROM t;"}]
+    assert USER in row["prompt"][1]["content"] and "CREATE TABLE t" in row["prompt"][1]["content"]
+    assert row["completion"] == [{"role": "assistant", "content": ANSWER}]
     assert row["references"] == {"sql_context": "CREATE TABLE t (id INT);"}
     assert load_task(ROOT / "prompts" / "sql").metric == "sql_execution"
 
 
-def test_missing_template_variable_names_the_record_and_field():
-    templates = load_templates(ROOT / "prompts" / "sql")
-    bad = {k: v for k, v in RECORD.items() if k != "sql_prompt"}
-    with pytest.raises(UserError, match=r"data.jsonl \[train\] record 2: .*user.jinja: 'sql_prompt' is undefined"):
-        render([RECORD, bad], "train", templates, [], "data.jsonl")
+@pytest.mark.parametrize("fields, shape", [
+    ({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": USER},
+                   {"role": "assistant", "content": ANSWER}]}, "messages"),
+    ({"prompt": USER, "completion": ANSWER}, "prompt_completion"),
+    ({"prompt": [{"role": "user", "content": USER}], "completion": [{"role": "assistant", "content": ANSWER}]},
+     "prompt_completion"),
+    ({"instruction": USER, "input": "", "output": ANSWER}, "alpaca"),
+    ({"conversations": [{"from": "human", "value": USER}, {"from": "gpt", "value": ANSWER}]}, "sharegpt"),
+])
+def test_every_shape_becomes_the_same_prompt_completion(fields, shape):
+    assert shapes.detect(fields) == shape
+    prompt, completion = shapes.CONVERTERS[shape](fields, "x", None)
+    assert prompt[-1] == {"role": "user", "content": USER}
+    assert completion == [{"role": "assistant", "content": ANSWER}]
 
 
-def test_empty_completion_is_an_error():
-    templates = load_templates(ROOT / "prompts" / "sql")
-    with pytest.raises(UserError, match="record 1: the completion .* is empty"):
-        render([{**RECORD, "sql": "  "}], "test", templates, [], "data.jsonl")
+def test_alpaca_input_follows_the_instruction():
+    prompt, _ = shapes.from_alpaca({"instruction": "Translate.", "input": "Bonjour", "output": "Hello"}, "x", None)
+    assert prompt == [{"role": "user", "content": "Translate.\n\nBonjour"}]
+
+
+@pytest.mark.parametrize("record, message", [
+    ({k: v for k, v in SQL.items() if k != "sql_prompt"}, r"data.jsonl:2: .*user.jinja: 'sql_prompt' is undefined"),
+    ({**SQL, "sql_prompt": None}, r"data.jsonl:2: field 'sql_prompt' is null; .*user.jinja needs it"),
+    ({**SQL, "sql": "  "}, r"data.jsonl:2: the completion .* is empty"),
+    ({**SQL, "sql_context": None}, r"data.jsonl:2: field 'sql_context' is null"),
+])
+def test_bad_records_name_the_record_the_field_and_the_fix(record, message):
+    with pytest.raises(UserError, match=message):
+        sql_rows([SQL, record])
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"messages": [{"role": "user", "content": USER}]}, "last turn must be the assistant"),
+    ({"messages": [{"role": "user", "content": USER}, {"role": "assistant", "content": ""}]}, "completion is empty"),
+    ({"conversations": [{"from": "bot", "value": USER}]}, "'from' is 'bot'"),
+    ({"prompt": USER, "completion": None}, "field 'completion' is missing or null"),
+])
+def test_bad_chat_records(fields, message):
+    with pytest.raises(UserError, match=message):
+        shapes.non_empty(*shapes.CONVERTERS[shapes.detect(fields)](fields, "f.jsonl:3", None), "f.jsonl:3")
 
 
 def test_only_train_is_split_with_the_seed():
-    raw = {"train": [{"i": i} for i in range(100)]}
-    a = split_records(raw, PrepareParams(seed=1, split_fractions={"validation": 0.1, "test": 0.2}))
-    b = split_records(raw, PrepareParams(seed=1, split_fractions={"validation": 0.1, "test": 0.2}))
+    raw = {"train": [Record(str(i), {"i": i}) for i in range(100)]}
+    p = PrepareParams(seed=1, split_fractions={"validation": 0.1, "test": 0.2})
+    a, b = split_records(raw, p), split_records(raw, p)
     assert a == b and {k: len(v) for k, v in a.items()} == {"train": 70, "validation": 10, "test": 20}
-    assert sorted(r["i"] for rows in a.values() for r in rows) == list(range(100))
+    assert sorted(r.fields["i"] for rows in a.values() for r in rows) == list(range(100))
 
 
 def test_missing_validation_is_cut_from_train_the_size_of_test():
-    raw = {"train": [{"i": i} for i in range(50)], "test": [{"i": -i} for i in range(8)]}
+    raw = {"train": [Record(str(i), {}) for i in range(50)], "test": [Record(str(i), {}) for i in range(8)]}
     splits = split_records(raw, PrepareParams())
     assert len(splits["validation"]) == 8 and len(splits["train"]) == 42
 
@@ -53,24 +93,112 @@ def test_prompts_seen_in_test_are_dropped_from_train_and_validation():
     row = lambda q: {"prompt": [{"role": "user", "content": q}]}  # noqa: E731
     rows, dropped = without_overlap({"train": [row("a"), row("b"), row("c")], "validation": [row("b"), row("d")],
                                      "test": [row("a")]})
-    assert dropped == 2 and [r["prompt"][0]["content"] for r in rows["train"]] == ["c"]
+    assert dropped == {"validation": 0, "train": 2} and [r["prompt"][0]["content"] for r in rows["train"]] == ["c"]
 
 
-def test_main_writes_the_splits(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_jsonl_errors_name_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"a": 1}\n\n{"a": 2,}\n')
+    with pytest.raises(UserError, match=r"d.jsonl:3: not valid JSON .*fix or remove the line"):
+        sources.read_jsonl(path)
+    path.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
+    with pytest.raises(UserError, match=r"d.jsonl:2: bytes that are not UTF-8 at column 11; re-encode"):
+        sources.read_jsonl(path)
+    path.write_bytes(b'[1, 2]\n')
+    with pytest.raises(UserError, match=r"d.jsonl:1: a JSONL line must be a JSON object"):
+        sources.read_jsonl(path)
+
+
+def test_csv_and_parquet_and_folders_load(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"prompt": ["a", "b"], "completion": ["x", "y"]})
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    frame.to_parquet(tmp_path / "test.parquet")
+    loaded = sources.load(str(tmp_path))
+    assert [r.fields for r in loaded["train"]] == [{"prompt": "a", "completion": "x"}, {"prompt": "b", "completion": "y"}]
+    assert len(loaded["test"]) == 2 and loaded["test"][1].where.endswith("test.parquet record 2")
+
+
+def test_unknown_dataset_and_subset_list_what_exists(tmp_path):
+    (tmp_path / "fr_de").mkdir()
+    (tmp_path / "de_fr").mkdir()
+    with pytest.raises(UserError, match=r"no subset 'fr_it'.*available: \['de_fr', 'fr_de'\]"):
+        sources.load(str(tmp_path), subset="fr_it")
+    with pytest.raises(UserError, match=r"no such file or folder; .* holds \['de_fr', 'fr_de'\]"):
+        sources.load(str(tmp_path / "nope.jsonl"))
+
+
+def write_params(tmp_path, dataset, prompts, extra="", max_length=512):
     (tmp_path / "params.yaml").write_text(
-        f"prepare:\n  dataset: {ROOT / 'data' / 'sql'}\n  prompts: {ROOT / 'prompts' / 'sql'}\n"
-        "  max_records: {train: 20, validation: 5, test: 7}\n")
-    monkeypatch.setattr("sys.argv", ["prepare", "--out", "out", "--metrics", "m.json"])
+        f"prepare:\n  dataset: {dataset}\n  prompts: {prompts}\n{extra}train:\n  max_length: {max_length}\n")
+
+
+def run_prepare(tmp_path, model):
+    return subprocess.run([sys.executable, "-m", "stages.prepare", "--model", str(model), "--out", "out",
+                           "--metrics", "m.json"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_main_writes_splits_audit_and_metrics(tmp_path, tokenizer_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, ROOT / "data" / "sql", ROOT / "prompts" / "sql",
+                 "  max_records: {train: 20, validation: 5, test: 7}\n")
+    monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
     prepare.main()
     lines = {s: (tmp_path / "out" / f"{s}.jsonl").read_text().splitlines() for s in ("train", "validation", "test")}
     assert {s: len(v) for s, v in lines.items()} == {"train": 20, "validation": 5, "test": 7}
-    assert json.loads((tmp_path / "m.json").read_text())["records"] == {"train": 20, "validation": 5, "test": 7}
-    assert json.loads((tmp_path / "out" / "task.json").read_text())["metric"] == "sql_execution"
-    assert not [f for f in os.listdir(tmp_path / "out") if f.endswith(".tmp")]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["records"] == {"train": 20, "validation": 5, "test": 7}
+    assert 0.05 < metrics["label_share"]["train"] < 0.3
+    assert metrics["tokens"]["train"]["p50"] <= metrics["tokens"]["train"]["p95"] <= metrics["tokens"]["train"]["max"]
+    audit = (tmp_path / "out" / "audit.md").read_text()
+    # The masked span ends with the assistant header; the trained span is the query and end of turn.
+    assert "<|im_start|>assistant\n»⟦SELECT" in audit and "<|im_end|>\n⟧" in audit
+    assert not list((tmp_path / "out").glob(".*.tmp"))
 
 
-def test_unknown_dataset_is_one_clear_error(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match="cannot load dataset"):
-        prepare.load_raw(PrepareParams(dataset=str(tmp_path / "nope.jsonl")))
+def test_too_long_is_an_error_by_default_and_dropped_on_request(tmp_path, tokenizer_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": "word " * n, "completion": "ok", "id": f"r{n}"}) + "\n"
+                            for n in (5, 200, 6, 300)))
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.yaml").write_text("metric: sql_execution\n")
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n", max_length=100)
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: 2 train record(s) longer than train.max_length=100: r")
+    assert "prepare.on_too_long: drop" in done.stderr and not (tmp_path / "out").exists()
+
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n"
+                 "  on_too_long: drop\n", max_length=100)
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "m.json").read_text())["dropped_too_long"]["train"] == 2
+    assert len((tmp_path / "out" / "train.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_input_stops_with_one_line_and_keeps_earlier_outputs(tmp_path, tokenizer_dir):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"prompt": "a", "completion": "b"}) + "\n")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.yaml").write_text("metric: sql_execution\n")
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n")
+    assert run_prepare(tmp_path, tokenizer_dir).returncode == 0
+    before = (tmp_path / "out" / "train.jsonl").read_bytes()
+
+    data.write_bytes(b'{"prompt": "a", "completion": "b"}\n{"prompt": "a" "completion": "b"}\n')
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"{data}:2: not valid JSON" in done.stderr
+    assert (tmp_path / "out" / "train.jsonl").read_bytes() == before
+
+    write_params(tmp_path, data, tmp_path / "p", "  shuffle_seed: 3\n")
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "unknown key 'shuffle_seed'" in done.stderr
+
+
+def test_format_sql_filter_pretty_prints():
+    from stages.prompts import format_sql
+
+    assert format_sql("select a, b from t where x = 1") == "SELECT a,\n       b\nFROM t\nWHERE x = 1"

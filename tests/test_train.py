@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import ROOT
 
-from stages import merge, select, train
+from stages import merge, select, sources, train
 from stages.files import write_jsonl
 from stages.models import load_folder
-from stages.prepare import render
+from stages.prepare import PrepareParams, convert
 from stages.prompts import load_templates
 
 PARAMS = """\
@@ -34,12 +34,12 @@ merge:
 
 
 def prepared(folder, n_train=8, n_val=4):
-    templates = load_templates(ROOT / "prompts" / "sql")
-    records = [json.loads(line) for line in (ROOT / "data" / "sql" / "train.jsonl").read_text().splitlines()]
+    p = PrepareParams(prompts=str(ROOT / "prompts" / "sql"))
+    records = sources.read_jsonl(ROOT / "data" / "sql" / "train.jsonl")
     folder.mkdir(parents=True, exist_ok=True)
-    write_jsonl(folder / "train.jsonl", render(records[:n_train], "train", templates, ["sql_context"], "x"))
+    write_jsonl(folder / "train.jsonl", convert(records[:n_train], p, load_templates(p.prompts), ["sql_context"]))
     write_jsonl(folder / "validation.jsonl",
-                render(records[n_train:n_train + n_val], "validation", templates, ["sql_context"], "x"))
+                convert(records[n_train:n_train + n_val], p, load_templates(p.prompts), ["sql_context"]))
     return folder
 
 

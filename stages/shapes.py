@@ -1,0 +1,109 @@
+"""Record shapes, all turned into conversational prompt-completion: (prompt messages, completion).
+
+- template: any columns, rendered through prompts/<dataset>/{system,user,assistant}.jinja
+- messages: {"messages": [{"role", "content"}, ...]}, the last turn the assistant's
+- prompt_completion: {"prompt", "completion"}, each a string or a list of messages
+- alpaca: {"instruction", "input" (optional), "output"}
+- sharegpt: {"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from stages.params import UserError
+from stages.prompts import Templates
+
+Messages = list[dict]
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+
+
+def detect(fields: dict) -> str:
+    """The shape of a record from its columns; 'template' when no known shape matches."""
+    if "messages" in fields:
+        return "messages"
+    if "conversations" in fields:
+        return "sharegpt"
+    if "prompt" in fields and "completion" in fields:
+        return "prompt_completion"
+    if "instruction" in fields and "output" in fields:
+        return "alpaca"
+    return "template"
+
+
+def field(fields: dict, name: str, where: str):
+    value = fields.get(name)
+    if value is None:
+        raise UserError(f"{where}: field '{name}' is missing or null; fill it or drop the record")
+    return value
+
+
+def split_turns(turns: Messages, where: str) -> tuple[Messages, Messages]:
+    """Everything before the last assistant turn is the prompt; that turn is the completion."""
+    for i, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get("role") not in ("system", "user", "assistant") \
+                or not isinstance(turn.get("content"), str):
+            raise UserError(f"{where}: turn {i + 1} must be {{'role': system|user|assistant, 'content': text}}")
+    if not turns or turns[-1]["role"] != "assistant":
+        raise UserError(f"{where}: the last turn must be the assistant's answer (the completion)")
+    if len(turns) < 2:
+        raise UserError(f"{where}: no prompt before the assistant's answer")
+    return [dict(t) for t in turns[:-1]], [dict(turns[-1])]
+
+
+def as_turns(value, role: str) -> Messages:
+    return [{"role": role, "content": value}] if isinstance(value, str) else list(value)
+
+
+def from_messages(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
+    return split_turns(field(fields, "messages", where), where)
+
+
+def from_sharegpt(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
+    turns = []
+    for i, turn in enumerate(field(fields, "conversations", where), 1):
+        speaker = turn.get("from") if isinstance(turn, dict) else None
+        if speaker not in SHAREGPT_ROLES:
+            raise UserError(f"{where}: conversations turn {i}: 'from' is {speaker!r}; use one of {sorted(SHAREGPT_ROLES)}")
+        turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
+    return split_turns(turns, where)
+
+
+def from_prompt_completion(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
+    prompt = as_turns(field(fields, "prompt", where), "user")
+    completion = as_turns(field(fields, "completion", where), "assistant")
+    return split_turns(prompt + completion, where)
+
+
+def from_alpaca(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
+    instruction, extra = field(fields, "instruction", where), fields.get("input") or ""
+    user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
+    return [{"role": "user", "content": user}], [{"role": "assistant", "content": field(fields, "output", where)}]
+
+
+def from_template(fields: dict, where: str, templates: Templates | None) -> tuple[Messages, Messages]:
+    if templates is None:
+        raise UserError(f"{where}: columns {sorted(fields)} match no known shape and the prompts folder has no "
+                        "user.jinja/assistant.jinja; add templates or set prepare.shape")
+    return templates.messages(fields, where)
+
+
+CONVERTERS: dict[str, Callable[[dict, str, Templates | None], tuple[Messages, Messages]]] = {
+    "template": from_template, "messages": from_messages, "prompt_completion": from_prompt_completion,
+    "alpaca": from_alpaca, "sharegpt": from_sharegpt,
+}
+
+
+def converter(shape: str, first: dict, has_templates: bool):
+    """The converter for `shape`; 'auto' uses the templates when there are any, else the columns."""
+    if shape == "auto":
+        shape = "template" if has_templates else detect(first)
+    if shape not in CONVERTERS:
+        raise UserError(f"prepare.shape '{shape}' is unknown; use auto or one of {sorted(CONVERTERS)}")
+    return shape, CONVERTERS[shape]
+
+
+def non_empty(prompt: Messages, completion: Messages, where: str) -> tuple[Messages, Messages]:
+    if not completion[0]["content"].strip():
+        raise UserError(f"{where}: the completion is empty; fill it or drop the record")
+    return prompt, completion

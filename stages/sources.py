@@ -1,0 +1,124 @@
+"""Raw records of a dataset, each with where it came from (file and line, or split and index).
+
+Local JSONL is read line by line so that a bad line is named exactly; JSON, CSV and Parquet go
+through `datasets`, as does a hub id (at a pinned revision).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from stages.params import UserError, closest
+
+FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
+               "val": "validation", "test": "test"}
+
+
+@dataclass
+class Record:
+    where: str  # "data/x.jsonl:17" or "org/name[train] record 17": what an error message names
+    fields: dict
+
+
+def read_jsonl(path: Path) -> list[Record]:
+    records = []
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, 1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{where}: bytes that are not UTF-8 at column {e.start + 1}; "
+                                "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+            if not line.strip():
+                continue
+            try:
+                fields = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
+                                "fix or remove the line") from None
+            if not isinstance(fields, dict):
+                raise UserError(f"{where}: a JSONL line must be a JSON object, found {type(fields).__name__}")
+            records.append(Record(where, fields))
+    return records
+
+
+def read_with_datasets(path: Path) -> list[Record]:
+    import datasets
+
+    try:
+        table = datasets.load_dataset(FORMATS[path.suffix], data_files=str(path), split="train")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: bytes that are not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
+    except Exception as e:  # noqa: BLE001 - the loaders raise many types; all mean a malformed file
+        raise UserError(f"{path}: cannot be read as {path.suffix[1:].upper()}: {first_line(e)}") from None
+    return [Record(f"{path} record {i}", row) for i, row in enumerate(table.to_list(), 1)]
+
+
+def first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def read_file(path: Path) -> list[Record]:
+    if path.suffix not in FORMATS:
+        raise UserError(f"{path}: unsupported file type '{path.suffix}'; use one of {sorted(FORMATS)}")
+    return read_jsonl(path) if path.suffix == ".jsonl" else read_with_datasets(path)
+
+
+def split_of(path: Path) -> str | None:
+    return SPLIT_NAMES.get(path.stem.lower())
+
+
+def read_folder(folder: Path) -> dict[str, list[Record]]:
+    """A folder of split files: train.jsonl, validation.jsonl (or valid/dev), test.jsonl."""
+    files = sorted(p for p in folder.iterdir() if p.suffix in FORMATS and split_of(p))
+    if not files:
+        raise UserError(f"{folder}: no split files (train/validation/test with {sorted(FORMATS)}); "
+                        f"found {sorted(p.name for p in folder.iterdir())}")
+    splits: dict[str, list[Record]] = {}
+    for path in files:
+        splits.setdefault(split_of(path), []).extend(read_file(path))
+    return splits
+
+
+def local(dataset: str, subset: str | None) -> dict[str, list[Record]]:
+    path = Path(dataset)
+    if subset:
+        subsets = sorted(p.name for p in path.iterdir() if p.is_dir())
+        if subset not in subsets:
+            raise UserError(f"{path}: no subset '{subset}'{closest(subset, subsets)}; available: {subsets}")
+        path = path / subset
+    return read_folder(path) if path.is_dir() else {"train": read_file(path)}
+
+
+def hub(dataset: str, subset: str | None, revision: str | None) -> dict[str, list[Record]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(dataset, subset, revision=revision)
+    except ValueError as e:  # an unknown subset: the message lists the available configurations
+        raise UserError(f"dataset '{dataset}': {first_line(e)}") from None
+    except Exception as e:  # noqa: BLE001 - not found, offline, gated: one line says which
+        raise UserError(f"cannot load dataset '{dataset}'{f' subset {subset!r}' if subset else ''}: "
+                        f"{first_line(e)}; check prepare.dataset, or the network and HF_TOKEN") from None
+    return {SPLIT_NAMES.get(name, name): [Record(f"{dataset}[{name}] record {i}", row)
+                                          for i, row in enumerate(split.to_list(), 1)]
+            for name, split in loaded.items()}
+
+
+def looks_local(dataset: str) -> bool:
+    return dataset.startswith((".", "/")) or Path(dataset).suffix in FORMATS or Path(dataset).parts[0] == "data"
+
+
+def load(dataset: str, subset: str | None = None, revision: str | None = None) -> dict[str, list[Record]]:
+    """Records per split ('train', 'validation', 'test') from a local path or the hub."""
+    if Path(dataset).exists():
+        return local(dataset, subset)
+    if looks_local(dataset):
+        parent = Path(dataset).parent
+        near = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
+        raise UserError(f"prepare.dataset '{dataset}': no such file or folder; {parent}/ holds {near}")
+    return hub(dataset, subset, revision)
