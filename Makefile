@@ -12,7 +12,7 @@ ACCELERATE_CONFIG ?= configs/accelerate/multi_gpu.yaml
 PYTEST_ARGS ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help setup repro test test-fast train-multi status metrics plots lint clean
+.PHONY: help setup repro preset test test-fast train-multi bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -29,6 +29,11 @@ $(VENV)/.installed: pyproject.toml
 repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun
 	dvc repro
 
+preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes|medqa (git checkout params.yaml undoes)
+	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	cp presets/$(NAME).yaml params.yaml
+	@echo "params.yaml is now the $(NAME) preset; run: make repro (needs the hub; see the preset's header)"
+
 test: setup ## run every test, end-to-end ones included (what CI runs)
 	pytest -q $(PYTEST_ARGS)
 
@@ -42,6 +47,10 @@ train-multi: setup ## train with accelerate DDP: NPROC processes, ACCELERATE_CON
 		--model models/base --data data/prepared --out models/train \
 		--metrics metrics/train.json --live metrics/train
 	dvc commit -f train
+
+bench: setup ## benchmarks; figures in bench/results/ (needs models/base: dvc repro base)
+	dvc repro base
+	python bench/prepare.py
 
 status: setup ## which stages are stale (dvc status)
 	dvc status

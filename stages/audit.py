@@ -17,20 +17,68 @@ class TokenCounts:
     prompt: list[int]  # tokens that carry no loss
 
 
+SENTINEL = "\x00"  # marks where the completion starts in one rendering of the whole conversation
+CHECKED = 32  # records on which every shortcut is compared with the plain way
+
+
+def load_tokenizer(folder):
+    """The folder's fast tokenizer and chat template. PreTrainedTokenizerFast loads in 0.9 s
+    where AutoTokenizer takes 4.8 s (it imports the model's config and modeling code)."""
+    from pathlib import Path
+
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if (Path(folder) / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder)
+
+
 def chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
-    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in rows]
-    full = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
+    """(prompt with the assistant header, whole conversation) as the chat template renders them.
+
+    One batched rendering with a sentinel at the start of the completion gives both; the first
+    records are checked against two separate renderings, which are used if they differ.
+    """
+    marked = tokenizer.apply_chat_template(
+        [r["prompt"] + [{**r["completion"][0], "content": SENTINEL + r["completion"][0]["content"]}] for r in rows],
+        tokenize=False)
+    if all(text.count(SENTINEL) == 1 for text in marked):
+        prompts = [text[: text.index(SENTINEL)] for text in marked]
+        full = [text.replace(SENTINEL, "", 1) for text in marked]
+        sample = rows[:CHECKED]
+        if (prompts[:CHECKED], full[:CHECKED]) == plain_chat_texts(tokenizer, sample):
+            return prompts, full
+    return plain_chat_texts(tokenizer, rows)
+
+
+def plain_chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
+    prompts = tokenizer.apply_chat_template([r["prompt"] for r in rows], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template([r["prompt"] + r["completion"] for r in rows], tokenize=False)
     return prompts, full
 
 
 def token_counts(tokenizer, rows: list[dict]) -> TokenCounts:
+    """Tokens per record, prompt and total, through the Rust tokenizer in two batched calls.
+
+    The completion's tokens are counted on the text after the prompt; where the whole text
+    does not tokenize as prompt + completion (checked on the first records), totals are
+    counted on the whole text instead.
+    """
     if not rows:
         return TokenCounts([], [])
     prompts, full = chat_texts(tokenizer, rows)
-    # One batched call per side: the Rust tokenizer does 100,000 records in seconds.
-    total = [len(ids) for ids in tokenizer(full, add_special_tokens=False)["input_ids"]]
-    prompt = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    return TokenCounts(total, prompt)
+    if not all(f.startswith(p) for p, f in zip(prompts, full, strict=True)):
+        raise UserError("the chat template does not render the prompt as a prefix of prompt + completion, "
+                        "so prompt and completion tokens cannot be told apart; use a prefix-stable template")
+    encode = tokenizer.backend_tokenizer.encode_batch
+    prompt = encode(prompts, add_special_tokens=False)
+    rest = encode([f[len(p):] for f, p in zip(full, prompts, strict=True)], add_special_tokens=False)
+    whole = encode(full[:CHECKED], add_special_tokens=False)
+    if all(w.ids == p.ids + r.ids for w, p, r in zip(whole, prompt, rest, strict=False)):
+        total = [len(p) + len(r) for p, r in zip(prompt, rest, strict=True)]
+    else:
+        total = [len(w) for w in encode(full, add_special_tokens=False)]
+    return TokenCounts(total, [len(p) for p in prompt])
 
 
 def percentiles(values: list[int]) -> dict:

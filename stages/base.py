@@ -24,6 +24,7 @@ class BaseParams:
     gguf_sha256: str | None = None  # pins the GGUF: a different file is an error
     revision: str | None = None  # hub commit/tag; pin a commit for reproducibility
     dtype: str = "float32"  # weights as saved; float32 is what a CPU trains in
+    model_class: str = "AutoModelForCausalLM"  # AutoModelForImageTextToText for gemma-3-4b-it and other VLMs
 
 
 def check_pin(source: str, p: BaseParams) -> str | None:
@@ -47,13 +48,15 @@ def main() -> None:
 
     source = models.resolve_source(p.model_name_or_path, p.gguf_file)
     digest = check_pin(source, p)
-    model, tokenizer = models.load_pretrained(source, revision=p.revision, gguf_file=p.gguf_file, dtype=p.dtype)
+    model, tokenizer = models.load_pretrained(source, revision=p.revision, gguf_file=p.gguf_file, dtype=p.dtype,
+                                              model_class=p.model_class)
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "pin.json", {"model_name_or_path": p.model_name_or_path, "revision": p.revision,
-                                      "gguf_file": p.gguf_file, "gguf_sha256": digest,
-                                      "parameters": sum(t.numel() for t in model.parameters())})
+        write_json(tmp / models.PIN_FILE, {"model_name_or_path": p.model_name_or_path, "revision": p.revision,
+                                           "model_class": p.model_class,
+                                           "gguf_file": p.gguf_file, "gguf_sha256": digest,
+                                           "parameters": sum(t.numel() for t in model.parameters())})
     print(f"[base] wrote {args.out} from {source}", flush=True)
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from stages.files import atomic_dir
-from stages.models import load_folder
+from stages.models import PIN_FILE, load_folder
 from stages.params import UserError, load, run
 
 
@@ -62,6 +63,8 @@ def main() -> None:
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if (Path(args.base) / PIN_FILE).is_file():  # provenance, and the class to load it with
+            shutil.copy(Path(args.base) / PIN_FILE, tmp / PIN_FILE)
     print(f"[merge] wrote {args.out}", flush=True)
 
 

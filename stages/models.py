@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -58,17 +59,29 @@ def resolve_source(name_or_path: str, gguf_file: str | None) -> str:
     return name_or_path
 
 
-def load_pretrained(source: str, *, revision: str | None = None, gguf_file: str | None = None,
-                    dtype: str = "float32"):
-    """Model and tokenizer from a folder, a hub id (at `revision`) or a GGUF file."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText")
 
+
+def load_pretrained(source: str, *, revision: str | None = None, gguf_file: str | None = None,
+                    dtype: str = "float32", model_class: str = "AutoModelForCausalLM", **load_kwargs):
+    """Model and tokenizer from a folder, a hub id (at `revision`) or a GGUF file.
+
+    `model_class` AutoModelForImageTextToText loads a vision-language checkpoint (gemma-3-4b-it)
+    whole; text-only data uses just its language side. `load_kwargs` go to from_pretrained
+    (quantization_config, attn_implementation).
+    """
+    import transformers
+    from transformers import AutoTokenizer
+
+    if model_class not in MODEL_CLASSES:
+        raise UserError(f"model_class '{model_class}' is not one of {MODEL_CLASSES}")
     kwargs = {"revision": revision} if revision else {}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+        model = getattr(transformers, model_class).from_pretrained(source, dtype=torch_dtype(dtype), **kwargs,
+                                                                    **load_kwargs)
     except OSError as e:
         offline = " (this machine may have no access to the Hugging Face hub)" if not os.path.exists(source) else ""
         raise UserError(f"cannot load model '{source}'{offline}: {e}") from e
@@ -86,6 +99,15 @@ def drop_gguf_quantization(model) -> None:
         del model.config.quantization_config
 
 
-def load_folder(folder: str | Path, dtype: str = "float32"):
+PIN_FILE = "pin.json"
+
+
+def model_class_of(folder: str | Path) -> str:
+    """The class a folder this project wrote is loaded with (recorded in its pin.json)."""
+    pin = Path(folder) / PIN_FILE
+    return json.loads(pin.read_text()).get("model_class", MODEL_CLASSES[0]) if pin.is_file() else MODEL_CLASSES[0]
+
+
+def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
     """Model and tokenizer from a folder this project wrote (models/base, models/merged)."""
-    return load_pretrained(str(folder), dtype=dtype)
+    return load_pretrained(str(folder), dtype=dtype, model_class=model_class_of(folder), **load_kwargs)

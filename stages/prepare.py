@@ -125,15 +125,13 @@ def main() -> None:
         raise UserError(f"params.yaml: prepare.max_records: unknown split(s) "
                         f"{sorted(set(p.max_records) - set(SPLITS))}; use {SPLITS}")
 
-    from transformers import AutoTokenizer
-
     templates, task = load_templates(p.prompts), load_task(p.prompts)
     splits = split_records(sources.load(p.dataset, p.subset, p.revision), p)
     rng = random.Random(p.seed)
     rows = {name: convert(subset(splits[name], p.max_records.get(name), rng), p, templates, task.references)
             for name in SPLITS}
     rows, overlap = without_overlap(rows)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    tokenizer = audit.load_tokenizer(args.model)
     counts, too_long = {}, {}
     for name in SPLITS:
         rows[name], counts[name], too_long[name] = within_length(

@@ -26,7 +26,15 @@ def format_sql(query: str) -> str:
     return sqlparse.format(query, reindent=True, keyword_case="upper").strip()
 
 
-FILTERS = {"format_sql": format_sql}
+LANGUAGES = {"de": "German", "fr": "French", "it": "Italian", "rm": "Romansh", "en": "English"}
+
+
+def language_name(code: str) -> str:
+    """'de' -> 'German': prompts name languages in words (ipst/slds stores codes)."""
+    return LANGUAGES.get(code, code)
+
+
+FILTERS = {"format_sql": format_sql, "language_name": language_name}
 
 
 @dataclass

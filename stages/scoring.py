@@ -64,21 +64,46 @@ def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     (in the same order only when the gold query orders them)."""
     query = extract_sql(prediction)
     context = references["sql_context"]
-    expected = run_query(context, gold)
+    try:
+        expected = run_query(context, gold)
+    except sqlite3.Error:
+        expected = None  # gold SQL in another dialect (gretelai has some): judged by exact match only
     try:
         got = run_query(context, query) if query else None
     except sqlite3.Error:
         got = None
     ordered = "order by" in gold.lower()
+    exact = normalize_sql(query) == normalize_sql(gold)
+    if expected is None:
+        correct = exact
+    else:
+        correct = got is not None and comparable(got, ordered) == comparable(expected, ordered)
     return {
-        "execution_accuracy": float(got is not None and comparable(got, ordered) == comparable(expected, ordered)),
-        "exact_match": float(normalize_sql(query) == normalize_sql(gold)),
+        "execution_accuracy": float(correct),
+        "exact_match": float(exact),
         "execution_error_rate": float(got is None),
         "answer": query,
     }
 
 
-SCORERS: dict[str, Callable[[str, str, dict], dict]] = {"sql_execution": sql_execution}
+ANSWER = re.compile(r"the answer is:?\s*\(?([A-J])\b\)?", re.IGNORECASE)
+
+
+def answer_letter(text: str) -> str | None:
+    """The letter of the last "the answer is (X)" in a reply; None when there is none."""
+    found = ANSWER.findall(text)
+    return found[-1].upper() if found else None
+
+
+def multiple_choice(prediction: str, gold: str, references: dict) -> dict:
+    """Accuracy of the answer letter. A reply without a parseable letter is wrong, always."""
+    got, want = answer_letter(prediction), answer_letter(gold)
+    return {"accuracy": float(got is not None and got == want), "unparseable_rate": float(got is None),
+            "answer": got or ""}
+
+
+SCORERS: dict[str, Callable[[str, str, dict], dict]] = {"sql_execution": sql_execution,
+                                                         "multiple_choice": multiple_choice}
 
 
 def scorer(name: str) -> Callable[[str, str, dict], dict]:

@@ -20,17 +20,18 @@ from pathlib import Path
 from stages.files import read_jsonl, write_json
 from stages.params import UserError, from_dict, log_params, read_section, run
 
-METHODS = ("full", "lora")
+METHODS = ("full", "lora", "qlora")
 
 
 @dataclass
 class TrainParams:
-    method: str = "lora"  # full | lora
+    method: str = "lora"  # full | lora | qlora (LoRA on a base loaded in 4-bit NF4 by bitsandbytes)
     epochs: float = 2  # passed on as num_train_epochs (`dvc exp run -S train.epochs=10`)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: str | list[str] = "all-linear"
+    attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see plain_loss_trainer)
 
 
@@ -61,6 +62,7 @@ def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
 
 # GPU-only settings and what each becomes on a machine without CUDA.
 CPU_FALLBACKS = {"bf16": False, "fp16": False, "use_liger_kernel": False}
+GPU_OPTIMIZERS = ("adamw_torch_4bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused")
 
 
 def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
@@ -68,6 +70,9 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     if has_cuda:
         return sft
     sft = {**sft}
+    if sft.get("optim") in GPU_OPTIMIZERS:
+        print(f"[train] no CUDA GPU: train.optim {sft['optim']} -> adamw_torch", flush=True)
+        sft["optim"] = "adamw_torch"
     for key, fallback in CPU_FALLBACKS.items():
         # SFTConfig's own default for bf16 is true; the CPU run must not depend on params naming it.
         if sft.get(key, key == "bf16") != fallback:
@@ -84,8 +89,27 @@ def sft_config(p: TrainParams, sft: dict, out: str):
     return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
 
 
+def model_load_kwargs(p: TrainParams, has_cuda: bool) -> dict:
+    """How train loads the base: its attention kernel, and 4-bit NF4 weights for QLoRA."""
+    import torch
+
+    attn = p.attn_implementation
+    if attn == "flash_attention_2" and not has_cuda:
+        print("[train] no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa", flush=True)
+        attn = "sdpa"
+    kwargs = {"attn_implementation": attn}
+    if p.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        # The workshop set load_in_4bit without a quantization config, so nothing was quantized.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
+    return kwargs
+
+
 def peft_config(p: TrainParams):
-    if p.method != "lora":
+    if p.method == "full":
         return None
     from peft import LoraConfig
 
@@ -191,7 +215,7 @@ def main() -> None:
     from stages.models import load_folder
 
     config = sft_config(p, sft, args.out)
-    model, tokenizer = load_folder(args.model)
+    model, tokenizer = load_folder(args.model, **model_load_kwargs(p, torch.cuda.is_available()))
     train_set = prompt_completion(Path(args.data) / "train.jsonl")
     eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
     trainer_cls = trainer_class(uses_fused_lm_head(p, torch.cuda.is_available()))

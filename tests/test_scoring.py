@@ -54,3 +54,21 @@ def test_normalize_sql():
 def test_unknown_metric_lists_the_known_ones():
     with pytest.raises(UserError, match="sql_execution"):
         scorer("bleu")
+
+
+@pytest.mark.parametrize("reply, accuracy, unparseable", [
+    ("Infection is likely. Therefore, the answer is (B).", 1.0, 0.0),
+    ("the answer is (A) ... on reflection the answer is (B)", 1.0, 0.0),  # the last statement counts
+    ("The answer is C.", 0.0, 0.0),
+    ("B", 0.0, 1.0),  # a bare letter is not a parseable answer: wrong, always
+    ("I am not sure.", 0.0, 1.0),
+])
+def test_multiple_choice_reads_the_answer_is_x(reply, accuracy, unparseable):
+    s = scorer("multiple_choice")(reply, "Reasoning ... the answer is (B).", {})
+    assert (s["accuracy"], s["unparseable_rate"]) == (accuracy, unparseable)
+
+
+def test_gold_sql_sqlite_cannot_run_is_judged_by_exact_match():
+    gold = "SELECT name FROM t LIMIT 1 OFFSET 0 FOR UPDATE;"  # not SQLite
+    assert sql_execution(gold, gold, {"sql_context": CONTEXT})["execution_accuracy"] == 1.0
+    assert sql_execution("SELECT 1;", gold, {"sql_context": CONTEXT})["execution_accuracy"] == 0.0

@@ -159,3 +159,21 @@ def test_fused_lm_head_is_on_a_gpu_only_unless_named():
     p = train.TrainParams()
     assert train.uses_fused_lm_head(p, has_cuda=True) and not train.uses_fused_lm_head(p, has_cuda=False)
     assert train.uses_fused_lm_head(train.TrainParams(fused_lm_head=True), has_cuda=False)
+
+
+def test_qlora_really_loads_the_base_in_4bit(tiny_model_dir):
+    import bitsandbytes as bnb
+
+    kwargs = train.model_load_kwargs(train.TrainParams(method="qlora"), has_cuda=False)
+    model, _ = load_folder(tiny_model_dir, **kwargs)
+    quantized = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert len(quantized) == 2 * 7  # every attention and MLP projection of both layers
+    assert quantized[0].weight.quant_state.quant_type == "nf4"
+    full, _ = load_folder(tiny_model_dir, **train.model_load_kwargs(train.TrainParams(method="lora"), has_cuda=False))
+    assert not any(isinstance(m, bnb.nn.Linear4bit) for m in full.modules())
+
+
+def test_flash_attention_falls_back_to_sdpa_without_a_gpu(capsys):
+    kwargs = train.model_load_kwargs(train.TrainParams(attn_implementation="flash_attention_2"), has_cuda=False)
+    assert kwargs == {"attn_implementation": "sdpa"}
+    assert "flash_attention_2 -> sdpa" in capsys.readouterr().out
