@@ -36,7 +36,7 @@ def main() -> None:
         work = Path(tmp)
         data = work / "data"
         data.mkdir()
-        subprocess.run([sys.executable, str(ROOT / "data" / "sql" / "generate.py"), "--out", str(data),
+        subprocess.run([sys.executable, str(ROOT / "data" / "raw" / "sql" / "generate.py"), "--out", str(data),
                         "--sizes", f"train={args.records},test=200"], check=True, capture_output=True)
         (work / "params.yaml").write_text(
             f"prepare:\n  dataset: {data}\n  prompts: {ROOT / 'prompts' / 'sql'}\n  audit_examples: 3\n"

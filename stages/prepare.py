@@ -30,7 +30,7 @@ TOO_LONG = ("error", "drop")
 
 @dataclass
 class PrepareParams:
-    dataset: str = "data/sql"  # local folder/file, or a hub id such as gretelai/synthetic_text_to_sql
+    dataset: str = "data/raw/sql"  # local folder/file, or a hub id such as gretelai/synthetic_text_to_sql
     subset: str | None = None  # hub configuration, or a subfolder of a local dataset (e.g. fr_de)
     revision: str | None = None  # hub commit of the dataset; pin one for reproducibility
     prompts: str = "prompts/sql"  # {system,user,assistant}.jinja (optional for chat-shaped data) and task.yaml

@@ -7,7 +7,7 @@ import sys
 
 from conftest import ROOT
 
-DATA = ROOT / "data" / "sql"
+DATA = ROOT / "data" / "raw" / "sql"
 COLUMNS = {"id", "domain", "sql_complexity", "sql_task_type", "sql_prompt", "sql_context", "sql"}
 
 

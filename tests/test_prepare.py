@@ -142,7 +142,7 @@ def run_prepare(tmp_path, model):
 
 def test_main_writes_splits_audit_and_metrics(tmp_path, tokenizer_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_params(tmp_path, ROOT / "data" / "sql", ROOT / "prompts" / "sql",
+    write_params(tmp_path, ROOT / "data" / "raw" / "sql", ROOT / "prompts" / "sql",
                  "  max_records: {train: 20, validation: 5, test: 7}\n")
     monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
     prepare.main()

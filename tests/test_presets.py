@@ -91,3 +91,16 @@ def test_preset_prepares_stand_in_records(name, tmp_path, tokenizer_dir, monkeyp
     prompt_text, completion = row["prompt"][-1]["content"], row["completion"][0]["content"]
     assert EXPECTED[name][0] in prompt_text and EXPECTED[name][1] in completion
     assert json.loads((tmp_path / "m.json").read_text())["records"] == {"train": 4, "validation": 1, "test": 1}
+
+
+@pytest.mark.parametrize("name", sorted(STAND_INS))
+def test_dvc_accepts_every_preset(name, repo_copy):
+    """A preset names a hub dataset: the graph's deps must still exist, so DVC can plan the run."""
+    import subprocess
+    import sys
+
+    (repo_copy / "params.yaml").write_text((ROOT / "presets" / f"{name}.yaml").read_text())
+    done = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=repo_copy,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert {"base", "prepare", "train"} <= set(json.loads(done.stdout))

@@ -35,7 +35,7 @@ merge:
 
 def prepared(folder, n_train=8, n_val=4):
     p = PrepareParams(prompts=str(ROOT / "prompts" / "sql"))
-    records = sources.read_jsonl(ROOT / "data" / "sql" / "train.jsonl")
+    records = sources.read_jsonl(ROOT / "data" / "raw" / "sql" / "train.jsonl")
     folder.mkdir(parents=True, exist_ok=True)
     write_jsonl(folder / "train.jsonl", convert(records[:n_train], p, load_templates(p.prompts), ["sql_context"]))
     write_jsonl(folder / "validation.jsonl",
