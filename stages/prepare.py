@@ -20,7 +20,7 @@ from pathlib import Path
 
 from stages import audit, shapes, sources
 from stages.files import write_json, write_jsonl, write_text
-from stages.params import UserError, load, read_section, run
+from stages.params import UserError, load, log_params, read_section, run
 from stages.prompts import Templates, load_task, load_templates
 from stages.sources import Record
 
@@ -119,6 +119,7 @@ def main() -> None:
     args = ap.parse_args()
     p = load("prepare", PrepareParams)
     max_length = int(read_section("train").get("max_length") or 1024)  # SFTConfig's default
+    log_params("prepare", {"train.max_length": max_length})
     if p.on_too_long not in TOO_LONG:
         raise UserError(f"params.yaml: prepare.on_too_long '{p.on_too_long}'; use one of {TOO_LONG}")
     if set(p.max_records) - set(SPLITS):

@@ -32,7 +32,7 @@ class TrainParams:
     lora_dropout: float = 0.0
     lora_target_modules: str | list[str] = "all-linear"
     attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
-    fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see plain_loss_trainer)
+    fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
 
 
 # Defaults that differ from SFTConfig's, each for a reason; params.yaml overrides any of them.
@@ -43,7 +43,7 @@ SFT_DEFAULTS = {
     "report_to": "none",  # DVCLive is attached by this stage itself (stages/tracking.py)
     "dataloader_num_workers": 0,
     "save_only_model": False,  # optimizer and scheduler kept for resuming
-    "prediction_loss_only": True,  # evaluation needs the loss; gathering the logits cost 4x its time
+    "prediction_loss_only": True,  # evaluation needs only the loss: no logits kept between batches
 }
 
 
@@ -176,7 +176,7 @@ def summary(trainer, started: float, dataset) -> dict:
         "epochs": trainer.state.epoch,
         "world_size": trainer.args.world_size,
         "train_seconds": round(seconds, 1),
-        "tokens_per_second": round(tokens / seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1),  # non-padding tokens per wall second, evaluation included
         "peak_memory_gb": round(peak / 2**30, 2),
     }
 
