@@ -21,12 +21,20 @@ class DVCLiveSteps(TrainerCallback):
     def __init__(self, live):
         self.live = live
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        # A resumed run starts with the checkpoint's history: replay it, so the curves stay whole.
+        if state.is_world_process_zero:
+            for entry in state.log_history:
+                self.log(entry["step"], entry)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs:
-            return
-        self.live.step = state.global_step
+        if state.is_world_process_zero and logs:
+            self.log(state.global_step, logs)
+
+    def log(self, step: int, logs: dict) -> None:
+        self.live.step = step
         for key, value in logs.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
                 self.live.log_metric(metric_name(key), value)
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -211,10 +211,21 @@ def main() -> None:
 
     import torch
 
-    from stages import tracking
+    from stages import resume, tracking
     from stages.models import load_folder
 
     config = sft_config(p, sft, args.out)
+    out = Path(args.out)
+    digest = resume.fingerprint({**dataclasses.asdict(p), **sft},
+                                [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl", Path(args.model)])
+    # Only the main process clears or creates the folder; the others wait, then read the same plan.
+    checkpoint = resume.plan(out, digest) if config.process_index == 0 else None
+    if config.world_size > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        if config.process_index != 0:
+            checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
     model, tokenizer = load_folder(args.model, **model_load_kwargs(p, torch.cuda.is_available()))
     train_set = prompt_completion(Path(args.data) / "train.jsonl")
     eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
@@ -223,12 +234,14 @@ def main() -> None:
                           processing_class=tokenizer, peft_config=peft_config(p),
                           callbacks=tracking.callbacks(args.live, config.process_index == 0))
     started = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         trainer.save_state()
         tokenizer.save_pretrained(args.out)
-        write_json(args.metrics, summary(trainer, started, trainer.train_dataset))
+        figures = summary(trainer, started, trainer.train_dataset)
+        write_json(args.metrics, figures)
+        resume.mark_complete(out, figures)
         print(f"[train] wrote {args.out} and {args.metrics}", flush=True)
 
 

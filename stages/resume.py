@@ -1,0 +1,60 @@
+"""Resume an interrupted train stage, and only one whose checkpoints match its params and data.
+
+dvc.yaml keeps `models/train` across runs (`persist: true`), so a `dvc repro` after a kill finds
+the checkpoints. A fingerprint of everything the run depends on decides: the same -> resume
+from the last checkpoint; different, or the last run finished -> start clean (said in the log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+FINGERPRINT = "fingerprint.json"
+COMPLETE = "complete.json"  # written when a run ends; a finished run is never resumed
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(params: dict, inputs: list[Path]) -> str:
+    """One digest of the resolved params and the bytes of every input file."""
+    files = sorted(p for path in inputs for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
+    payload = {"params": params, "files": {str(p): file_digest(p) for p in files}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    steps = [(int(m.group(1)), p) for p in out.glob("checkpoint-*")
+             if (m := re.fullmatch(r"checkpoint-(\d+)", p.name)) and (p / "trainer_state.json").is_file()]
+    return max(steps)[1] if steps else None
+
+
+def plan(out: Path, digest: str) -> Path | None:
+    """The checkpoint to resume from, or None after making `out` a clean, fingerprinted folder."""
+    if out.is_dir():
+        recorded = out / FINGERPRINT
+        same = recorded.is_file() and json.loads(recorded.read_text()).get("fingerprint") == digest
+        checkpoint = last_checkpoint(out)
+        if same and checkpoint is not None and not (out / COMPLETE).is_file():
+            print(f"[train] resuming from {checkpoint} (same params and data)", flush=True)
+            return checkpoint
+        if any(out.iterdir()):
+            why = "the last run finished" if same else "they come from other params or data"
+            print(f"[train] not resuming from {out}: {why}; starting clean", flush=True)
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / FINGERPRINT).write_text(json.dumps({"fingerprint": digest}) + "\n")
+    return None
+
+
+def mark_complete(out: Path, summary: dict) -> None:
+    (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,109 @@
+"""Resume after kill -9: the same final validation loss as a run that was never interrupted."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from test_train import prepared
+
+from stages import resume
+
+PARAMS = """\
+train:
+  method: lora
+  epochs: 3
+  lora_r: 8
+  lora_alpha: 16
+  learning_rate: 5.0e-3
+  per_device_train_batch_size: 1
+  per_device_eval_batch_size: 4
+  max_length: 512
+  logging_steps: 1
+  seed: 0
+  activation_checkpointing: false
+"""
+
+
+def workdir(tmp_path, name, params=PARAMS):
+    work = tmp_path / name
+    work.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=work, check=True)
+    (work / "params.yaml").write_text(params)
+    prepared(work / "data", n_train=12, n_val=4)
+    return work
+
+
+def train(work, model, **popen):
+    cmd = [sys.executable, "-m", "stages.train", "--model", str(model), "--data", "data", "--out", "out",
+           "--metrics", "train.json", "--live", "live"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def final_eval_loss(work) -> float:
+    return json.loads((work / "train.json").read_text())["eval_loss"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_model_dir):
+    straight = workdir(tmp_path, "straight")
+    assert train(straight, tiny_model_dir).wait(timeout=300) == 0
+    expected = final_eval_loss(straight)
+
+    killed = workdir(tmp_path, "killed")
+    run = train(killed, tiny_model_dir)
+    deadline = time.time() + 300
+    while not (killed / "out" / "checkpoint-12" / "trainer_state.json").is_file():
+        assert run.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGKILL)  # kill -9: no handler runs, nothing is tidied
+    run.wait()
+    assert not (killed / "train.json").exists()
+
+    again = train(killed, tiny_model_dir)
+    log, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, log[-3000:]
+    assert "[train] resuming from out/checkpoint-" in log
+    assert final_eval_loss(killed) == pytest.approx(expected, abs=1e-5)
+    state = json.loads((killed / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 36
+    # The loss curve is whole: the replayed history and the resumed steps, each step once.
+    steps = [line.split("\t")[0] for line in (killed / "live" / "plots" / "metrics" / "train" / "loss.tsv")
+             .read_text().splitlines()[1:]]
+    assert steps == [str(s) for s in range(1, 37)]
+
+
+def test_other_params_or_a_finished_run_start_clean(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert resume.plan(out, "a") is None and (out / resume.FINGERPRINT).is_file()
+    (out / "checkpoint-5").mkdir()
+    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    (out / "checkpoint-10").mkdir()  # half-written: no trainer state, never resumed from
+    assert resume.plan(out, "a") == out / "checkpoint-5"
+    assert "resuming from" in capsys.readouterr().out
+
+    assert resume.plan(out, "b") is None  # other params or data
+    assert "other params or data; starting clean" in capsys.readouterr().out
+    assert not (out / "checkpoint-5").exists()
+
+    (out / "checkpoint-5").mkdir()
+    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    resume.mark_complete(out, {"eval_loss": 1.0})
+    assert resume.plan(out, "b") is None
+    assert "the last run finished; starting clean" in capsys.readouterr().out
+
+
+def test_fingerprint_follows_params_and_bytes(tmp_path):
+    (tmp_path / "d.jsonl").write_text("a\n")
+    first = resume.fingerprint({"lr": 1}, [tmp_path / "d.jsonl"])
+    assert first == resume.fingerprint({"lr": 1}, [tmp_path / "d.jsonl"])
+    assert first != resume.fingerprint({"lr": 2}, [tmp_path / "d.jsonl"])
+    (tmp_path / "d.jsonl").write_text("b\n")
+    assert first != resume.fingerprint({"lr": 1}, [tmp_path / "d.jsonl"])
