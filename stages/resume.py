@@ -13,22 +13,16 @@ import re
 import shutil
 from pathlib import Path
 
+from stages.models import sha256_of
+
 FINGERPRINT = "fingerprint.json"
 COMPLETE = "complete.json"  # written when a run ends; a finished run is never resumed
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(params: dict, inputs: list[Path]) -> str:
     """One digest of the resolved params and the bytes of every input file."""
     files = sorted(p for path in inputs for p in ([path] if path.is_file() else path.rglob("*")) if p.is_file())
-    payload = {"params": params, "files": {str(p): file_digest(p) for p in files}}
+    payload = {"params": params, "files": {str(p): sha256_of(p) for p in files}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 

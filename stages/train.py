@@ -31,6 +31,7 @@ class TrainParams:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: str | list[str] = "all-linear"
+    use_dora: bool = False  # DoRA (weight-decomposed LoRA): often better at low rank, slower a step
     attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
 
@@ -114,7 +115,7 @@ def peft_config(p: TrainParams):
     from peft import LoraConfig
 
     return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
-                      target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
+                      target_modules=p.lora_target_modules, use_dora=p.use_dora, task_type="CAUSAL_LM")
 
 
 def uses_fused_lm_head(p: TrainParams, has_cuda: bool) -> bool:

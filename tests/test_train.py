@@ -177,3 +177,12 @@ def test_flash_attention_falls_back_to_sdpa_without_a_gpu(capsys):
     kwargs = train.model_load_kwargs(train.TrainParams(attn_implementation="flash_attention_2"), has_cuda=False)
     assert kwargs == {"attn_implementation": "sdpa"}
     assert "flash_attention_2 -> sdpa" in capsys.readouterr().out
+
+
+def test_dora_adds_magnitude_vectors(tiny_model_dir):
+    from peft import get_peft_model
+
+    model, _ = load_folder(tiny_model_dir)
+    dora = get_peft_model(model, train.peft_config(train.TrainParams(use_dora=True, lora_r=4)))
+    assert any("lora_magnitude_vector" in name for name, _ in dora.named_parameters())
+    assert train.peft_config(train.TrainParams(method="full")) is None
