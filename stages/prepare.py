@@ -71,7 +71,7 @@ def subset(records: list, limit: int | None, rng: random.Random) -> list:
 def convert(records: list[Record], p: PrepareParams, templates: Templates | None, references: list[str]) -> list[dict]:
     if not records:
         return []
-    _, to_chat = shapes.converter(p.shape, records[0].fields, templates is not None)
+    to_chat = shapes.converter(p.shape, records[0].fields, templates is not None)
     rows = []
     for r in records:
         prompt, completion = shapes.non_empty(*to_chat(r.fields, r.where, templates), r.where)

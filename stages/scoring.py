@@ -6,6 +6,7 @@ per-record figures; `aggregate` averages them over the test split.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
 from collections.abc import Callable
@@ -34,18 +35,14 @@ def normalize_sql(query: str) -> str:
     return re.sub(r"\s+", " ", query.strip().rstrip(";").strip()).lower()
 
 
-def run_query(context: str, query: str, timeout_steps: int = 1_000_000) -> list[tuple]:
+def run_query(context: str, query: str, max_instructions: int = 1_000_000) -> list[tuple]:
     db = sqlite3.connect(":memory:")
     try:
         db.executescript(context)
-        # A runaway predicted query (a cross join of cross joins) must not stall evaluation.
-        steps = [0]
-
-        def guard() -> int:
-            steps[0] += 1
-            return int(steps[0] > timeout_steps // 1000)
-
-        db.set_progress_handler(guard, 1000)
+        # A runaway predicted query (a cross join of cross joins) must not stall evaluation:
+        # the handler runs every 1,000 SQLite instructions and aborts the query past the limit.
+        calls = itertools.count(1)
+        db.set_progress_handler(lambda: next(calls) * 1000 > max_instructions, 1000)
         return db.execute(query).fetchall()
     finally:
         db.close()

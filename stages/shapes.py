@@ -100,7 +100,7 @@ def converter(shape: str, first: dict, has_templates: bool):
         shape = "template" if has_templates else detect(first)
     if shape not in CONVERTERS:
         raise UserError(f"prepare.shape '{shape}' is unknown; use auto or one of {sorted(CONVERTERS)}")
-    return shape, CONVERTERS[shape]
+    return CONVERTERS[shape]
 
 
 def non_empty(prompt: Messages, completion: Messages, where: str) -> tuple[Messages, Messages]:

@@ -82,11 +82,10 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     return sft
 
 
-def sft_config(p: TrainParams, sft: dict, out: str):
-    import torch
+def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
     from trl import SFTConfig
 
-    sft = without_gpu_only_settings(sft, torch.cuda.is_available())
+    sft = without_gpu_only_settings(sft, has_cuda)
     return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
 
 
@@ -215,7 +214,8 @@ def main() -> None:
     from stages import resume, tracking
     from stages.models import load_folder
 
-    config = sft_config(p, sft, args.out)
+    has_cuda = torch.cuda.is_available()
+    config = sft_config(p, sft, args.out, has_cuda)
     out = Path(args.out)
     digest = resume.fingerprint({**dataclasses.asdict(p), **sft},
                                 [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl", Path(args.model)])
@@ -227,10 +227,10 @@ def main() -> None:
         PartialState().wait_for_everyone()
         if config.process_index != 0:
             checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
-    model, tokenizer = load_folder(args.model, **model_load_kwargs(p, torch.cuda.is_available()))
+    model, tokenizer = load_folder(args.model, **model_load_kwargs(p, has_cuda))
     train_set = prompt_completion(Path(args.data) / "train.jsonl")
     eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
-    trainer_cls = trainer_class(uses_fused_lm_head(p, torch.cuda.is_available()))
+    trainer_cls = trainer_class(uses_fused_lm_head(p, has_cuda))
     trainer = trainer_cls(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                           processing_class=tokenizer, peft_config=peft_config(p),
                           callbacks=tracking.callbacks(args.live, config.process_index == 0))
