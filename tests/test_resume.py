@@ -1,5 +1,6 @@
 """Resume after kill -9: the same final validation loss as a run that was never interrupted."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -40,10 +41,10 @@ def workdir(tmp_path, name, params=PARAMS):
     return work
 
 
-def train(work, model, **popen):
+def train(work, model, env=None, **popen):
     cmd = [sys.executable, "-m", "stages.train", "--model", str(model), "--data", "data", "--out", "out",
            "--metrics", "train.json", "--live", "live"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -58,7 +59,11 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
     expected = final_eval_loss(straight)
 
     killed = workdir(tmp_path, "killed")
-    run = train(killed, tiny_model_dir)
+    # W&B offline on the interrupted run: the resumed process must continue the same W&B run.
+    wandb = {"WANDB_PROJECT": "sft-test", "WANDB_MODE": "offline", "WANDB_DIR": str(killed), "WANDB_SILENT": "true"}
+    if importlib.util.find_spec("wandb") is None:
+        wandb = {}
+    run = train(killed, tiny_model_dir, env=wandb)
     deadline = time.time() + 300
     while not (killed / "out" / "checkpoint-12" / "trainer_state.json").is_file():
         assert run.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
@@ -67,7 +72,7 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
     run.wait()
     assert not (killed / "train.json").exists()
 
-    again = train(killed, tiny_model_dir)
+    again = train(killed, tiny_model_dir, env=wandb)
     log, _ = again.communicate(timeout=300)
     assert again.returncode == 0, log[-3000:]
     assert "[train] resuming from out/checkpoint-" in log
@@ -78,6 +83,9 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
     steps = [line.split("\t")[0] for line in (killed / "live" / "plots" / "metrics" / "train" / "loss.tsv")
              .read_text().splitlines()[1:]]
     assert steps == [str(s) for s in range(1, 37)]
+    if wandb:
+        run_id = (killed / "out" / "wandb-run-id").read_text().strip()
+        assert len(list((killed / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # two processes, one W&B run
 
 
 def test_other_params_or_a_finished_run_start_clean(tmp_path, capsys):
