@@ -1,8 +1,16 @@
-"""Greedy batched generation with the model's own chat template (left padding, longest first)."""
+"""Greedy generation behind one interface, two backends: transformers (CPU or GPU; batched, left
+padding, longest first) and vLLM (GPU). Both feed the model the same token ids: the prompt
+rendered by the model's own chat template, exactly as training rendered it.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import time
+
+from stages.params import UserError
+
+BACKENDS = ("auto", "transformers", "vllm")
 
 
 def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[str]:
@@ -10,29 +18,82 @@ def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int) -> tuple[list[str], dict]:
-    """Replies in the order of `prompts`, and throughput figures."""
+def prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
+    # The template already writes any BOS; adding special tokens again would double it.
+    return tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
+
+
+def stop_ids(model, tokenizer) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    return {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
+
+
+def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, batch_size: int) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids, up to and including the stop token)."""
     import torch
 
-    texts = render_prompts(tokenizer, prompts)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_ids(model, tokenizer)
     # Similar lengths in one batch waste less compute on padding.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
-    replies, new_tokens, started = [""] * len(texts), 0, time.time()
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    out: list[list[int]] = [[] for _ in ids]
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
-        batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = batch.to(model.device)
+        width = max(len(ids[i]) for i in idx)
+        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
+        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
         with torch.inference_mode():
-            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        generated = out[:, batch["input_ids"].shape[1]:]
-        for i, row in zip(idx, generated, strict=True):
-            replies[i] = tokenizer.decode(row, skip_special_tokens=True)
-            new_tokens += int((row != tokenizer.pad_token_id).sum())
+            generated = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       do_sample=False, pad_token_id=pad)[:, width:]
+        for i, row in zip(idx, generated.tolist(), strict=True):
+            end = next((n + 1 for n, t in enumerate(row) if t in stops), len(row))
+            out[i] = row[:end]
+    return out
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+             batch_size: int) -> tuple[list[str], dict]:
+    """transformers backend: replies in the order of `prompts`, and throughput figures."""
+    started = time.time()
+    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size)
+    replies = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    return replies, throughput(sum(len(r) for r in rows), time.time() - started)
+
+
+def generate_vllm(model_dir: str, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+                  dtype: str) -> tuple[list[str], dict]:
+    """vLLM backend: the same prompt token ids, greedy; stops where the model folder's generation
+    config says (merge writes the chat template's end-of-turn token there)."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model_dir, dtype=dtype, seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+    started = time.time()
+    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids(tokenizer, prompts)], params)
     seconds = time.time() - started
-    return replies, {"generated_tokens": new_tokens, "generation_seconds": round(seconds, 1),
-                     "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}
+    replies = [o.outputs[0].text for o in outputs]
+    return replies, throughput(sum(len(o.outputs[0].token_ids) for o in outputs), seconds)
+
+
+def throughput(new_tokens: int, seconds: float) -> dict:
+    return {"generated_tokens": new_tokens, "generation_seconds": round(seconds, 1),
+            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}
+
+
+def pick_backend(name: str) -> str:
+    """auto -> vLLM where a CUDA GPU and vllm are present, else transformers. Asking for vLLM
+    without them falls back to transformers with one line (README, 'GPU settings')."""
+    import torch
+
+    if name not in BACKENDS:
+        raise UserError(f"params.yaml: evaluate.backend '{name}' is not one of {BACKENDS}")
+    vllm_ready = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    if name == "vllm" and not vllm_ready:
+        why = "no CUDA GPU" if not torch.cuda.is_available() else "vllm is not installed"
+        print(f"[evaluate] {why}: evaluate.backend vllm -> transformers (see README, 'GPU settings')", flush=True)
+        return "transformers"
+    if name == "auto":
+        return "vllm" if vllm_ready else "transformers"
+    return name

@@ -111,3 +111,9 @@ def model_class_of(folder: str | Path) -> str:
 def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
     """Model and tokenizer from a folder this project wrote (models/base, models/merged)."""
     return load_pretrained(str(folder), dtype=dtype, model_class=model_class_of(folder), **load_kwargs)
+
+
+def load_tokenizer(folder: str | Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder))

@@ -1,7 +1,9 @@
 """Task metrics, chosen by name in prompts/<dataset>/task.yaml (never by dataset name in code).
 
 Each scorer takes (prediction, gold, references) for one record and returns a dict of
-per-record figures; `aggregate` averages them over the test split.
+per-record figures (floats), `unparseable` (1.0 when no answer could be read from the reply,
+which then always counts as wrong) and `answer` (what was read). `aggregate` averages them.
+The evaluate package reaches them through the local modules in `task_metrics/`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import itertools
 import re
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from stages.params import UserError
 
@@ -79,6 +82,7 @@ def sql_execution(prediction: str, gold: str, references: dict) -> dict:
         "execution_accuracy": float(correct),
         "exact_match": float(exact),
         "execution_error_rate": float(got is None),
+        "unparseable": float(not query),
         "answer": query,
     }
 
@@ -95,21 +99,78 @@ def answer_letter(text: str) -> str | None:
 def multiple_choice(prediction: str, gold: str, references: dict) -> dict:
     """Accuracy of the answer letter. A reply without a parseable letter is wrong, always."""
     got, want = answer_letter(prediction), answer_letter(gold)
-    return {"accuracy": float(got is not None and got == want), "unparseable_rate": float(got is None),
-            "answer": got or ""}
+    return {"accuracy": float(got is not None and got == want), "unparseable": float(got is None),
+            "answer": got or "none", "gold_answer": want or "none"}
 
 
-SCORERS: dict[str, Callable[[str, str, dict], dict]] = {"sql_execution": sql_execution,
-                                                         "multiple_choice": multiple_choice}
+WORD = re.compile(r"\w+")
 
 
-def scorer(name: str) -> Callable[[str, str, dict], dict]:
+class UnicodeWords:
+    """rouge-score's own tokenizer keeps only [a-z0-9], which splits German words at every umlaut."""
+
+    @staticmethod
+    def tokenize(text: str) -> list[str]:
+        return WORD.findall(text.lower())
+
+
+_rouge = None
+
+
+def summary(prediction: str, gold: str, references: dict) -> dict:
+    """ROUGE-1/2/L F1 (rouge-score, Unicode words) and chrF (sacrebleu, 0-1) against the gold text."""
+    global _rouge
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if _rouge is None:
+        _rouge = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=UnicodeWords())
+    text = prediction.strip()
+    if not text:
+        return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "chrf": 0.0, "unparseable": 1.0, "answer": ""}
+    scores = _rouge.score(gold, text)
+    return {**{k: round(v.fmeasure, 6) for k, v in scores.items()},
+            "chrf": round(sacrebleu.sentence_chrf(text, [gold]).score / 100, 6), "unparseable": 0.0, "answer": text}
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    score: Callable[[str, str, dict], dict]
+    primary: str  # the headline figure: what select can pick by and compare tests
+    binary: bool  # per-record 0/1: Wilson interval and McNemar; else bootstrap intervals
+    labels: bool = False  # answers are letters: a confusion matrix is drawn
+
+
+SCORERS: dict[str, TaskMetric] = {
+    "sql_execution": TaskMetric(sql_execution, "execution_accuracy", binary=True),
+    "multiple_choice": TaskMetric(multiple_choice, "accuracy", binary=True, labels=True),
+    "summary": TaskMetric(summary, "rougeL", binary=False),
+}
+
+
+def task_metric(name: str) -> TaskMetric:
     if name not in SCORERS:
-        raise UserError(f"task metric '{name}' is unknown; available: {sorted(SCORERS)}")
+        raise UserError(f"task metric '{name}' is unknown; available: {sorted(SCORERS)} "
+                        "(set metric: in prompts/<dataset>/task.yaml)")
     return SCORERS[name]
 
 
+def scorer(name: str) -> Callable[[str, str, dict], dict]:
+    return task_metric(name).score
+
+
+def figures(per_record: list[dict]) -> list[str]:
+    return [k for k, v in per_record[0].items() if isinstance(v, float)] if per_record else []
+
+
 def aggregate(per_record: list[dict]) -> dict:
-    """Mean of every numeric per-record figure."""
-    keys = [k for k, v in per_record[0].items() if isinstance(v, float)] if per_record else []
-    return {k: round(sum(r[k] for r in per_record) / len(per_record), 4) for k in keys}
+    """Mean of every numeric per-record figure; `unparseable` becomes `unparseable_rate`."""
+    means = {k: round(sum(r[k] for r in per_record) / len(per_record), 4) for k in figures(per_record)}
+    if "unparseable" in means:
+        means["unparseable_rate"] = means.pop("unparseable")
+    return means
+
+
+def score_all(name: str, predictions: list[str], golds: list[str], references: list[dict]) -> list[dict]:
+    score = scorer(name)
+    return [score(p, g, r) for p, g, r in zip(predictions, golds, references, strict=True)]

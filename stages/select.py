@@ -1,9 +1,15 @@
-"""select: pick the checkpoint with the best validation loss from the trainer's own record.
+"""select: pick the best epoch checkpoint, by validation loss or by the task metric.
 
-    python -m stages.select --train models/train --out metrics/select.json
+    python -m stages.select --train models/train --base models/base --data data/prepared \
+        --out metrics/select.json
 
 Reads `select:` of params.yaml. The trainer writes `trainer_state.json` with one evaluation
-per epoch; the checkpoint saved at that step is a candidate. Nobody edits checkpoint paths.
+per epoch; every checkpoint saved at such a step (and not rotated out by save_total_limit) is a
+candidate. `select.metric` is a key of the trainer's evaluation logs (`eval_loss`, the
+default), or a figure of the task metric (`execution_accuracy`, `accuracy`, `rougeL`, ...):
+then each candidate generates greedily on the first `select.samples` validation prompts and
+is scored, so the choice costs a few minutes, not a test-set evaluation. The choice and the
+table of candidates are DVC metrics; merge reads the choice, so nobody edits checkpoint paths.
 """
 
 from __future__ import annotations
@@ -13,51 +19,86 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.files import write_json
+from stages.files import read_jsonl, write_json
 from stages.params import UserError, load, run
 
 
 @dataclass
 class SelectParams:
-    metric: str = "eval_loss"  # a key of the trainer's evaluation logs
-    greater_is_better: bool = False  # false for losses
+    metric: str = "eval_loss"  # a key of the trainer's evaluation logs, or a figure of the task metric
+    greater_is_better: bool | None = None  # None: false for names ending in 'loss', true otherwise
+    samples: int = 32  # validation prompts generated per checkpoint when selecting by a task figure
+    max_new_tokens: int = 96
+    batch_size: int = 16
+
+
+def greater_is_better(p: SelectParams) -> bool:
+    return p.greater_is_better if p.greater_is_better is not None else not p.metric.endswith("loss")
 
 
 def candidates(train_dir: Path, metric: str) -> list[dict]:
-    """Every evaluation whose step has a saved checkpoint, oldest first."""
+    """Every evaluation whose step has a saved checkpoint, oldest first (with `metric` if logged)."""
     state_file = train_dir / "trainer_state.json"
     if not state_file.is_file():
         raise UserError(f"{state_file} is missing; run the train stage first (dvc repro train)")
     history = json.loads(state_file.read_text())["log_history"]
     rows = []
     for entry in history:
-        if metric not in entry:
+        if "eval_loss" not in entry and metric not in entry:
             continue
         checkpoint = train_dir / f"checkpoint-{entry['step']}"
         if checkpoint.is_dir():
             rows.append({"checkpoint": str(checkpoint), "step": entry["step"], "epoch": entry.get("epoch"),
-                         metric: entry[metric]})
+                         **{k: entry[k] for k in ("eval_loss", metric) if k in entry}})
     if not rows:
         logged = sorted({k for e in history for k in e})
-        raise UserError(f"{state_file}: no checkpoint has a logged '{metric}'; logged keys: {logged}. "
-                        "Set train.save_strategy and train.eval_strategy alike (both 'epoch') or fix select.metric")
+        raise UserError(f"{state_file}: no saved checkpoint has an evaluation; logged keys: {logged}. "
+                        "Set train.save_strategy and train.eval_strategy alike (both 'epoch')")
     return rows
+
+
+def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> list[dict]:
+    """Each candidate scored by the task metric on the first `p.samples` validation records."""
+    from stages.generation import generate
+    from stages.merge import merged, trained_model
+    from stages.scoring import aggregate, score_all
+
+    records = read_jsonl(data / "validation.jsonl")[:p.samples]
+    metric_name = json.loads((data / "task.json").read_text())["metric"]
+    scored = []
+    for row in rows:
+        model, tokenizer = trained_model(base, Path(row["checkpoint"]), "float32")
+        replies, _ = generate(merged(model), tokenizer, [r["prompt"] for r in records], p.max_new_tokens,
+                              p.batch_size)
+        figures = aggregate(score_all(metric_name, replies, [r["completion"][0]["content"] for r in records],
+                                      [r["references"] for r in records]))
+        if p.metric not in figures:
+            raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
+                            f"the task metric {metric_name}: {sorted(figures)} (or eval_loss)")
+        print(f"[select] {row['checkpoint']}: {p.metric} {figures[p.metric]:.4f} on {len(records)} "
+              "validation records", flush=True)
+        scored.append({**row, p.metric: figures[p.metric], "select_samples": len(records)})
+    return scored
 
 
 def best(rows: list[dict], p: SelectParams) -> dict:
     # Ties go to the earlier checkpoint: fewer steps, same figure.
-    sign = -1 if p.greater_is_better else 1
+    sign = -1 if greater_is_better(p) else 1
     return min(rows, key=lambda r: (sign * r[p.metric], r["step"]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="Choose the best checkpoint.")
     ap.add_argument("--train", default="models/train")
+    ap.add_argument("--base", default="models/base")
+    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="metrics/select.json")
     args = ap.parse_args()
     p = load("select", SelectParams)
 
     rows = candidates(Path(args.train), p.metric)
+    if any(p.metric not in r for r in rows):  # not a trainer log key: a figure of the task metric
+        rows = task_figures(rows, p, args.base, Path(args.data))
     choice = best(rows, p)
     write_json(args.out, {"checkpoint": choice["checkpoint"], "step": choice["step"], "epoch": choice["epoch"],
                           p.metric: choice[p.metric], "candidates": rows})

@@ -1,8 +1,11 @@
 import json
 
-from stages import evaluate
-from stages.generation import generate, render_prompts
+import pytest
+
+from stages import compare, evaluate
+from stages.generation import generate, pick_backend, prompt_ids, render_prompts
 from stages.models import load_folder
+from stages.params import UserError
 
 PROMPT = [{"role": "system", "content": "Reply with SQL."}, {"role": "user", "content": "How many rows?"}]
 
@@ -41,3 +44,63 @@ def test_main_writes_metrics_and_predictions(tiny_model_dir, tmp_path, monkeypat
     assert metrics["samples"] == 3 and len(predictions) == 3
     # A random model writes no SQL: every prediction must score as wrong and unrunnable.
     assert metrics["execution_accuracy"] == 0.0 and metrics["execution_error_rate"] == 1.0
+    assert metrics["execution_accuracy_ci_low"] == 0.0 and 0.4 < metrics["execution_accuracy_ci_high"] < 0.6
+    assert metrics["tokens_per_second"] > 0 and metrics["unparseable_rate"] == 1.0
+    assert json.loads((tmp_path / "metrics" / "confusion" / "baseline.json").read_text()) == []  # no letters
+
+
+def test_evaluation_token_ids_are_the_training_prompt_tokens(tiny_model_dir, tmp_path):
+    """Both backends are fed prompt_ids; trl's tokenization of the same record for training must
+    begin with exactly those ids (the prompt part, which carries no loss)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = load_folder(tiny_model_dir)
+    completion = [{"role": "assistant", "content": "SELECT COUNT(*) FROM t;"}]
+    data = Dataset.from_list([{"prompt": PROMPT, "completion": completion}])
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
+                         args=SFTConfig(output_dir=str(tmp_path), report_to="none", max_length=512, bf16=False))
+    row = trainer.train_dataset[0]
+    trained_prompt = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label == -100]
+    [ids] = prompt_ids(tokenizer, [PROMPT])
+    assert trained_prompt == ids
+    assert tokenizer.decode(ids) == render_prompts(tokenizer, [PROMPT])[0]
+
+
+def test_backend_choice_without_a_gpu(capsys):
+    assert pick_backend("auto") == "transformers"
+    assert pick_backend("vllm") == "transformers"
+    assert "evaluate.backend vllm -> transformers" in capsys.readouterr().out
+    with pytest.raises(UserError, match="evaluate.backend 'tgi'"):
+        pick_backend("tgi")
+
+
+def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Question {i}?"}],
+             "completion": [{"role": "assistant", "content": f"... the answer is ({'ABCD'[i % 4]})."}],
+             "references": {}} for i in range(4)]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
+    (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 3\n  batch_size: 4\n")
+    monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "baseline",
+                                     "--data", str(data), "--out", "metrics"])
+    evaluate.main()
+    confusion = json.loads((tmp_path / "metrics" / "confusion" / "baseline.json").read_text())
+    assert confusion == [{"actual": "ABCD"[i % 4], "predicted": "none"} for i in range(4)]
+
+    # A fine-tuned model that answers items 0 and 1 right: two improved, none regressed.
+    finetuned = [json.loads(line) for line in (tmp_path / "metrics" / "predictions" / "baseline.jsonl").open()]
+    for r in finetuned[:2]:
+        r["accuracy"] = 1.0
+    (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in finetuned))
+    monkeypatch.setattr("sys.argv", ["compare", "--predictions", "metrics/predictions", "--data", str(data),
+                                     "--out", "metrics"])
+    compare.main()
+    figures = json.loads((tmp_path / "metrics" / "compare.json").read_text())
+    assert (figures["baseline"], figures["finetuned"], figures["difference"]) == (0.0, 0.5, 0.5)
+    assert (figures["improved"], figures["regressed"], figures["mcnemar_p"]) == (2, 0, 0.5)
+    assert json.loads((tmp_path / "metrics" / "flips.json").read_text()) == {"improved": [0, 1], "regressed": []}

@@ -65,10 +65,42 @@ def test_unknown_metric_lists_the_known_ones():
 ])
 def test_multiple_choice_reads_the_answer_is_x(reply, accuracy, unparseable):
     s = scorer("multiple_choice")(reply, "Reasoning ... the answer is (B).", {})
-    assert (s["accuracy"], s["unparseable_rate"]) == (accuracy, unparseable)
+    assert (s["accuracy"], s["unparseable"]) == (accuracy, unparseable)
 
 
 def test_gold_sql_sqlite_cannot_run_is_judged_by_exact_match():
     gold = "SELECT name FROM t LIMIT 1 OFFSET 0 FOR UPDATE;"  # not SQLite
     assert sql_execution(gold, gold, {"sql_context": CONTEXT})["execution_accuracy"] == 1.0
     assert sql_execution("SELECT 1;", gold, {"sql_context": CONTEXT})["execution_accuracy"] == 0.0
+
+
+def test_summary_counts_german_words_whole_and_empty_is_unparseable():
+    from stages.scoring import summary
+
+    gold = "Die Kündigung ist gültig, weil die Frist eingehalten wurde."
+    same = summary(gold, gold, {})
+    assert same["rouge1"] == same["rougeL"] == 1.0 and same["chrf"] == 1.0 and same["unparseable"] == 0.0
+    # "ungültig" is one word, not "ung" + "ltig": one of nine unigrams differs.
+    near = summary("Die Kündigung ist ungültig, weil die Frist eingehalten wurde.", gold, {})
+    assert near["rouge1"] == pytest.approx(8 / 9, abs=1e-6) and 0.5 < near["chrf"] < 1.0
+    assert summary("   ", gold, {}) | {"answer": ""} == {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "chrf": 0.0,
+                                                       "unparseable": 1.0, "answer": ""}
+
+
+@pytest.mark.parametrize("name, predictions, references, contexts", [
+    ("sql_execution", ["SELECT name FROM t;", "no idea"], ["SELECT name FROM t;"] * 2, [{"sql_context": CONTEXT}] * 2),
+    ("multiple_choice", ["so the answer is (A).", "B"], ["the answer is (A)", "the answer is (B)"], [{}, {}]),
+    ("summary", ["Die Frist lief ab.", ""], ["Die Frist ist abgelaufen.", "Text."], [{}, {}]),
+])
+def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, predictions, references, contexts):
+    import evaluate
+    from conftest import ROOT
+
+    from stages.scoring import aggregate, score_all
+
+    result = evaluate.load(str(ROOT / "task_metrics" / name)).compute(
+        predictions=predictions, references=references, contexts=contexts)
+    direct = score_all(name, predictions, references, contexts)
+    assert result["per_record"] == direct
+    assert {k: v for k, v in result.items() if k != "per_record"} == aggregate(direct)
+    assert result["unparseable_rate"] == 0.5  # the second reply of each case has no answer in it

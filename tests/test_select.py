@@ -36,6 +36,13 @@ def test_evaluations_without_a_checkpoint_are_not_candidates(tmp_path):
 def test_clear_errors(tmp_path):
     with pytest.raises(UserError, match="trainer_state.json is missing"):
         candidates(tmp_path, "eval_loss")
-    trainer_state(tmp_path, [(10, 0.9)])
-    with pytest.raises(UserError, match="no checkpoint has a logged 'eval_acc'"):
-        candidates(tmp_path, "eval_acc")
+    (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"loss": 1.0, "step": 1}]}))
+    with pytest.raises(UserError, match="no saved checkpoint has an evaluation"):
+        candidates(tmp_path, "eval_loss")
+
+
+def test_direction_follows_the_name_unless_given():
+    rows = [{"step": 1, "eval_loss": 0.5, "accuracy": 0.5}, {"step": 2, "eval_loss": 0.4, "accuracy": 0.7}]
+    assert best(rows, SelectParams(metric="eval_loss"))["step"] == 2
+    assert best(rows, SelectParams(metric="accuracy"))["step"] == 2
+    assert best(rows, SelectParams(metric="accuracy", greater_is_better=False))["step"] == 1

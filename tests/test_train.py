@@ -10,6 +10,7 @@ from conftest import ROOT
 from stages import merge, select, sources, train
 from stages.files import write_jsonl
 from stages.models import load_folder
+from stages.params import UserError
 from stages.prepare import PrepareParams, convert
 from stages.prompts import load_templates
 
@@ -81,7 +82,6 @@ def test_prompt_tokens_carry_no_loss(tiny_model_dir, tmp_path):
 
 def test_unknown_train_key_names_the_closest_sft_argument(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  learning_rat: 0.1\n")
-    from stages.params import UserError
 
     with pytest.raises(UserError, match="did you mean 'learning_rate'"):
         train.load_params(str(tmp_path / "params.yaml"))
@@ -116,8 +116,11 @@ def test_select_then_merge_equals_the_adapter_on_the_base(trained, tiny_model_di
     assert choice["eval_loss"] == min(c["eval_loss"] for c in choice["candidates"])
 
     monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
-                                     "--out", "merged"])
+                                     "--data", "data", "--out", "merged", "--metrics", "merge.json"])
     merge.main()
+    parity = json.loads((trained / "merge.json").read_text())
+    # An fp32 merge is faithful: the same greedy tokens, next-token distributions equal to rounding.
+    assert parity["parity_prompts"] == 4 and parity["greedy_agreement"] == 1.0 and parity["mean_kl"] < 1e-6
     merged, tokenizer = load_folder(trained / "merged")
     base, _ = load_folder(tiny_model_dir)
     adapted = PeftModel.from_pretrained(base, choice["checkpoint"])
@@ -186,3 +189,53 @@ def test_dora_adds_magnitude_vectors(tiny_model_dir):
     dora = get_peft_model(model, train.peft_config(train.TrainParams(use_dora=True, lora_r=4)))
     assert any("lora_magnitude_vector" in name for name, _ in dora.named_parameters())
     assert train.peft_config(train.TrainParams(method="full")) is None
+
+
+def test_merge_parity_failure_keeps_the_old_folder(trained, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(trained)
+    (trained / "select.json").write_text(json.dumps({"checkpoint": "out/checkpoint-2"}))
+    (trained / "params.yaml").write_text(PARAMS.replace("merge:\n", "merge:\n  max_mean_kl: -1.0\n"))
+    (trained / "merged-old").mkdir(exist_ok=True)
+    (trained / "merged-old" / "marker").write_text("old")
+    monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
+                                     "--data", "data", "--out", "merged-old", "--metrics", "merge-failed.json"])
+    with pytest.raises(UserError, match="merge parity check failed: mean KL .* > merge.max_mean_kl -1.0"):
+        merge.main()
+    assert (trained / "merged-old" / "marker").read_text() == "old"
+    assert not (trained / ".merged-old.tmp").exists()
+
+
+def test_stop_tokens_include_the_chat_templates_end_of_turn(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.convert_ids_to_tokens(merge.end_of_turn_id(tokenizer)) == "<|im_end|>"
+    # A Gemma-style template closes turns with a token that is not the tokenizer's eos.
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                               "<|endoftext|>\n{% endfor %}")
+    eot = merge.end_of_turn_id(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(eot) == "<|endoftext|>" and eot != tokenizer.eos_token_id
+    model, _ = load_folder(tiny_model_dir)
+    assert merge.stop_tokens(model, tokenizer)[-1] == eot
+
+
+def test_select_by_a_task_figure_generates_on_validation_records(trained, tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(trained)
+    (trained / "data" / "task.json").write_text(json.dumps({"metric": "sql_execution",
+                                                            "references": ["sql_context"]}))
+    (trained / "params.yaml").write_text(PARAMS.replace("  metric: eval_loss\n",
+                                                        "  metric: execution_accuracy\n  samples: 2\n"
+                                                        "  max_new_tokens: 4\n"))
+    monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
+                                     "--out", "select-task.json"])
+    select.main()
+    choice = json.loads((trained / "select-task.json").read_text())
+    assert [c["select_samples"] for c in choice["candidates"]] == [2, 2]
+    assert all("execution_accuracy" in c and "eval_loss" in c for c in choice["candidates"])
+    # A random model's replies hold no SQL: both score 0, and the tie goes to the earlier checkpoint.
+    assert choice["execution_accuracy"] == 0.0 and choice["step"] == 2
+
+    (trained / "params.yaml").write_text(PARAMS.replace("  metric: eval_loss\n", "  metric: bleu\n  samples: 1\n"
+                                                        "  max_new_tokens: 2\n"))
+    with pytest.raises(UserError, match="select.metric 'bleu' is neither a trainer log key nor a figure"):
+        select.main()

@@ -1,0 +1,59 @@
+"""compare: baseline against fine-tuned on the same test items, paired.
+
+    python -m stages.compare --predictions metrics/predictions --data data/prepared --out metrics
+
+Reads the two evaluate stages' per-sample predictions (no params of its own). Writes
+metrics/compare.json: the headline figure of both, the paired difference with a 95% bootstrap
+interval and, for 0/1 metrics, the items that improved and regressed with an exact McNemar
+p-value; metrics/flips.json lists those items' ids, each way, for reading them side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from stages.files import read_jsonl, write_json
+from stages.params import UserError, run
+from stages.scoring import task_metric
+from stages.stats import paired_difference
+
+
+def paired(path_before: Path, path_after: Path) -> list[tuple[dict, dict]]:
+    before, after = ({r["id"]: r for r in read_jsonl(p)} for p in (path_before, path_after))
+    if before.keys() != after.keys():
+        raise UserError(f"{path_before} and {path_after} hold different test items; rerun both evaluate stages "
+                        "(dvc repro evaluate)")
+    return [(before[i], after[i]) for i in before]
+
+
+def comparison(pairs: list[tuple[dict, dict]], metric_name: str) -> tuple[dict, dict]:
+    metric = task_metric(metric_name)
+    key = metric.primary
+    before = [b[key] for b, _ in pairs]
+    after = [a[key] for _, a in pairs]
+    figures = {"metric": key, "baseline": round(sum(before) / len(pairs), 4),
+               "finetuned": round(sum(after) / len(pairs), 4), **paired_difference(before, after, metric.binary)}
+    flips = {"improved": [b["id"] for b, a in pairs if a[key] > b[key]],
+             "regressed": [b["id"] for b, a in pairs if a[key] < b[key]]}
+    return figures, flips
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Compare baseline and fine-tuned predictions, paired.")
+    ap.add_argument("--predictions", default="metrics/predictions")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", default="metrics")
+    args = ap.parse_args()
+
+    metric_name = json.loads((Path(args.data) / "task.json").read_text())["metric"]
+    pairs = paired(Path(args.predictions) / "baseline.jsonl", Path(args.predictions) / "finetuned.jsonl")
+    figures, flips = comparison(pairs, metric_name)
+    write_json(Path(args.out) / "compare.json", figures)
+    write_json(Path(args.out) / "flips.json", flips)
+    print(f"[compare] {figures}", flush=True)
+
+
+if __name__ == "__main__":
+    run(main)
