@@ -97,7 +97,7 @@ def next_token_logprobs(model, prompt: list[int], cont: list[int]):
     seq = torch.tensor([prompt + cont], device=model.device)
     with torch.inference_mode():
         logits = model(input_ids=seq).logits[0, len(prompt) - 1:len(prompt) + len(cont) - 1]
-    return torch.log_softmax(logits.float(), dim=-1).cpu()
+    return torch.log_softmax(logits.double(), dim=-1).cpu()  # float64: KL of near-equal models is ~1e-9
 
 
 def parity(expected: list[tuple[list[int], object]], model, tokenizer, ids: list[list[int]],

@@ -55,5 +55,5 @@ def paired_difference(before: list[float], after: list[float], binary: bool) -> 
     if binary:
         improved = sum(1 for d in diffs if d > 0)
         regressed = sum(1 for d in diffs if d < 0)
-        out |= {"improved": improved, "regressed": regressed, "mcnemar_p": round(mcnemar_exact(improved, regressed), 6)}
+        out |= {"improved": improved, "regressed": regressed, "mcnemar_p": float(f"{mcnemar_exact(improved, regressed):.4g}")}
     return out
