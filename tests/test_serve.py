@@ -1,0 +1,155 @@
+"""serve and chat against running servers: the CPU server (transformers serve) on loopback, called
+with the openai client, and the gradio page driven in headless Chromium. Every server a test
+starts binds to 127.0.0.1, has a deadline and is stopped in a finally/teardown."""
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+from conftest import ROOT, free_port, start, stop, wait_for_http
+
+from stages.generation import generate, prompt_ids
+from stages.models import load_folder
+
+KEY = "test-key-not-a-secret"
+MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
+            {"role": "user", "content": "How many rows are in table t?"}]
+
+
+def serve(model_dir, port, env=None, name="local"):
+    return start([sys.executable, "-m", "stages.serve", "--model", str(model_dir), "--name", name,
+                  "--host", "127.0.0.1", "--port", str(port)], env=env)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(tiny_model_dir):
+    port = free_port()
+    proc = serve(tiny_model_dir, port, env={"SERVE_API_KEY": KEY})
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc, headers={"Authorization": f"Bearer {KEY}"})
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc)
+
+
+def client(base_url, key=KEY):
+    from openai import OpenAI
+
+    return OpenAI(base_url=base_url, api_key=key, timeout=120, max_retries=0)
+
+
+def test_models_lists_the_served_name(tiny_server):
+    assert [m.id for m in client(tiny_server).models.list().data] == ["local"]
+
+
+def test_wrong_or_missing_key_is_refused(tiny_server):
+    import openai
+
+    with pytest.raises(openai.AuthenticationError):
+        client(tiny_server, key="wrong").models.list()
+    with pytest.raises(openai.AuthenticationError):
+        client(tiny_server, key="wrong").chat.completions.create(model="local", messages=MESSAGES, max_tokens=2)
+
+
+def test_plain_and_streaming_replies_are_the_greedy_reply_of_the_training_prompt(tiny_server, tiny_model_dir):
+    """The server renders the chat as training did: same prompt token count, and at temperature 0 the
+    random model's reply (which any change of prompt would change) equals our own greedy generation."""
+    model, tokenizer = load_folder(tiny_model_dir)
+    [expected], _ = generate(model, tokenizer, [MESSAGES], max_new_tokens=8, batch_size=1)
+    [ids] = prompt_ids(tokenizer, [MESSAGES])
+
+    plain = client(tiny_server).chat.completions.create(model="local", messages=MESSAGES, max_tokens=8,
+                                                       temperature=0)
+    assert plain.usage.prompt_tokens == len(ids)
+    assert plain.choices[0].message.content == expected
+
+    stream = client(tiny_server).chat.completions.create(model="local", messages=MESSAGES, max_tokens=8,
+                                                        temperature=0, stream=True)
+    chunks = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(chunks) > 1 and "".join(chunks) == expected
+
+
+def test_wider_binding_needs_a_key(tiny_model_dir):
+    proc = start([sys.executable, "-m", "stages.serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0",
+                  "--port", str(free_port())], env={"SERVE_API_KEY": ""})
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop(proc)
+    assert proc.returncode == 2 and "set an API key in the environment (SERVE_API_KEY=...)" in out
+
+
+@pytest.fixture(scope="module")
+def smollm_server(smollm_dir):
+    port = free_port()
+    proc = serve(smollm_dir, port)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        stop(proc)
+
+
+@pytest.mark.slow
+def test_the_real_model_stops_at_its_end_of_turn(smollm_server):
+    reply = client(smollm_server, key="none").chat.completions.create(
+        model="local", messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=64, temperature=0)
+    choice = reply.choices[0]
+    assert "Paris" in choice.message.content
+    assert choice.finish_reason == "stop" and reply.usage.completion_tokens < 64  # stopped at <|im_end|>
+    assert "<|im_end|>" not in choice.message.content
+
+
+def prepared_split(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"id": 0, "prompt": [{"role": "system", "content": "You are a helpful assistant."},
+                                  {"role": "user", "content": "What is the capital of France?"}],
+              "completion": [{"role": "assistant", "content": "Paris."}], "references": {}}
+    (folder / "test.jsonl").write_text(json.dumps(record) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_chat_page_streams_an_answer_in_headless_chromium(smollm_server, tmp_path):
+    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
+    if not (os.path.exists(chromium) and driver):
+        pytest.skip("Debian packages chromium and chromium-driver are not installed (.ci/run installs them)")
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    port = free_port()
+    page = start([sys.executable, "-m", "stages.chat", "--endpoint", smollm_server, "--data",
+                  str(prepared_split(tmp_path / "data")), "--port", str(port)],
+                 env={"GRADIO_ANALYTICS_ENABLED": "False"})
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,800"):
+        options.add_argument(flag)
+    browser = None
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/", page, seconds=120)
+        browser = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=driver))
+        browser.set_page_load_timeout(60)
+        browser.get(f"http://127.0.0.1:{port}/")
+        wait = WebDriverWait(browser, 90)
+        box = wait.until(lambda b: b.find_element(By.CSS_SELECTOR, "textarea"))
+        # The task's system prompt is on the page, from the prepared split.
+        assert "You are a helpful assistant." in browser.page_source
+        box.send_keys("What is the capital of France?")
+        box.send_keys(Keys.ENTER)
+        wait.until(lambda b: "Paris" in " ".join(e.text for e in b.find_elements(By.CSS_SELECTOR, ".bot, .message.bot, [data-testid='bot']")))
+        time.sleep(1)
+        browser.save_screenshot(str(tmp_path / "chat.png"))
+        if os.environ.get("CHAT_SCREENSHOT"):  # the README's picture: CHAT_SCREENSHOT=docs/chat.png
+            shutil.copy(tmp_path / "chat.png", ROOT / os.environ["CHAT_SCREENSHOT"])
+        assert (tmp_path / "chat.png").stat().st_size > 10_000
+    finally:
+        if browser is not None:
+            browser.quit()
+        stop(page)
