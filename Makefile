@@ -17,7 +17,7 @@ CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help setup repro preset test test-fast train-multi serve chat bench status metrics plots lint clean
+.PHONY: help setup repro preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,12 @@ serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; v
 
 chat: setup ## gradio chat page on http://127.0.0.1:CHAT_PORT talking to `make serve` (no public link)
 	python -m stages.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
+
+push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name for a non-default one)
+	dvc push --run-cache $(if $(REMOTE),-r $(REMOTE))
+
+pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
+	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE))
 
 bench: setup ## benchmarks; figures in bench/results/ (needs models/base: dvc repro base)
 	dvc repro base

@@ -1,14 +1,18 @@
 """Resume an interrupted train stage, and only one whose checkpoints match its params and data.
 
-dvc.yaml keeps `models/train` across runs (`persist: true`), so a `dvc repro` after a kill finds
-the checkpoints. A fingerprint of everything the run depends on decides: the same -> resume
-from the last checkpoint; different, or the last run finished -> start clean (said in the log).
+A run writes its checkpoints to a scratch folder beside its output (`models/train.partial`),
+which DVC does not know and so never deletes; only a finished run is renamed into place as
+`models/train`. So a `dvc repro` after a kill finds the checkpoints, and the output itself is an
+ordinary one that DVC's run-cache can restore. A fingerprint of everything the run depends on
+decides: the same -> resume from the last checkpoint; different, or the last run finished ->
+start clean (said in the log).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -52,3 +56,10 @@ def plan(out: Path, digest: str) -> Path | None:
 
 def mark_complete(out: Path, summary: dict) -> None:
     (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def publish(scratch: Path, out: Path) -> None:
+    """The finished run becomes the stage's output in one rename (no copy of the checkpoints)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(scratch, out)

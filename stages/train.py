@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("--model", default="models/base")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="models/train")
+    ap.add_argument("--scratch", default=None, help="where the run writes checkpoints until it ends "
+                    "(default: <out>.partial); kept after a kill, so the next run resumes from it")
     ap.add_argument("--metrics", default="metrics/train.json")
     ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
     args = ap.parse_args()
@@ -222,8 +224,8 @@ def main() -> None:
 
     has_cuda = torch.cuda.is_available()
     sft["report_to"] = tracking.report_to(sft.get("report_to"))
-    config = sft_config(p, sft, args.out, has_cuda)
-    out = Path(args.out)
+    out = Path(args.scratch or f"{args.out}.partial")
+    config = sft_config(p, sft, str(out), has_cuda)
     trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft}.items() if k not in TRACKING_KEYS}
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
                                              Path(args.model)])
@@ -250,10 +252,11 @@ def main() -> None:
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         trainer.save_state()
-        tokenizer.save_pretrained(args.out)
+        tokenizer.save_pretrained(out)
         figures = summary(trainer, started, trainer.train_dataset)
-        write_json(args.metrics, figures)
         resume.mark_complete(out, figures)
+        resume.publish(out, Path(args.out))
+        write_json(args.metrics, figures)
         print(f"[train] wrote {args.out} and {args.metrics}", flush=True)
 
 

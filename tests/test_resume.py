@@ -65,7 +65,7 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
         wandb = {}
     run = train(killed, tiny_model_dir, env=wandb)
     deadline = time.time() + 300
-    while not (killed / "out" / "checkpoint-12" / "trainer_state.json").is_file():
+    while not (killed / "out.partial" / "checkpoint-12" / "trainer_state.json").is_file():
         assert run.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.05)
     os.kill(run.pid, signal.SIGKILL)  # kill -9: no handler runs, nothing is tidied
@@ -75,7 +75,8 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
     again = train(killed, tiny_model_dir, env=wandb)
     log, _ = again.communicate(timeout=300)
     assert again.returncode == 0, log[-3000:]
-    assert "[train] resuming from out/checkpoint-" in log
+    assert "[train] resuming from out.partial/checkpoint-" in log
+    assert not (killed / "out.partial").exists()  # renamed into place when the run ended
     assert final_eval_loss(killed) == pytest.approx(expected, abs=1e-5)
     state = json.loads((killed / "out" / "trainer_state.json").read_text())
     assert state["global_step"] == 36
