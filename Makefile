@@ -65,9 +65,14 @@ push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name for
 pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
 	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE))
 
-bench: setup ## benchmarks; figures in bench/results/ (needs models/base: dvc repro base)
-	dvc repro base
+bench: setup ## benchmarks side by side (prepare, train, generate, DVC overhead; MFU on a GPU); figures in bench/results/
+	dvc repro
 	python bench/prepare.py
+	python bench/train.py
+	python bench/generate.py
+	python bench/overhead.py
+	python bench/mfu.py
+	@python bench/summary.py
 
 status: setup ## which stages are stale (dvc status)
 	dvc status

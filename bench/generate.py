@@ -1,0 +1,92 @@
+"""Benchmark: the evaluate stage's generation against one request at a time (target: >= 5x tokens/s).
+
+    python bench/generate.py [--prompts 64] [--repeats 2]
+
+Both sides use the fine-tuned model (models/merged), greedy, the same test prompts rendered by
+the same chat template and the same max_new_tokens (params.yaml). "ours" is
+stages.generation.generate (batches of evaluate.batch_size, left padding, longest first);
+"one at a time" is `model.generate` per prompt, as a first script would do it. The sides
+alternate in one process; the ratio is the median of the per-pair ratios. Replies must agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def one_at_a_time(model, tokenizer, prompts, max_new_tokens):
+    import torch
+
+    replies, tokens, started = [], 0, time.perf_counter()
+    for prompt in prompts:
+        text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
+        new = out[0, batch["input_ids"].shape[1]:]
+        tokens += len(new)
+        replies.append(tokenizer.decode(new, skip_special_tokens=True))
+    return replies, tokens / (time.perf_counter() - started)
+
+
+def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
+    from stages.generation import generate
+
+    replies, speed = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    return replies, speed["generated_tokens"] / max(speed["generation_seconds"], 1e-9)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+    import yaml
+
+    from stages.models import load_folder
+    from stages.train import use_cpu_cores
+
+    use_cpu_cores()
+    torch.manual_seed(0)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
+    model, tokenizer = load_folder(ROOT / "models" / "merged")
+    records = [json.loads(line) for line in (ROOT / "data" / "prepared" / "test.jsonl").open()][:args.prompts]
+    prompts = [r["prompt"] for r in records]
+    pairs = []
+    for i in range(args.repeats):
+        order = ("single", "ours") if i % 2 == 0 else ("ours", "single")
+        speeds, replies = {}, {}
+        for side in order:
+            if side == "ours":
+                replies[side], speeds[side] = batched(model, tokenizer, prompts, params["max_new_tokens"],
+                                                      params["batch_size"])
+            else:
+                replies[side], speeds[side] = one_at_a_time(model, tokenizer, prompts, params["max_new_tokens"])
+            print(f"generate: {side:6} {speeds[side]:6.1f} tok/s", flush=True)
+        agree = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["single"], strict=True))
+        pairs.append({**{f"{k}_tokens_per_second": round(v, 1) for k, v in speeds.items()},
+                      "replies_equal": f"{agree}/{len(prompts)}"})
+    speedup = statistics.median(p["ours_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs)
+    result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
+              "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
+              "target_speedup": 5, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+              "date": time.strftime("%Y-%m-%d")}
+    out = ROOT / "bench" / "results" / "generate.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x); "
+          f"replies equal {pairs[-1]['replies_equal']} -> {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

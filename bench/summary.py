@@ -1,0 +1,36 @@
+"""Prints the benchmark figures in bench/results/ and, last, one line with every ratio and target."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def main() -> None:
+    parts = []
+    if train := load("train"):
+        ours = [r for r in train["runs"] if r["side"] == "ours"]
+        plain = [r for r in train["runs"] if r["side"] == "plain"]
+        parts.append(f"train {train['speedup_median']}x tokens/s (target >= 1.5x), memory {train['memory_ratio_median']}x, "
+                     f"padding {ours[-1]['padding_share']:.0%} vs {plain[-1]['padding_share']:.0%}")
+    if gen := load("generate"):
+        parts.append(f"generate {gen['speedup_median']}x tokens/s (target >= 5x)")
+    if prep := load("prepare"):
+        parts.append(f"prepare {prep['records']:,} records {prep['median_seconds']} s (target < 30 s)")
+    if over := load("overhead"):
+        parts.append(f"no-op repro {over['median_seconds']['repro']} s, status {over['median_seconds']['status']} s "
+                     "(target < 3 s)")
+    mfu = load("mfu")
+    parts.append(f"MFU {mfu['mfu']:.1%} on {mfu['device']} (target 40%)" if mfu else "MFU not measured (no GPU)")
+    print("bench: " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Benchmark: our train stage against a plain trl script, side by side (target: >= 1.5x tokens/s,
+no more memory).
+
+    python bench/train.py [--steps 4] [--repeats 2]
+
+Both sides train the embedded model (models/base) with the same LoRA (params.yaml's r, alpha,
+targets), the same batch size and learning rate, on the same rendered records
+(data/prepared/train.jsonl), for the same number of optimizer steps. "plain" is SFTTrainer the
+way the workshop wrote it: defaults for everything else. "ours" is the stage's own trainer
+(built as stages/train.py builds it: length-grouped batches, the model's own loss on a CPU, all cores).
+Each run is a fresh process (its own peak memory); the sides alternate, and the ratio reported is
+the median of the per-pair ratios. A collator wrapper counts real and padded tokens on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+class Counting:
+    """Wraps a data collator: non-padding tokens (attention mask, or every token when padding-free)
+    and token slots (the padded batch)."""
+
+    def __init__(self, collate):
+        self.collate, self.real, self.slots = collate, 0, 0
+
+    def __call__(self, examples):
+        batch = self.collate(examples)
+        ids = batch["input_ids"]
+        self.slots += ids.numel()
+        self.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else ids.numel()
+        return batch
+
+
+def plain_trainer(steps: int, out: str):
+    """SFTTrainer as the workshop wrote it: model, data, LoRA, a few arguments, defaults otherwise."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from stages.train import load_params
+
+    p, sft = load_params(str(ROOT / "params.yaml"))
+    model = AutoModelForCausalLM.from_pretrained(ROOT / "models" / "base")
+    tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "base")
+    rows = [json.loads(line) for line in (ROOT / "data" / "prepared" / "train.jsonl").open()]
+    data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=sft["per_device_train_batch_size"],
+                     learning_rate=sft["learning_rate"], max_length=sft["max_length"], report_to="none",
+                     save_strategy="no", logging_steps=1, seed=sft.get("seed", 42))
+    lora = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
+    return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+
+
+def our_trainer(steps: int, out: str):
+    import torch
+
+    from stages import train
+    from stages.models import load_folder
+
+    train.use_cpu_cores()
+    p, sft = train.load_params(str(ROOT / "params.yaml"))
+    sft = {**sft, "max_steps": steps, "save_strategy": "no", "eval_strategy": "no", "report_to": "none",
+           "disable_tqdm": True}
+    has_cuda = torch.cuda.is_available()
+    config = train.sft_config(p, sft, out, has_cuda)
+    # The trainer exactly as stages.train.main builds it (without resume and tracking).
+    model, tokenizer = load_folder(ROOT / "models" / "base", **train.model_load_kwargs(p, has_cuda))
+    data = train.prompt_completion(ROOT / "data" / "prepared" / "train.jsonl")
+    trainer_cls = train.trainer_class(train.uses_fused_lm_head(p, has_cuda))
+    return trainer_cls(model=model, args=config, train_dataset=data, processing_class=tokenizer,
+                       peft_config=train.peft_config(p))
+
+
+def measure(side: str, steps: int) -> dict:
+    """One run in this process: tokens per second of trainer.train() and peak memory."""
+    import resource
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as out:
+        trainer = (our_trainer if side == "ours" else plain_trainer)(steps, out)
+        counter = Counting(trainer.data_collator)
+        trainer.data_collator = counter
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"side": side, "steps": steps, "seconds": round(seconds, 2), "real_tokens": counter.real,
+            "token_slots": counter.slots, "padding_share": round(1 - counter.real / counter.slots, 4),
+            "tokens_per_second": round(counter.real / seconds, 1), "peak_memory_gb": round(peak / 2**30, 2)}
+
+
+def run_side(side: str, steps: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(steps)], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        sys.exit(f"{side} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--side", choices=["ours", "plain"], help="(internal) measure one side in this process")
+    args = ap.parse_args()
+    if args.side:
+        print(json.dumps(measure(args.side, args.steps)))
+        return
+    if not (ROOT / "data" / "prepared" / "train.jsonl").is_file():
+        sys.exit("data/prepared is missing; run `dvc repro prepare` first")
+
+    runs = []
+    for i in range(args.repeats):  # alternate, and swap who goes first, against drift on a shared machine
+        for side in (("plain", "ours") if i % 2 == 0 else ("ours", "plain")):
+            runs.append(run_side(side, args.steps))
+            print(f"train: {side:5} {runs[-1]['tokens_per_second']:7.1f} tok/s, "
+                  f"padding {runs[-1]['padding_share']:.1%}, peak {runs[-1]['peak_memory_gb']} GB", flush=True)
+    ours = [r for r in runs if r["side"] == "ours"]
+    plain = [r for r in runs if r["side"] == "plain"]
+    speed = statistics.median(o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(ours, plain, strict=True))
+    memory = statistics.median(o["peak_memory_gb"] / p["peak_memory_gb"] for o, p in zip(ours, plain, strict=True))
+    result = {"benchmark": "train", "runs": runs, "speedup_median": round(speed, 2),
+              "memory_ratio_median": round(memory, 2), "target_speedup": 1.5,
+              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
+    out = ROOT / "bench" / "results" / "train.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"train: ours / plain tokens/s {speed:.2f}x (median of {args.repeats} pairs; target >= 1.5x), "
+          f"peak memory {memory:.2f}x -> {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
