@@ -1,6 +1,6 @@
 """Benchmark: the evaluate stage's generation against one request at a time (target: >= 5x tokens/s).
 
-    python bench/generate.py [--prompts 64] [--repeats 2]
+    python bench/generate.py [--prompts 32] [--repeats 2]
 
 Both sides use the fine-tuned model (models/merged), greedy, the same test prompts rendered by
 the same chat template and the same max_new_tokens (params.yaml). "ours" is
@@ -48,7 +48,7 @@ def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--prompts", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
     import torch

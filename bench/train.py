@@ -46,6 +46,7 @@ class Counting:
 
 def plain_trainer(steps: int, out: str):
     """SFTTrainer as the workshop wrote it: model, data, LoRA, a few arguments, defaults otherwise."""
+    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -60,7 +61,8 @@ def plain_trainer(steps: int, out: str):
     data = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=sft["per_device_train_batch_size"],
                      learning_rate=sft["learning_rate"], max_length=sft["max_length"], report_to="none",
-                     save_strategy="no", logging_steps=1, seed=sft.get("seed", 42))
+                     save_strategy="no", logging_steps=1, seed=sft.get("seed", 42),
+                     bf16=torch.cuda.is_available())  # the one change a CPU needs: trl defaults to bf16
     lora = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
 
