@@ -1,29 +1,14 @@
-"""Accuracy of the letter in the last 'the answer is (X)'; no letter is wrong.
+"""Accuracy of the letter in the last 'the answer is (X)'; a reply without one is wrong.
 
 A local evaluate module (the evaluate package ships no metric scripts offline):
 
     evaluate.load("task_metrics/multiple_choice").compute(predictions=..., references=..., contexts=...)
-
-`contexts` holds each record's extra fields named in task.yaml (`references:`). The scoring
-itself is stages/scoring.py, shared with the pipeline's stages.
 """
 
-import datasets
-import evaluate
-
-from stages import scoring
+from stages import metric_module
 
 
-class MultipleChoice(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description=__doc__,
-            citation="",
-            inputs_description="predictions: model replies; references: gold completions; contexts: dicts",
-            features=datasets.Features({"predictions": datasets.Value("string"),
-                                        "references": datasets.Value("string")}),
-        )
+class MultipleChoice(metric_module.TaskMetricModule):  # the base not imported by name: evaluate takes the first Metric it sees
+    """Accuracy of the letter in the last 'the answer is (X)'; a reply without one is wrong."""
 
-    def _compute(self, predictions, references, contexts=None):
-        per_record = scoring.score_all("multiple_choice", predictions, references, contexts or [{}] * len(predictions))
-        return {**scoring.aggregate(per_record), "per_record": per_record}
+    metric_name = "multiple_choice"
