@@ -141,6 +141,8 @@ def completion_loss(model, inputs: dict, num_items_in_batch=None):
     import torch
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(inner, "get_output_embeddings"):
+        return None  # wrapped for DDP/FSDP: the wrapper's own forward must run for its gradient hooks
     decoder, head = getattr(inner, "model", None), inner.get_output_embeddings()
     if decoder is None or head is None or getattr(inner.config, "final_logit_softcapping", None):
         return None
