@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,12 +80,10 @@ def main() -> None:
     speedup = statistics.median(p["ours_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs)
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
               "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
-              "target_speedup": 5, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / "generate.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "target_speedup": 5}
+    out = save("generate", result)
     print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x); "
-          f"replies equal {pairs[-1]['replies_equal']} -> {out.relative_to(ROOT)}")
+          f"replies equal {pairs[-1]['replies_equal']} -> {out}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
+
+from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,12 +92,10 @@ def main() -> None:
     result = {"benchmark": "mfu", "device": device, "model": "gemma-3-270m (config, random weights)",
               "parameters": params, "batch": args.batch, "seq": args.seq, "attn_implementation": attn,
               "liger_kernel": liger, "tokens_per_second": round(tokens_per_second), "peak_tflops": peak,
-              "mfu": round(mfu, 4), "target_mfu": 0.40, "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1),
-              "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / "mfu.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "mfu": round(mfu, 4), "target_mfu": 0.40, "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+    out = save("mfu", result)
     print(f"mfu: {mfu:.1%} on {device} ({tokens_per_second:,.0f} tokens/s, {params / 1e6:.0f}M parameters, "
-          f"{attn}, liger {'on' if liger else 'off'}; target 40%) -> {out.relative_to(ROOT)}")
+          f"{attn}, liger {'on' if liger else 'off'}; target 40%) -> {out}")
 
 
 if __name__ == "__main__":

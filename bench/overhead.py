@@ -9,14 +9,13 @@ user runs it, alternating, and reports the medians. Refuses to run on a stale pi
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +44,10 @@ def main() -> None:
         times["status"].append(timed("status")[0])
     medians = {k: round(statistics.median(v), 2) for k, v in times.items()}
     result = {"benchmark": "overhead", "seconds": {k: [round(s, 2) for s in v] for k, v in times.items()},
-              "median_seconds": medians, "target_seconds": 3,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / "overhead.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "median_seconds": medians, "target_seconds": 3}
+    out = save("overhead", result)
     print(f"overhead: no-op dvc repro {medians['repro']} s, dvc status {medians['status']} s "
-          f"(medians of {args.repeats}; target < 3 s) -> {out.relative_to(ROOT)}")
+          f"(medians of {args.repeats}; target < 3 s) -> {out}")
 
 
 if __name__ == "__main__":

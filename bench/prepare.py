@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,12 +54,10 @@ def main() -> None:
     result = {"benchmark": "prepare", "records": sum(records.values()), "split": records,
               "seconds": [round(s, 2) for s in seconds], "median_seconds": round(statistics.median(seconds), 2),
               "records_per_second": round(sum(records.values()) / statistics.median(seconds)),
-              "target_seconds": 30, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / "prepare.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "target_seconds": 30}
+    out = save("prepare", result)
     print(f"prepare: {result['records']} records in {result['median_seconds']} s (median of {args.repeats}; "
-          f"target < 30 s) -> {out.relative_to(ROOT)}")
+          f"target < 30 s) -> {out}")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from record import RESULTS
 
 
 def load(name: str) -> dict | None:

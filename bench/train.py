@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -138,12 +139,10 @@ def main() -> None:
     speed = statistics.median(o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(ours, plain, strict=True))
     memory = statistics.median(o["peak_memory_gb"] / p["peak_memory_gb"] for o, p in zip(ours, plain, strict=True))
     result = {"benchmark": "train", "runs": runs, "speedup_median": round(speed, 2),
-              "memory_ratio_median": round(memory, 2), "target_speedup": 1.5,
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
-    out = ROOT / "bench" / "results" / "train.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+              "memory_ratio_median": round(memory, 2), "target_speedup": 1.5}
+    out = save("train", result)
     print(f"train: ours / plain tokens/s {speed:.2f}x (median of {args.repeats} pairs; target >= 1.5x), "
-          f"peak memory {memory:.2f}x -> {out.relative_to(ROOT)}")
+          f"peak memory {memory:.2f}x -> {out}")
 
 
 if __name__ == "__main__":
