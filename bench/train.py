@@ -7,7 +7,7 @@ Both sides train the embedded model (models/base) with the same LoRA (params.yam
 targets), the same batch size and learning rate, on the same rendered records
 (data/prepared/train.jsonl), for the same number of optimizer steps. "plain" is SFTTrainer the
 way the workshop wrote it: defaults for everything else. "ours" is the stage's own trainer
-(built as stages/train.py builds it: length-grouped batches, the model's own loss on a CPU, all cores).
+(stages.train.make_trainer: length-grouped batches, the model's own loss on a CPU, all cores).
 Each run is a fresh process (its own peak memory); the sides alternate, and the ratio reported is
 the median of the per-pair ratios. A collator wrapper counts real and padded tokens on both sides.
 """
@@ -72,7 +72,6 @@ def our_trainer(steps: int, out: str):
     import torch
 
     from stages import train
-    from stages.models import load_folder
 
     train.use_cpu_cores()
     p, sft = train.load_params(str(ROOT / "params.yaml"))
@@ -80,12 +79,8 @@ def our_trainer(steps: int, out: str):
            "disable_tqdm": True}
     has_cuda = torch.cuda.is_available()
     config = train.sft_config(p, sft, out, has_cuda)
-    # The trainer exactly as stages.train.main builds it (without resume and tracking).
-    model, tokenizer = load_folder(ROOT / "models" / "base", **train.model_load_kwargs(p, has_cuda))
-    data = train.prompt_completion(ROOT / "data" / "prepared" / "train.jsonl")
-    trainer_cls = train.trainer_class(train.uses_fused_lm_head(p, has_cuda))
-    return trainer_cls(model=model, args=config, train_dataset=data, processing_class=tokenizer,
-                       peft_config=train.peft_config(p))
+    trainer, _ = train.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda)
+    return trainer
 
 
 def measure(side: str, steps: int) -> dict:

@@ -238,6 +238,21 @@ def use_cpu_cores() -> None:
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_processes))
 
 
+def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, callbacks=()):
+    """The stage's trainer: the base loaded for the method, the prepared splits, the loss for the
+    machine, LoRA when asked for, a progress bar with tokens/s. bench/train.py measures this."""
+    from stages import tracking
+    from stages.models import load_folder
+
+    model, tokenizer = load_folder(model_dir, **model_load_kwargs(p, has_cuda))
+    eval_set = prompt_completion(data / "validation.jsonl")
+    trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
+        model=model, args=config, train_dataset=prompt_completion(data / "train.jsonl"), eval_dataset=eval_set,
+        processing_class=tokenizer, peft_config=peft_config(p), callbacks=list(callbacks))
+    tracking.show_tokens_per_second(trainer)
+    return trainer, tokenizer
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Fine-tune the base model on the prepared data.")
     ap.add_argument("--model", default="models/base")
@@ -254,7 +269,6 @@ def main() -> None:
     import torch
 
     from stages import resume, tracking
-    from stages.models import load_folder
 
     has_cuda = torch.cuda.is_available()
     sft["report_to"] = tracking.report_to(sft.get("report_to"))
@@ -273,14 +287,8 @@ def main() -> None:
             checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
     if "wandb" in config.report_to and config.process_index == 0:
         tracking.continue_wandb_run(out)
-    model, tokenizer = load_folder(args.model, **model_load_kwargs(p, has_cuda))
-    train_set = prompt_completion(Path(args.data) / "train.jsonl")
-    eval_set = prompt_completion(Path(args.data) / "validation.jsonl")
-    trainer_cls = trainer_class(uses_fused_lm_head(p, has_cuda))
-    trainer = trainer_cls(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
-                          processing_class=tokenizer, peft_config=peft_config(p),
-                          callbacks=tracking.callbacks(args.live, config.process_index == 0))
-    tracking.show_tokens_per_second(trainer)
+    trainer, tokenizer = make_trainer(p, config, args.model, Path(args.data), has_cuda,
+                                      callbacks=tracking.callbacks(args.live, config.process_index == 0))
     started = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     trainer.accelerator.wait_for_everyone()
