@@ -59,11 +59,11 @@ serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; v
 chat: setup ## gradio chat page on http://127.0.0.1:CHAT_PORT talking to `make serve` (no public link)
 	python -m stages.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
 
-push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name for a non-default one)
-	dvc push --run-cache $(if $(REMOTE),-r $(REMOTE))
+push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name, JOBS=parallel uploads)
+	dvc push --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))
 
 pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
-	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE))
+	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))
 
 bench: setup ## benchmarks side by side (prepare, train, generate, DVC overhead; MFU on a GPU); figures in bench/results/
 	dvc repro
