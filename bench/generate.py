@@ -7,6 +7,10 @@ the same chat template and the same max_new_tokens (params.yaml). "ours" is
 stages.generation.generate (batches of evaluate.batch_size, left padding, longest first);
 "one at a time" is `model.generate` per prompt, as a first script would do it. The sides
 alternate in one process; the ratio is the median of the per-pair ratios. Replies must agree.
+
+Each pair also times our side with max_new_tokens=1 (reading the prompts only, "prefill"): the
+single side's time over that is the most any batching of these prompts could reach on this
+machine if decoding were free, since prefill is compute-bound and batching does not remove work.
 """
 
 from __future__ import annotations
@@ -36,14 +40,23 @@ def one_at_a_time(model, tokenizer, prompts, max_new_tokens):
         new = out[0, batch["input_ids"].shape[1]:]
         tokens += len(new)
         replies.append(tokenizer.decode(new, skip_special_tokens=True))
-    return replies, tokens / (time.perf_counter() - started)
+    return replies, tokens, time.perf_counter() - started
 
 
 def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
     from stages.generation import generate
 
+    started = time.perf_counter()
     replies, speed = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    return replies, speed["generated_tokens"] / max(speed["generation_seconds"], 1e-9)
+    return replies, speed["generated_tokens"], time.perf_counter() - started
+
+
+def prefill_seconds(model, tokenizer, prompts, batch_size) -> float:
+    from stages.generation import continuations, prompt_ids
+
+    started = time.perf_counter()
+    continuations(model, tokenizer, prompt_ids(tokenizer, prompts), 1, batch_size)
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -66,23 +79,32 @@ def main() -> None:
     pairs = []
     for i in range(args.repeats):
         order = ("single", "ours") if i % 2 == 0 else ("ours", "single")
-        speeds, replies = {}, {}
+        speeds, replies, seconds = {}, {}, {}
         for side in order:
             if side == "ours":
-                replies[side], speeds[side] = batched(model, tokenizer, prompts, params["max_new_tokens"],
-                                                      params["batch_size"])
+                replies[side], tokens, seconds[side] = batched(model, tokenizer, prompts, params["max_new_tokens"],
+                                                               params["batch_size"])
             else:
-                replies[side], speeds[side] = one_at_a_time(model, tokenizer, prompts, params["max_new_tokens"])
-            print(f"generate: {side:6} {speeds[side]:6.1f} tok/s", flush=True)
+                replies[side], tokens, seconds[side] = one_at_a_time(model, tokenizer, prompts,
+                                                                     params["max_new_tokens"])
+            speeds[side] = tokens / seconds[side]
+            print(f"generate: {side:6} {speeds[side]:6.1f} tok/s ({tokens} tokens in {seconds[side]:.1f} s)", flush=True)
+        prefill = prefill_seconds(model, tokenizer, prompts, params["batch_size"])
+        single_seconds = seconds["single"]
+        print(f"generate: prefill only (ours) {prefill:.1f} s; one at a time {single_seconds:.1f} s", flush=True)
         agree = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["single"], strict=True))
         pairs.append({**{f"{k}_tokens_per_second": round(v, 1) for k, v in speeds.items()},
-                      "replies_equal": f"{agree}/{len(prompts)}"})
+                      "replies_equal": f"{agree}/{len(prompts)}", "prefill_seconds": round(prefill, 2),
+                      "single_seconds": round(single_seconds, 2), "ceiling": round(single_seconds / prefill, 2)})
     speedup = statistics.median(p["ours_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs)
+    ceiling = statistics.median(p["ceiling"] for p in pairs)
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
               "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
+              "ceiling_median": round(ceiling, 2),
               "target_speedup": 5}
     out = save("generate", result)
-    print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x); "
+    print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x; "
+          f"at most {ceiling:.2f}x here even with free decoding); "
           f"replies equal {pairs[-1]['replies_equal']} -> {out}")
 
 
