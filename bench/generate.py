@@ -34,7 +34,7 @@ def one_at_a_time(model, tokenizer, prompts, max_new_tokens):
     replies, tokens, started = [], 0, time.perf_counter()
     for prompt in prompts:
         text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        batch = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         with torch.inference_mode():
             out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)
         new = out[0, batch["input_ids"].shape[1]:]
@@ -67,13 +67,13 @@ def main() -> None:
     import torch
     import yaml
 
-    from stages.models import load_folder
+    from stages.models import load_for_inference
     from stages.train import use_cpu_cores
 
     use_cpu_cores()
     torch.manual_seed(0)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]
-    model, tokenizer = load_folder(ROOT / "models" / "merged")
+    model, tokenizer = load_for_inference(ROOT / "models" / "merged", dtype=params["dtype"])
     records = [json.loads(line) for line in (ROOT / "data" / "prepared" / "test.jsonl").open()][:args.prompts]
     prompts = [r["prompt"] for r in records]
     pairs = []

@@ -34,13 +34,13 @@ class EvaluateParams:
 
 def replies_of(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[str], dict, str]:
     from stages.generation import generate, generate_vllm, pick_backend
-    from stages.models import load_folder, load_tokenizer
+    from stages.models import load_for_inference, load_tokenizer
 
     backend = pick_backend(p.backend)
     if backend == "vllm":
         replies, speed = generate_vllm(model_dir, load_tokenizer(model_dir), prompts, p.max_new_tokens, p.dtype)
     else:
-        model, tokenizer = load_folder(model_dir, dtype=p.dtype)
+        model, tokenizer = load_for_inference(model_dir, dtype=p.dtype)
         replies, speed = generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
     return replies, speed, backend
 

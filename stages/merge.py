@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from stages.files import atomic_dir, read_jsonl, write_json
-from stages.models import PIN_FILE, load_folder, load_tokenizer
+from stages.models import PIN_FILE, load_for_inference, load_tokenizer
 from stages.params import UserError, load, read_section, run
 
 SENTINEL = "\u2403merge-sentinel\u2403"
@@ -54,9 +54,9 @@ def trained_model(base: str, checkpoint: Path, dtype: str):
     if (checkpoint / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model, tokenizer = load_folder(base, dtype=dtype)
+        model, tokenizer = load_for_inference(base, dtype=dtype)
         return PeftModel.from_pretrained(model, checkpoint), tokenizer
-    model, _ = load_folder(str(checkpoint), dtype=dtype)
+    model, _ = load_for_inference(str(checkpoint), dtype=dtype)
     return model, load_tokenizer(base)
 
 
@@ -163,7 +163,7 @@ def main() -> None:
         if (Path(args.base) / PIN_FILE).is_file():  # provenance, and the class to load it with
             shutil.copy(Path(args.base) / PIN_FILE, tmp / PIN_FILE)
         del model
-        reloaded, _ = load_folder(tmp, dtype=p.dtype)
+        reloaded, _ = load_for_inference(tmp, dtype=p.dtype)
         figures = {**parity(expected, reloaded, tokenizer, ids, p.parity_max_new_tokens), "method": method,
                    "checkpoint": str(checkpoint), "dtype": p.dtype}
         print(f"[merge] parity on {len(ids)} validation prompts: greedy agreement {figures['greedy_agreement']:.4f}, "

@@ -113,6 +113,18 @@ def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
     return load_pretrained(str(folder), dtype=dtype, model_class=model_class_of(folder), **load_kwargs)
 
 
+def inference_device() -> str:
+    """Where the stages that only run a model (select, merge, evaluate) load it: the GPU when there
+    is one. Training leaves placement to the Trainer, which knows each process's own device."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_for_inference(folder: str | Path, dtype: str = "float32"):
+    return load_folder(folder, dtype=dtype, device_map=inference_device())
+
+
 def load_tokenizer(folder: str | Path):
     from transformers import AutoTokenizer
 

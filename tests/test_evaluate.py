@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from stages import compare, evaluate
+from stages import compare, evaluate, merge, models
 from stages.generation import generate, pick_backend, prompt_ids, render_prompts
-from stages.models import load_folder
+from stages.models import load_folder, load_for_inference
 from stages.params import UserError
 
 PROMPT = [{"role": "system", "content": "Reply with SQL."}, {"role": "user", "content": "How many rows?"}]
@@ -73,6 +73,26 @@ def test_backend_choice_without_a_gpu(capsys):
     assert "evaluate.backend vllm -> transformers" in capsys.readouterr().out
     with pytest.raises(UserError, match="evaluate.backend 'tgi'"):
         pick_backend("tgi")
+
+
+def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    model, _ = load_for_inference(tiny_model_dir)  # no GPU here: the CPU, and it loads
+    assert model.device.type == "cpu"
+    placed = []
+
+    def load_pretrained(source, **kwargs):
+        placed.append(kwargs.get("device_map"))
+        raise RuntimeError("placement seen")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(models, "load_pretrained", load_pretrained)
+    with pytest.raises(RuntimeError, match="placement seen"):
+        evaluate.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"))
+    with pytest.raises(RuntimeError, match="placement seen"):  # select and merge load through here
+        merge.trained_model(str(tiny_model_dir), tmp_path, "float32")
+    assert placed == ["cuda", "cuda"]
 
 
 def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp_path, monkeypatch):
