@@ -51,14 +51,6 @@ def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
     return replies, speed["generated_tokens"], time.perf_counter() - started
 
 
-def prefill_seconds(model, tokenizer, prompts, batch_size) -> float:
-    from stages.generation import continuations, prompt_ids
-
-    started = time.perf_counter()
-    continuations(model, tokenizer, prompt_ids(tokenizer, prompts), 1, batch_size)
-    return time.perf_counter() - started
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=32)
@@ -89,13 +81,12 @@ def main() -> None:
                                                                      params["max_new_tokens"])
             speeds[side] = tokens / seconds[side]
             print(f"generate: {side:6} {speeds[side]:6.1f} tok/s ({tokens} tokens in {seconds[side]:.1f} s)", flush=True)
-        prefill = prefill_seconds(model, tokenizer, prompts, params["batch_size"])
-        single_seconds = seconds["single"]
-        print(f"generate: prefill only (ours) {prefill:.1f} s; one at a time {single_seconds:.1f} s", flush=True)
+        prefill = batched(model, tokenizer, prompts, 1, params["batch_size"])[2]  # our side, prompts only
+        print(f"generate: prefill only (ours) {prefill:.1f} s; one at a time {seconds['single']:.1f} s", flush=True)
         agree = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["single"], strict=True))
         pairs.append({**{f"{k}_tokens_per_second": round(v, 1) for k, v in speeds.items()},
                       "replies_equal": f"{agree}/{len(prompts)}", "prefill_seconds": round(prefill, 2),
-                      "single_seconds": round(single_seconds, 2), "ceiling": round(single_seconds / prefill, 2)})
+                      "single_seconds": round(seconds["single"], 2), "ceiling": round(seconds["single"] / prefill, 2)})
     speedup = statistics.median(p["ours_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs)
     ceiling = statistics.median(p["ceiling"] for p in pairs)
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
