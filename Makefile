@@ -17,7 +17,7 @@ CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help setup repro preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
+.PHONY: help setup repro smoke preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,13 @@ $(VENV)/.installed: pyproject.toml
 repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun
 	dvc repro
 
+smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test ! -e "{}" || cp -P --parents "{}" "$$0"' "$$tmp" && \
+	cp presets/tiny.yaml "$$tmp/params.yaml" && cd "$$tmp" && git init -q && git add -A && \
+	git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke && \
+	dvc repro && dvc metrics show metrics/compare.json metrics/train.json
+
 preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes|medqa (git checkout params.yaml undoes)
 	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 	cp presets/$(NAME).yaml params.yaml
@@ -45,19 +52,15 @@ test: setup ## run every test, end-to-end ones included (what CI runs)
 test-fast: setup ## run the fast tests only (tiny models, seconds)
 	pytest -q -m "not slow" $(PYTEST_ARGS)
 
-train-multi: setup ## train with accelerate DDP: NPROC processes, ACCELERATE_CONFIG; 2 CPU processes (gloo) without a GPU
-	dvc repro base prepare
-	$(if $(HAS_GPU),,ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1) accelerate launch \
-		--config_file $(ACCELERATE_CONFIG) --num_processes $(NPROC) -m stages.train \
-		--model models/base --data data/prepared --out models/train \
-		--metrics metrics/train.json --live metrics/train
-	dvc commit -f train
+train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG); CPU processes over gloo without a GPU
+	$(if $(HAS_GPU),,ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1) dvc exp run train \
+		-S launch.config_file=$(ACCELERATE_CONFIG) -S launch.num_processes=$(NPROC)
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
-	python -m stages.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)
+	python -m apps.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)
 
 chat: setup ## gradio chat page on http://127.0.0.1:CHAT_PORT talking to `make serve` (no public link)
-	python -m stages.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
+	python -m apps.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
 
 push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name, JOBS=parallel uploads)
 	dvc push --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))

@@ -4,7 +4,7 @@
 
 Both sides use the fine-tuned model (models/merged), greedy, the same test prompts rendered by
 the same chat template and the same max_new_tokens (params.yaml). "ours" is
-stages.generation.generate (batches of evaluate.batch_size, left padding, longest first);
+sft.generation.generate (batches of evaluate.batch_size, left padding, longest first);
 "one at a time" is `model.generate` per prompt, as a first script would do it. The sides
 alternate in one process; the ratio is the median of the per-pair ratios. Replies must agree.
 
@@ -44,7 +44,7 @@ def one_at_a_time(model, tokenizer, prompts, max_new_tokens):
 
 
 def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
-    from stages.generation import generate
+    from sft.generation import generate
 
     started = time.perf_counter()
     replies, speed = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
@@ -59,8 +59,8 @@ def main() -> None:
     import torch
     import yaml
 
-    from stages.models import load_for_inference
-    from stages.train import use_cpu_cores
+    from sft.device import use_cpu_cores
+    from sft.models import load_for_inference
 
     use_cpu_cores()
     torch.manual_seed(0)

@@ -22,6 +22,7 @@ from pathlib import Path
 from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 # Peak dense bf16 tensor FLOP/s (no sparsity), from the vendors' data sheets.
 PEAK_TFLOPS = {"H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0, "H100": 756.0,
@@ -50,7 +51,9 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    if not torch.cuda.is_available():
+    from sft.device import has_cuda
+
+    if not has_cuda():
         print("mfu: no CUDA GPU here; nothing measured (run `python bench/mfu.py` on a GPU machine)")
         return
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig

@@ -7,7 +7,7 @@ Both sides train the embedded model (models/base) with the same LoRA (params.yam
 targets), the same batch size and learning rate, on the same rendered records
 (data/prepared/train.jsonl), for the same number of optimizer steps. "plain" is SFTTrainer the
 way the workshop wrote it: defaults for everything else. "ours" is the stage's own trainer
-(stages.train.make_trainer: length-grouped batches, the model's own loss on a CPU, all cores).
+(sft.training.make_trainer, as the train stage runs it: length-grouped batches, the model's own loss on a CPU, all cores).
 Each run is a fresh process (its own peak memory); the sides alternate, and the ratio reported is
 the median of the per-pair ratios. A collator wrapper counts real and padded tokens on both sides.
 """
@@ -47,13 +47,13 @@ class Counting:
 
 def plain_trainer(steps: int, out: str):
     """SFTTrainer as the workshop wrote it: model, data, LoRA, a few arguments, defaults otherwise."""
-    import torch
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from stages.train import load_params
+    from sft.device import has_cuda
+    from sft.training import load_params
 
     p, sft = load_params(str(ROOT / "params.yaml"))
     model = AutoModelForCausalLM.from_pretrained(ROOT / "models" / "base")
@@ -63,31 +63,27 @@ def plain_trainer(steps: int, out: str):
     args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=sft["per_device_train_batch_size"],
                      learning_rate=sft["learning_rate"], max_length=sft["max_length"], report_to="none",
                      save_strategy="no", logging_steps=1, seed=sft.get("seed", 42),
-                     bf16=torch.cuda.is_available())  # the one change a CPU needs: trl defaults to bf16
+                     bf16=has_cuda())  # the one change a CPU needs: trl defaults to bf16
     lora = LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, target_modules=p.lora_target_modules, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
 
 
 def our_trainer(steps: int, out: str):
-    import torch
+    from sft import device, training
 
-    from stages import train
-
-    train.use_cpu_cores()
-    p, sft = train.load_params(str(ROOT / "params.yaml"))
+    device.use_cpu_cores()
+    p, sft = training.load_params(str(ROOT / "params.yaml"))
     sft = {**sft, "max_steps": steps, "save_strategy": "no", "eval_strategy": "no", "report_to": "none",
            "disable_tqdm": True}
-    has_cuda = torch.cuda.is_available()
-    config = train.sft_config(p, sft, out, has_cuda)
-    trainer, _ = train.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda)
+    has_cuda = device.has_cuda()
+    config = training.sft_config(p, sft, out, has_cuda)
+    trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda)
     return trainer
 
 
 def measure(side: str, steps: int) -> dict:
     """One run in this process: tokens per second of trainer.train() and peak memory."""
-    import resource
-
-    import torch
+    from sft.device import peak_memory_bytes
 
     with tempfile.TemporaryDirectory() as out:
         trainer = (our_trainer if side == "ours" else plain_trainer)(steps, out)
@@ -96,8 +92,7 @@ def measure(side: str, steps: int) -> dict:
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
-    peak = (torch.cuda.max_memory_allocated() if torch.cuda.is_available()
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    peak = peak_memory_bytes()
     return {"side": side, "steps": steps, "seconds": round(seconds, 2), "real_tokens": counter.real,
             "token_slots": counter.slots, "padding_share": round(1 - counter.real / counter.slots, 4),
             "tokens_per_second": round(counter.real / seconds, 1), "peak_memory_gb": round(peak / 2**30, 2)}

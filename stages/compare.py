@@ -11,13 +11,13 @@ p-value; metrics/flips.json lists those items' ids, each way, for reading them s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from stages.files import read_jsonl, write_json
-from stages.params import UserError, run
-from stages.scoring import task_metric
-from stages.stats import paired_difference
+from sft.files import read_jsonl, write_json
+from sft.metrics import TaskMetric
+from sft.params import UserError, run
+from sft.stats import paired_difference
+from sft.task import read_task
 
 
 def paired(path_before: Path, path_after: Path) -> list[tuple[dict, dict]]:
@@ -28,8 +28,7 @@ def paired(path_before: Path, path_after: Path) -> list[tuple[dict, dict]]:
     return [(before[i], after[i]) for i in before]
 
 
-def comparison(pairs: list[tuple[dict, dict]], metric_name: str) -> tuple[dict, dict]:
-    metric = task_metric(metric_name)
+def comparison(pairs: list[tuple[dict, dict]], metric: TaskMetric) -> tuple[dict, dict]:
     key = metric.primary
     before = [b[key] for b, _ in pairs]
     after = [a[key] for _, a in pairs]
@@ -47,9 +46,9 @@ def main() -> None:
     ap.add_argument("--out", default="metrics")
     args = ap.parse_args()
 
-    metric_name = json.loads((Path(args.data) / "task.json").read_text())["metric"]
+    metric = read_task(args.data).task_metric
     pairs = paired(Path(args.predictions) / "baseline.jsonl", Path(args.predictions) / "finetuned.jsonl")
-    figures, flips = comparison(pairs, metric_name)
+    figures, flips = comparison(pairs, metric)
     write_json(Path(args.out) / "compare.json", figures)
     write_json(Path(args.out) / "flips.json", flips)
     print(f"[compare] {figures}", flush=True)

@@ -5,38 +5,43 @@
 Reads `evaluate:` of params.yaml. dvc.yaml runs it twice (foreach): `baseline` on models/base
 and `finetuned` on models/merged, so a change to training never re-evaluates the baseline.
 Writes metrics/<name>.json (every figure of the task metric, a 95% interval of the headline
-figure, the share of unparseable replies, generation throughput), the per-sample predictions
-metrics/predictions/<name>.jsonl and, for letter answers, metrics/confusion/<name>.json.
+figure, the share of unparseable replies), the per-sample predictions
+metrics/predictions/<name>.jsonl, for letter answers metrics/confusion/<name>.json, and the
+generation speed, which varies by machine, to metrics/speed/<name>.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.files import read_jsonl, write_json, write_jsonl
-from stages.params import load, run
-from stages.scoring import task_metric
-from stages.stats import interval
+from sft import device
+from sft.files import read_jsonl, write_json, write_jsonl
+from sft.generation import generate, generate_vllm
+from sft.metrics import TaskMetric
+from sft.models import DTYPES, load_for_inference, load_tokenizer
+from sft.params import load, one_of, run
+from sft.stats import interval
+from sft.task import read_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class EvaluateParams:
-    max_new_tokens: int = 96  # a reply longer than this is cut (and most likely wrong)
-    batch_size: int = 32  # prompts generated together (transformers backend)
+    max_new_tokens: int = 64  # gold queries are under 60 tokens; a longer reply is cut
+    batch_size: int = 32  # prompts generated together (greedy, left padding; transformers backend)
     dtype: str = "float32"
-    backend: str = "auto"  # auto: vLLM on a CUDA GPU with vllm installed, else transformers
+    backend: str = "auto"  # vLLM on a CUDA GPU with vllm installed, else transformers
+
+    def __post_init__(self):
+        one_of("evaluate", "dtype", self.dtype, DTYPES)
+        one_of("evaluate", "backend", self.backend, device.GENERATION_BACKENDS)
 
 
 def replies_of(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[str], dict, str]:
-    from stages.generation import generate, generate_vllm, pick_backend
-    from stages.models import load_for_inference, load_tokenizer
-
-    backend = pick_backend(p.backend)
+    backend = device.generation_backend(p.backend)
     if backend == "vllm":
         replies, speed = generate_vllm(model_dir, load_tokenizer(model_dir), prompts, p.max_new_tokens, p.dtype)
     else:
@@ -54,14 +59,13 @@ def scored(metric_name: str, replies: list[str], records: list[dict]) -> dict:
                           contexts=[r["references"] for r in records])
 
 
-def summary(result: dict, metric_name: str, speed: dict) -> dict:
-    """Headline figure with its 95% interval, the other figures, unparseable share, throughput."""
-    metric = task_metric(metric_name)
+def headline_figures(result: dict, metric: TaskMetric) -> dict:
+    """Headline figure with its 95% interval, the other figures, the unparseable share."""
     per_record = result["per_record"]
     low, high = interval([r[metric.primary] for r in per_record], metric.binary)
     figures = {k: v for k, v in result.items() if k != "per_record"}
     return {metric.primary: figures.pop(metric.primary), f"{metric.primary}_ci_low": round(low, 4),
-            f"{metric.primary}_ci_high": round(high, 4), **figures, "samples": len(per_record), **speed}
+            f"{metric.primary}_ci_high": round(high, 4), **figures, "samples": len(per_record)}
 
 
 def confusion(per_record: list[dict]) -> list[dict]:
@@ -80,18 +84,19 @@ def main() -> None:
 
     data = Path(args.data)
     records = read_jsonl(data / "test.jsonl")
-    metric_name = json.loads((data / "task.json").read_text())["metric"]
-    task_metric(metric_name)  # an unknown metric stops here, before minutes of generation
+    task = read_task(data)
+    metric = task.task_metric  # an unknown metric stops here, before minutes of generation
     replies, speed, backend = replies_of(args.model, [r["prompt"] for r in records], p)
-    result = scored(metric_name, replies, records)
+    result = scored(task.metric, replies, records)
     predictions = [{"id": r["id"], "prediction": reply, "gold": r["completion"][0]["content"], **s}
                    for r, reply, s in zip(records, replies, result["per_record"], strict=True)]
-    metrics = summary(result, metric_name, speed)
+    metrics = headline_figures(result, metric)
     out = Path(args.out)
     write_jsonl(out / "predictions" / f"{args.name}.jsonl", predictions)
     write_json(out / "confusion" / f"{args.name}.json", confusion(result["per_record"]))
     write_json(out / f"{args.name}.json", metrics)
-    print(f"[evaluate] {args.name} ({backend} backend): {metrics}", flush=True)
+    write_json(out / "speed" / f"{args.name}.json", {**speed, "backend": backend})
+    print(f"[evaluate] {args.name} ({backend} backend): {metrics}; {speed}", flush=True)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,15 @@ folder stays. The generation config stops at the chat template's end-of-turn tok
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.files import atomic_dir, read_jsonl, write_json
-from stages.models import PIN_FILE, load_for_inference, load_tokenizer
-from stages.params import UserError, load, read_section, run
-
-SENTINEL = "\u2403merge-sentinel\u2403"
+from sft.checkpoints import merged, selected_checkpoint, stop_tokens, trained_model
+from sft.files import atomic_dir, read_jsonl, write_json
+from sft.generation import continuations, prompt_ids
+from sft.models import DTYPES, PIN_FILE, load_for_inference, save_tokenizer
+from sft.params import UserError, load, one_of, read_section, run
 
 
 @dataclass
@@ -38,55 +37,12 @@ class MergeParams:
     max_mean_kl: float = 0.01  # nats; fp32 merges measure ~1e-9, bf16 ones ~1e-3
     min_greedy_agreement: float = 0.9  # share of generated tokens the two models agree on
 
-
-def selected_checkpoint(select_file: str) -> Path:
-    path = Path(select_file)
-    if not path.is_file():
-        raise UserError(f"{path} is missing; run the select stage first (dvc repro select)")
-    checkpoint = Path(json.loads(path.read_text())["checkpoint"])
-    if not checkpoint.is_dir():
-        raise UserError(f"{path} names {checkpoint}, which does not exist; rerun train (dvc repro train)")
-    return checkpoint
-
-
-def trained_model(base: str, checkpoint: Path, dtype: str):
-    """The checkpoint as trained: the adapter on the base (unmerged), or the full model."""
-    if (checkpoint / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        model, tokenizer = load_for_inference(base, dtype=dtype)
-        return PeftModel.from_pretrained(model, checkpoint), tokenizer
-    model, _ = load_for_inference(str(checkpoint), dtype=dtype)
-    return model, load_tokenizer(base)
-
-
-def merged(model):
-    if hasattr(model, "merge_and_unload"):
-        print("[merge] merging the LoRA adapter into the base weights", flush=True)
-        return model.merge_and_unload()
-    print("[merge] full fine-tune: the checkpoint is the model; saving it through", flush=True)
-    return model
-
-
-def end_of_turn_id(tokenizer) -> int | None:
-    """The token the chat template closes an assistant turn with (<|im_end|>, <end_of_turn>, ...)."""
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": SENTINEL}],
-                                         tokenize=False)
-    after = text.split(SENTINEL, 1)[1] if SENTINEL in text else ""
-    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
-    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
-
-
-def stop_tokens(model, tokenizer) -> list[int]:
-    eos = model.generation_config.eos_token_id
-    ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
-    return list(dict.fromkeys(i for i in ids if i is not None))
+    def __post_init__(self):
+        one_of("merge", "dtype", self.dtype, DTYPES)
 
 
 def reference(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], object]]:
     """Each prompt's greedy continuation and the next-token log-probabilities along it."""
-    from stages.generation import continuations
-
     conts = continuations(model, tokenizer, ids, max_new_tokens, batch_size=len(ids))
     return [(cont, next_token_logprobs(model, prompt, cont)) for prompt, cont in zip(ids, conts, strict=True)]
 
@@ -103,8 +59,6 @@ def next_token_logprobs(model, prompt: list[int], cont: list[int]):
 def parity(expected: list[tuple[list[int], object]], model, tokenizer, ids: list[list[int]],
            max_new_tokens: int) -> dict:
     """Greedy agreement and mean KL(trained || merged) over the reference continuations."""
-    from stages.generation import continuations
-
     conts = continuations(model, tokenizer, ids, max_new_tokens, batch_size=len(ids))
     agree = total = 0
     kl_sum, positions = 0.0, 0
@@ -145,8 +99,6 @@ def main() -> None:
         print(f"[merge] trained with QLoRA on a 4-bit base: merging into the base loaded at {p.dtype}, not into "
               "4-bit weights (which would change the outputs)", flush=True)
 
-    from stages.generation import prompt_ids
-
     checkpoint = selected_checkpoint(args.select)
     model, tokenizer = trained_model(args.base, checkpoint, p.dtype)
     prompts = [r["prompt"] for r in read_jsonl(Path(args.data) / "validation.jsonl")[:p.parity_prompts]]
@@ -159,7 +111,7 @@ def main() -> None:
     model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         if (Path(args.base) / PIN_FILE).is_file():  # provenance, and the class to load it with
             shutil.copy(Path(args.base) / PIN_FILE, tmp / PIN_FILE)
         del model

@@ -13,16 +13,16 @@ Next to the splits: task.json (the metric) and audit.md (rendered examples, toke
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stages import audit, shapes, sources
-from stages.files import write_json, write_jsonl, write_text
-from stages.params import UserError, load, log_params, read_section, run
-from stages.prompts import Templates, load_task, load_templates
-from stages.sources import Record
+from sft import shapes, sources, tokens
+from sft.files import write_json, write_jsonl, write_text
+from sft.params import UserError, load, log_params, one_of, read_section, run
+from sft.prompts import Templates, load_templates
+from sft.sources import Record
+from sft.task import TASK_FILE, load_task, task_json
 
 SPLITS = ("train", "validation", "test")
 TOO_LONG = ("error", "drop")
@@ -36,10 +36,16 @@ class PrepareParams:
     prompts: str = "prompts/sql"  # {system,user,assistant}.jinja (optional for chat-shaped data) and task.yaml
     shape: str = "auto"  # auto | template | messages | prompt_completion | alpaca | sharegpt
     seed: int = 42  # shuffles, splits and subsets
-    max_records: dict = field(default_factory=dict)  # per split, e.g. {train: 320}; absent = all
+    max_records: dict = field(default_factory=dict)  # per split, e.g. {train: 320}; absent = all records
     split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # only train exists
     on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
     audit_examples: int = 3  # rendered examples in audit.md
+
+    def __post_init__(self):
+        one_of("prepare", "on_too_long", self.on_too_long, TOO_LONG)
+        one_of("prepare", "shape", self.shape, ("auto", *shapes.CONVERTERS))
+        for split in self.max_records:
+            one_of("prepare", "max_records", split, SPLITS)
 
 
 def split_records(raw: dict[str, list[Record]], p: PrepareParams) -> dict[str, list[Record]]:
@@ -96,8 +102,8 @@ def without_overlap(rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]],
     return rows, dropped
 
 
-def within_length(rows: list[dict], counts: audit.TokenCounts, split: str, max_length: int,
-                  on_too_long: str) -> tuple[list[dict], audit.TokenCounts, int]:
+def within_length(rows: list[dict], counts: tokens.TokenCounts, split: str, max_length: int,
+                  on_too_long: str) -> tuple[list[dict], tokens.TokenCounts, int]:
     """Records over max_length: an error naming them, or dropped and counted. Never truncated."""
     long = [i for i, n in enumerate(counts.total) if n > max_length]
     if long and on_too_long == "error":
@@ -107,8 +113,16 @@ def within_length(rows: list[dict], counts: audit.TokenCounts, split: str, max_l
                         "prepare.on_too_long: drop (completions are never truncated)")
     dropped = set(long)
     keep = [i for i in range(len(rows)) if i not in dropped]
-    return ([rows[i] for i in keep], audit.TokenCounts([counts.total[i] for i in keep],
+    return ([rows[i] for i in keep], tokens.TokenCounts([counts.total[i] for i in keep],
                                                        [counts.prompt[i] for i in keep]), len(long))
+
+
+def train_max_length() -> int:
+    """The one key of `train:` prepare reads (declared in dvc.yaml): records longer are refused or dropped."""
+    value = read_section("train").get("max_length", 1024)  # SFTConfig's default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UserError(f"params.yaml: train.max_length is {value!r}; it must be a whole number of tokens")
+    return value
 
 
 def main() -> None:
@@ -118,13 +132,8 @@ def main() -> None:
     ap.add_argument("--metrics", default="metrics/prepare.json")
     args = ap.parse_args()
     p = load("prepare", PrepareParams)
-    max_length = int(read_section("train").get("max_length") or 1024)  # SFTConfig's default
+    max_length = train_max_length()
     log_params("prepare", {"train.max_length": max_length})
-    if p.on_too_long not in TOO_LONG:
-        raise UserError(f"params.yaml: prepare.on_too_long '{p.on_too_long}'; use one of {TOO_LONG}")
-    if set(p.max_records) - set(SPLITS):
-        raise UserError(f"params.yaml: prepare.max_records: unknown split(s) "
-                        f"{sorted(set(p.max_records) - set(SPLITS))}; use {SPLITS}")
 
     templates, task = load_templates(p.prompts), load_task(p.prompts)
     splits = split_records(sources.load(p.dataset, p.subset, p.revision), p)
@@ -132,23 +141,23 @@ def main() -> None:
     rows = {name: convert(subset(splits[name], p.max_records.get(name), rng), p, templates, task.references)
             for name in SPLITS}
     rows, overlap = without_overlap(rows)
-    tokenizer = audit.load_tokenizer(args.model)
+    tokenizer = tokens.fast_tokenizer(args.model)
     counts, too_long = {}, {}
     for name in SPLITS:
         rows[name], counts[name], too_long[name] = within_length(
-            rows[name], audit.token_counts(tokenizer, rows[name]), name, max_length, p.on_too_long)
+            rows[name], tokens.token_counts(tokenizer, rows[name]), name, max_length, p.on_too_long)
 
     out = Path(args.out)
     for name in SPLITS:
         write_jsonl(out / f"{name}.jsonl", rows[name])
-    write_json(out / "task.json", dataclasses.asdict(task))
-    write_text(out / "audit.md", audit.report(tokenizer, rows, counts, p.audit_examples))
+    write_json(out / TASK_FILE, task_json(task))
+    write_text(out / "audit.md", tokens.report(tokenizer, rows, counts, p.audit_examples))
     write_json(args.metrics, {
         "records": {name: len(rows[name]) for name in SPLITS},
         "available": {name: len(splits[name]) for name in SPLITS},
         "dropped_overlap": overlap, "dropped_too_long": too_long,
-        "tokens": {name: audit.percentiles(counts[name].total) for name in SPLITS},
-        "label_share": {name: audit.label_share(counts[name]) for name in SPLITS},
+        "tokens": {name: tokens.percentiles(counts[name].total) for name in SPLITS},
+        "label_share": {name: tokens.label_share(counts[name]) for name in SPLITS},
     })
     print(f"[prepare] wrote {out}: { {n: len(rows[n]) for n in SPLITS} }; overlap dropped {overlap}, "
           f"too long {too_long}", flush=True)

@@ -19,8 +19,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.files import read_jsonl, write_json
-from stages.params import UserError, load, run
+from sft.checkpoints import merged, trained_model
+from sft.files import read_jsonl, write_json
+from sft.generation import generate
+from sft.metrics import aggregate, score_all
+from sft.models import DTYPES
+from sft.params import UserError, load, one_of, run
+from sft.task import read_task
 
 
 @dataclass
@@ -28,8 +33,12 @@ class SelectParams:
     metric: str = "eval_loss"  # a key of the trainer's evaluation logs, or a figure of the task metric
     greater_is_better: bool | None = None  # None: false for names ending in 'loss', true otherwise
     samples: int = 32  # validation prompts generated per checkpoint when selecting by a task figure
-    max_new_tokens: int = 96
-    batch_size: int = 16
+    max_new_tokens: int = 64  # a reply longer than this is cut (and most likely wrong)
+    batch_size: int = 16  # prompts generated together
+    dtype: str = "float32"  # the candidates' weights while generating
+
+    def __post_init__(self):
+        one_of("select", "dtype", self.dtype, DTYPES)
 
 
 def greater_is_better(p: SelectParams) -> bool:
@@ -59,15 +68,11 @@ def candidates(train_dir: Path, metric: str) -> list[dict]:
 
 def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> list[dict]:
     """Each candidate scored by the task metric on the first `p.samples` validation records."""
-    from stages.generation import generate
-    from stages.merge import merged, trained_model
-    from stages.scoring import aggregate, score_all
-
     records = read_jsonl(data / "validation.jsonl")[:p.samples]
-    metric_name = json.loads((data / "task.json").read_text())["metric"]
+    metric_name = read_task(data).metric
     scored = []
     for row in rows:
-        model, tokenizer = trained_model(base, Path(row["checkpoint"]), "float32")
+        model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype)
         replies, _ = generate(merged(model), tokenizer, [r["prompt"] for r in records], p.max_new_tokens,
                               p.batch_size)
         figures = aggregate(score_all(metric_name, replies, [r["completion"][0]["content"] for r in records],

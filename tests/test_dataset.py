@@ -43,7 +43,7 @@ def test_no_prompt_in_two_splits():
 
 
 def test_generator_reproduces_the_committed_files(tmp_path):
-    subprocess.run([sys.executable, str(DATA / "generate.py"), "--out", str(tmp_path)], check=True,
+    subprocess.run([sys.executable, str(ROOT / "data" / "generate_sql.py"), "--out", str(tmp_path)], check=True,
                    capture_output=True)
     for name in ("train", "validation", "test"):
         assert (tmp_path / f"{name}.jsonl").read_bytes() == (DATA / f"{name}.jsonl").read_bytes()

@@ -1,11 +1,16 @@
+"""evaluate: generation as trained (same prompt tokens), batched equal to one at a time, metrics and
+predictions written, the GPU used when there is one, vLLM falling back without one."""
+
 import json
 
 import pytest
 
-from stages import compare, evaluate, merge, models
-from stages.generation import generate, pick_backend, prompt_ids, render_prompts
-from stages.models import load_folder, load_for_inference
-from stages.params import UserError
+from sft import checkpoints, models
+from sft.device import generation_backend
+from sft.generation import generate, prompt_ids, render_prompts
+from sft.models import load_folder, load_for_inference
+from sft.params import UserError
+from stages import evaluate
 
 PROMPT = [{"role": "system", "content": "Reply with SQL."}, {"role": "user", "content": "How many rows?"}]
 
@@ -45,7 +50,9 @@ def test_main_writes_metrics_and_predictions(tiny_model_dir, tmp_path, monkeypat
     # A random model writes no SQL: every prediction must score as wrong and unrunnable.
     assert metrics["execution_accuracy"] == 0.0 and metrics["execution_error_rate"] == 1.0
     assert metrics["execution_accuracy_ci_low"] == 0.0 and 0.4 < metrics["execution_accuracy_ci_high"] < 0.6
-    assert metrics["tokens_per_second"] > 0 and metrics["unparseable_rate"] == 1.0
+    assert metrics["unparseable_rate"] == 1.0 and "tokens_per_second" not in metrics
+    speed = json.loads((tmp_path / "metrics" / "speed" / "baseline.json").read_text())
+    assert speed["tokens_per_second"] > 0 and speed["backend"] == "transformers"
     assert json.loads((tmp_path / "metrics" / "confusion" / "baseline.json").read_text()) == []  # no letters
 
 
@@ -68,11 +75,13 @@ def test_evaluation_token_ids_are_the_training_prompt_tokens(tiny_model_dir, tmp
 
 
 def test_backend_choice_without_a_gpu(capsys):
-    assert pick_backend("auto") == "transformers"
-    assert pick_backend("vllm") == "transformers"
+    assert generation_backend("auto") == "transformers"
+    assert generation_backend("vllm") == "transformers"
     assert "evaluate.backend vllm -> transformers" in capsys.readouterr().out
     with pytest.raises(UserError, match="evaluate.backend 'tgi'"):
-        pick_backend("tgi")
+        generation_backend("tgi")
+    with pytest.raises(UserError, match="evaluate.backend is 'tgi'; use one of auto, transformers, vllm"):
+        evaluate.EvaluateParams(backend="tgi")
 
 
 def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_model_dir, tmp_path, monkeypatch):
@@ -91,36 +100,5 @@ def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_m
     with pytest.raises(RuntimeError, match="placement seen"):
         evaluate.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"))
     with pytest.raises(RuntimeError, match="placement seen"):  # select and merge load through here
-        merge.trained_model(str(tiny_model_dir), tmp_path, "float32")
+        checkpoints.trained_model(str(tiny_model_dir), tmp_path, "float32")
     assert placed == ["cuda", "cuda"]
-
-
-def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Question {i}?"}],
-             "completion": [{"role": "assistant", "content": f"... the answer is ({'ABCD'[i % 4]})."}],
-             "references": {}} for i in range(4)]
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
-    (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 3\n  batch_size: 4\n")
-    monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "baseline",
-                                     "--data", str(data), "--out", "metrics"])
-    evaluate.main()
-    confusion = json.loads((tmp_path / "metrics" / "confusion" / "baseline.json").read_text())
-    assert confusion == [{"actual": "ABCD"[i % 4], "predicted": "none"} for i in range(4)]
-
-    # A fine-tuned model that answers items 0 and 1 right: two improved, none regressed.
-    finetuned = [json.loads(line) for line in (tmp_path / "metrics" / "predictions" / "baseline.jsonl").open()]
-    for r in finetuned[:2]:
-        r["accuracy"] = 1.0
-    (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").write_text(
-        "".join(json.dumps(r) + "\n" for r in finetuned))
-    monkeypatch.setattr("sys.argv", ["compare", "--predictions", "metrics/predictions", "--data", str(data),
-                                     "--out", "metrics"])
-    compare.main()
-    figures = json.loads((tmp_path / "metrics" / "compare.json").read_text())
-    assert (figures["baseline"], figures["finetuned"], figures["difference"]) == (0.0, 0.5, 0.5)
-    assert (figures["improved"], figures["regressed"], figures["mcnemar_p"]) == (2, 0, 0.5)
-    assert json.loads((tmp_path / "metrics" / "flips.json").read_text()) == {"improved": [0, 1], "regressed": []}

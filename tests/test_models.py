@@ -4,9 +4,10 @@ import pytest
 import torch
 from conftest import GGUF, smollm_folder
 
-from stages import base, models
+from sft import models
+from sft.params import UserError
+from stages import base
 from stages.base import BaseParams
-from stages.params import UserError
 
 
 def test_package_folder_is_found_without_importing_it():
@@ -31,7 +32,8 @@ def test_a_different_gguf_is_refused(tmp_path):
 def test_base_stage_writes_a_folder_from_a_local_stand_in_for_a_hub_model(tiny_model_dir, tmp_path, monkeypatch):
     """The hub path (from_pretrained on a name, no GGUF) with a local folder in the hub's place."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text(f"base:\n  model_name_or_path: {tiny_model_dir}\n  gguf_file: null\n")
+    (tmp_path / "params.yaml").write_text(f"base:\n  model_name_or_path: {tiny_model_dir}\n  gguf_file: null\n"
+                                          "  gguf_sha256: null\n")
     monkeypatch.setattr("sys.argv", ["base", "--out", "models/base"])
     base.main()
     model, tokenizer = models.load_folder(tmp_path / "models" / "base")
@@ -51,7 +53,7 @@ def test_embedded_gguf_becomes_a_plain_folder_that_answers(tmp_path):
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     model, tokenizer = models.load_folder(tmp_path)
-    from stages.generation import generate
+    from sft.generation import generate
 
     [reply], _ = generate(model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]],
                           max_new_tokens=12, batch_size=1)

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from stages.params import UserError, from_dict, load, run
+from sft.params import UserError, from_dict, load, run
 
 
 @dataclass

@@ -7,11 +7,13 @@ import sys
 import pytest
 from conftest import ROOT
 
-from stages import prepare, shapes, sources
-from stages.params import UserError
+from sft import shapes, sources
+from sft.params import UserError
+from sft.prompts import load_templates
+from sft.sources import Record
+from sft.task import load_task
+from stages import prepare
 from stages.prepare import PrepareParams, convert, split_records, without_overlap
-from stages.prompts import load_task, load_templates
-from stages.sources import Record
 
 SQL = {"sql_prompt": "How many items?", "sql_context": "CREATE TABLE t (id INT);", "sql": "SELECT COUNT(*) FROM t;"}
 USER, ANSWER = "How many items?", "SELECT COUNT(*) FROM t;"
@@ -100,13 +102,13 @@ def test_jsonl_errors_name_the_line(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_bytes(b'{"a": 1}\n\n{"a": 2,}\n')
     with pytest.raises(UserError, match=r"d.jsonl:3: not valid JSON .*fix or remove the line"):
-        sources.read_jsonl(path)
+        sources.jsonl_records(path)
     path.write_bytes(b'{"a": 1}\n{"a": "caf\xe9"}\n')
     with pytest.raises(UserError, match=r"d.jsonl:2: bytes that are not UTF-8 at column 11; re-encode"):
-        sources.read_jsonl(path)
+        sources.jsonl_records(path)
     path.write_bytes(b'[1, 2]\n')
     with pytest.raises(UserError, match=r"d.jsonl:1: a JSONL line must be a JSON object"):
-        sources.read_jsonl(path)
+        sources.jsonl_records(path)
 
 
 def test_csv_and_parquet_and_folders_load(tmp_path):
@@ -199,6 +201,6 @@ def test_bad_input_stops_with_one_line_and_keeps_earlier_outputs(tmp_path, token
 
 
 def test_format_sql_filter_pretty_prints():
-    from stages.prompts import format_sql
+    from sft.prompts import format_sql
 
     assert format_sql("select a, b from t where x = 1") == "SELECT a,\n       b\nFROM t\nWHERE x = 1"

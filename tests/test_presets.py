@@ -7,11 +7,12 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from stages import prepare, train
+from sft import training
+from sft.params import from_dict
+from stages import prepare
 from stages.base import BaseParams
 from stages.evaluate import EvaluateParams
 from stages.merge import MergeParams
-from stages.params import from_dict
 from stages.prepare import PrepareParams
 from stages.select import SelectParams
 
@@ -45,14 +46,14 @@ CLASSES = {"base": BaseParams, "prepare": PrepareParams, "select": SelectParams,
            "evaluate": EvaluateParams}
 
 
-@pytest.mark.parametrize("name", sorted(STAND_INS))
+@pytest.mark.parametrize("name", [*sorted(STAND_INS), "tiny"])
 def test_preset_params_are_valid_for_every_stage(name, tmp_path):
     params = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
-    assert set(params) == {"base", "prepare", "train", "select", "merge", "evaluate"}
+    assert set(params) == {"base", "prepare", "launch", "train", "select", "merge", "evaluate"}
     for section, cls in CLASSES.items():
         from_dict(cls, params[section], f"{name}: {section}")  # raises on an unknown key
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    p, sft = train.load_params(str(tmp_path / "params.yaml"))
+    p, sft = training.load_params(str(tmp_path / "params.yaml"))
     assert p.epochs == params["train"]["epochs"] and sft["learning_rate"] == params["train"]["learning_rate"]
 
 

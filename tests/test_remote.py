@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from test_pipeline import dvc, edit, shrink
+from conftest import copy_repository, dvc, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -147,21 +146,12 @@ def local_cache_bad(repo: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def team(s3, tmp_path_factory, tiny_model_dir):
+def team(s3, tmp_path_factory):
     """origin (a bare git repository), clone A that ran the pipeline, all on the S3 remote."""
-    from conftest import ROOT
-
     root = tmp_path_factory.mktemp("team")
     origin = root / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    a = root / "a"
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.split()
-    for name in files:
-        if (ROOT / name).is_file():
-            (a / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, a / name)
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=a, check=True)
-    edit(a, lambda p: shrink(p, tiny_model_dir))
+    a = copy_repository(root / "a")  # on the tiny configuration, branch main
     dvc(a, "remote", "add", "-d", "team", f"s3://{BUCKET}/cache")
     dvc(a, "remote", "modify", "team", "endpointurl", s3.url)
     git(a, "add", "-A")

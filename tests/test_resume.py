@@ -9,10 +9,9 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT
-from test_train import prepared
+from conftest import ROOT, git_workdir, prepared
 
-from stages import resume
+from sft import resume
 
 PARAMS = """\
 train:
@@ -31,11 +30,7 @@ train:
 
 
 def workdir(tmp_path, name, params=PARAMS):
-    work = tmp_path / name
-    work.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
-                   cwd=work, check=True)
+    work = git_workdir(tmp_path / name)
     (work / "params.yaml").write_text(params)
     prepared(work / "data", n_train=12, n_val=4)
     return work

@@ -1,8 +1,12 @@
+"""select: the best checkpoint by validation loss or by a figure of the task metric."""
+
 import json
 
 import pytest
+from conftest import TRAINED_PARAMS
 
-from stages.params import UserError
+from sft.params import UserError
+from stages import select
 from stages.select import SelectParams, best, candidates
 
 
@@ -46,3 +50,26 @@ def test_direction_follows_the_name_unless_given():
     assert best(rows, SelectParams(metric="eval_loss"))["step"] == 2
     assert best(rows, SelectParams(metric="accuracy"))["step"] == 2
     assert best(rows, SelectParams(metric="accuracy", greater_is_better=False))["step"] == 1
+
+
+def test_select_by_a_task_figure_generates_on_validation_records(trained_copy, tiny_model_dir, monkeypatch):
+    trained = trained_copy
+    monkeypatch.chdir(trained)
+    (trained / "data" / "task.json").write_text(json.dumps({"metric": "sql_execution",
+                                                            "references": ["sql_context"]}))
+    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  metric: eval_loss\n",
+                                                        "  metric: execution_accuracy\n  samples: 2\n"
+                                                        "  max_new_tokens: 4\n"))
+    monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
+                                     "--out", "select-task.json"])
+    select.main()
+    choice = json.loads((trained / "select-task.json").read_text())
+    assert [c["select_samples"] for c in choice["candidates"]] == [2, 2]
+    assert all("execution_accuracy" in c and "eval_loss" in c for c in choice["candidates"])
+    # A random model's replies hold no SQL: both score 0, and the tie goes to the earlier checkpoint.
+    assert choice["execution_accuracy"] == 0.0 and choice["step"] == 2
+
+    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  metric: eval_loss\n", "  metric: bleu\n  samples: 1\n"
+                                                        "  max_new_tokens: 2\n"))
+    with pytest.raises(UserError, match="select.metric 'bleu' is neither a trainer log key nor a figure"):
+        select.main()

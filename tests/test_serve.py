@@ -11,8 +11,8 @@ import time
 import pytest
 from conftest import ROOT, free_port, start, stop, wait_for_http
 
-from stages.generation import generate, prompt_ids
-from stages.models import load_folder
+from sft.generation import generate, prompt_ids
+from sft.models import load_folder
 
 KEY = "test-key-not-a-secret"
 MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
@@ -20,7 +20,7 @@ MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
 
 
 def serve(model_dir, port, env=None, name="local"):
-    return start([sys.executable, "-m", "stages.serve", "--model", str(model_dir), "--name", name,
+    return start([sys.executable, "-m", "apps.serve", "--model", str(model_dir), "--name", name,
                   "--host", "127.0.0.1", "--port", str(port)], env=env)
 
 
@@ -73,7 +73,7 @@ def test_plain_and_streaming_replies_are_the_greedy_reply_of_the_training_prompt
 
 
 def test_wider_binding_needs_a_key(tiny_model_dir):
-    proc = start([sys.executable, "-m", "stages.serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0",
+    proc = start([sys.executable, "-m", "apps.serve", "--model", str(tiny_model_dir), "--host", "0.0.0.0",
                   "--port", str(free_port())], env={"SERVE_API_KEY": ""})
     try:
         out, _ = proc.communicate(timeout=120)
@@ -124,7 +124,7 @@ def test_chat_page_streams_an_answer_in_headless_chromium(smollm_server, tmp_pat
     from selenium.webdriver.support.ui import WebDriverWait
 
     port = free_port()
-    page = start([sys.executable, "-m", "stages.chat", "--endpoint", smollm_server, "--data",
+    page = start([sys.executable, "-m", "apps.chat", "--endpoint", smollm_server, "--data",
                   str(prepared_split(tmp_path / "data")), "--port", str(port)],
                  env={"GRADIO_ANALYTICS_ENABLED": "False"})
     options = webdriver.ChromeOptions()

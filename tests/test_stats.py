@@ -2,7 +2,7 @@
 
 import pytest
 
-from stages.stats import bootstrap_interval, mcnemar_exact, paired_difference, wilson_interval
+from sft.stats import bootstrap_interval, mcnemar_exact, paired_difference, wilson_interval
 
 
 def test_wilson_interval_matches_the_textbook_value():

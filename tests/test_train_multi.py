@@ -1,4 +1,5 @@
-"""`make train-multi` without a GPU: a real 2-process DDP run over gloo on the CPU."""
+"""`make train-multi` without a GPU: a real 2-process DDP run over gloo on the CPU, run by DVC as an
+experiment (dvc exp run -S launch.num_processes=2), so its launch settings are in dvc.lock."""
 
 import json
 import os
@@ -7,16 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
-from test_pipeline import shrink
 
 pytestmark = pytest.mark.slow
 
 
-def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy, tiny_model_dir):
+def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy):
     repo = repo_copy
-    params = shrink(yaml.safe_load((repo / "params.yaml").read_text()), tiny_model_dir)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     venv = Path(sys.prefix)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
     done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={venv}", "-o", f"{venv}/.installed"],
@@ -29,7 +26,9 @@ def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy, tiny_mode
     assert sorted(p.name for p in (repo / "models" / "train").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
     evals = (repo / "metrics" / "train" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
     assert len(evals) == 3  # header and one row an epoch: written by one process, not two
-    # dvc commit recorded the run, so the pipeline sees train as done.
+    # The launch settings are part of the stage's command, recorded in dvc.lock and the experiment.
+    lock = (repo / "dvc.lock").read_text()
+    assert "--config_file configs/accelerate/multi_gpu.yaml --num_processes 2" in lock
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "train"], cwd=repo,
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}

@@ -6,11 +6,12 @@ import os
 
 import pytest
 import torch
-from test_train import prepared
+from conftest import git_workdir, prepared
 from transformers import TrainerCallback
 
-from stages import tracking, train
-from stages.models import load_folder
+from sft import tracking, training
+from sft.models import load_folder
+from stages import train
 
 
 def sft_trainer(model_dir, data, out, **args):
@@ -25,7 +26,7 @@ def sft_trainer(model_dir, data, out, **args):
 def test_packed_and_unpacked_runs_give_the_same_loss(tiny_model_dir, tmp_path):
     """One step over all 8 records in one batch, then an evaluation: packing (position ids restart at
     each record, so no record attends to another) must not change the loss or the update."""
-    data = train.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
+    data = training.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
     runs = {}
     for packing in (False, True):
         trainer = sft_trainer(tiny_model_dir, data, tmp_path / f"packing-{packing}", packing=packing,
@@ -36,14 +37,14 @@ def test_packed_and_unpacked_runs_give_the_same_loss(tiny_model_dir, tmp_path):
         runs[packing] = (rows, trainer.state.log_history[0]["loss"], trainer.evaluate()["eval_loss"])
     (rows_plain, loss_plain, eval_plain), (rows_packed, loss_packed, eval_packed) = runs[False], runs[True]
     assert rows_packed < rows_plain == 8  # really packed: several records a row
-    assert loss_packed == pytest.approx(loss_plain, rel=1e-4)
-    assert eval_packed == pytest.approx(eval_plain, rel=1e-4)
+    assert loss_packed == pytest.approx(loss_plain, rel=1e-6)
+    assert eval_packed == pytest.approx(eval_plain, rel=1e-6)
     assert eval_plain < loss_plain  # the step moved the weights: the comparison is of a trained update
 
 
 def test_packing_without_restarting_positions_would_change_the_loss(tiny_model_dir, tmp_path):
     """The control for the test above: the same packed row, read as one long document, gives another loss."""
-    data = train.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
+    data = training.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
     trainer = sft_trainer(tiny_model_dir, data, tmp_path / "o", packing=True, per_device_train_batch_size=8)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     model = trainer.model.eval()
@@ -51,7 +52,8 @@ def test_packing_without_restarting_positions_would_change_the_loss(tiny_model_d
         separate = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"]).loss
         positions = torch.arange(batch["input_ids"].shape[1]).unsqueeze(0)
         one_document = model(input_ids=batch["input_ids"], position_ids=positions, labels=batch["labels"]).loss
-    assert abs(separate.item() - one_document.item()) > 1e-3
+    # Far outside the rel 1e-6 (~1e-5 here) that the test above allows.
+    assert abs(separate.item() - one_document.item()) > 1e-4
 
 
 class EpochOneIsBest(TrainerCallback):
@@ -62,8 +64,8 @@ class EpochOneIsBest(TrainerCallback):
 
 
 def test_save_total_limit_never_deletes_the_best_checkpoint(tiny_model_dir, tmp_path):
-    data = train.prompt_completion(prepared(tmp_path / "data", 4, 1) / "train.jsonl")
-    defaults = {k: v for k, v in train.SFT_DEFAULTS.items() if k != "report_to"}
+    data = training.prompt_completion(prepared(tmp_path / "data", 4, 1) / "train.jsonl")
+    defaults = {k: v for k, v in training.SFT_DEFAULTS.items() if k != "report_to"}
     trainer = sft_trainer(tiny_model_dir, data, tmp_path / "out", **defaults, num_train_epochs=3,
                           per_device_train_batch_size=4, save_total_limit=2)
     trainer.add_callback(EpochOneIsBest())
@@ -88,13 +90,7 @@ def test_offline_wandb_run_and_the_progress_bar(tiny_model_dir, tmp_path, monkey
     """The train stage with WANDB_PROJECT set and WANDB_MODE=offline: a W&B run is written with no
     account, the API key from the environment is in no file, and the bar shows tokens per second."""
     pytest.importorskip("wandb")
-    import subprocess
-
-    work = tmp_path / "work"
-    work.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-q", "--allow-empty", "-m", "x"],
-                   cwd=work, check=True)  # DVCLive wants a commit
+    work = git_workdir(tmp_path / "work")  # DVCLive wants a commit
     (work / "params.yaml").write_text("train:\n  epochs: 1\n  per_device_train_batch_size: 2\n  max_length: 512\n"
                                       "  activation_checkpointing: false\n  seed: 0\n")
     prepared(work / "data", 4, 2)

@@ -1,9 +1,10 @@
-"""Task metrics, chosen by name in prompts/<dataset>/task.yaml (never by dataset name in code).
+"""Task metrics: one registry, chosen by name in prompts/<dataset>/task.yaml (never by dataset name).
 
-Each scorer takes (prediction, gold, references) for one record and returns a dict of
-per-record figures (floats), `unparseable` (1.0 when no answer could be read from the reply,
-which then always counts as wrong) and `answer` (what was read). `aggregate` averages them.
-The evaluate package reaches them through the local modules in `task_metrics/`.
+A metric is one function, registered with @task_metric: it takes (prediction, gold, references)
+for one record and returns a dict of per-record figures (floats), `unparseable` (1.0 when no
+answer could be read from the reply, which then always counts as wrong) and `answer` (what was
+read). `aggregate` averages them. The evaluate package reaches every registered metric through
+task_metrics/<name>/<name>.py, a link to the one generic module task_metrics/task_metric.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,33 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stages.params import UserError
+from sft.params import UserError
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    name: str
+    score: Callable[[str, str, dict], dict]
+    primary: str  # the headline figure: what select can pick by and compare tests
+    binary: bool  # per-record 0/1: Wilson interval and McNemar; else bootstrap intervals
+    labels: bool = False  # answers are letters: a confusion matrix is drawn
+
+    @property
+    def description(self) -> str:
+        return (self.score.__doc__ or self.name).strip().splitlines()[0]
+
+
+METRICS: dict[str, TaskMetric] = {}
+
+
+def task_metric(name: str, primary: str, binary: bool, labels: bool = False):
+    """Register the decorated scorer as the task metric `name`."""
+
+    def register(score: Callable[[str, str, dict], dict]):
+        METRICS[name] = TaskMetric(name, score, primary, binary, labels)
+        return score
+
+    return register
 
 CODE_FENCE = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
@@ -59,6 +86,7 @@ def comparable(rows: list[tuple], ordered: bool) -> list:
     return values if ordered else sorted(values, key=repr)
 
 
+@task_metric("sql_execution", primary="execution_accuracy", binary=True)
 def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     """Execution match: gold and predicted queries give the same rows on the record's tables
     (in the same order only when the gold query orders them)."""
@@ -96,6 +124,7 @@ def answer_letter(text: str) -> str | None:
     return found[-1].upper() if found else None
 
 
+@task_metric("multiple_choice", primary="accuracy", binary=True, labels=True)
 def multiple_choice(prediction: str, gold: str, references: dict) -> dict:
     """Accuracy of the answer letter. A reply without a parseable letter is wrong, always."""
     got, want = answer_letter(prediction), answer_letter(gold)
@@ -117,7 +146,8 @@ class UnicodeWords:
 _rouge = None
 
 
-def summary(prediction: str, gold: str, references: dict) -> dict:
+@task_metric("summary", primary="rougeL", binary=False)
+def rouge_and_chrf(prediction: str, gold: str, references: dict) -> dict:
     """ROUGE-1/2/L F1 (rouge-score, Unicode words) and chrF (sacrebleu, 0-1) against the gold text."""
     global _rouge
     import sacrebleu
@@ -133,30 +163,11 @@ def summary(prediction: str, gold: str, references: dict) -> dict:
             "chrf": round(sacrebleu.sentence_chrf(text, [gold]).score / 100, 6), "unparseable": 0.0, "answer": text}
 
 
-@dataclass(frozen=True)
-class TaskMetric:
-    score: Callable[[str, str, dict], dict]
-    primary: str  # the headline figure: what select can pick by and compare tests
-    binary: bool  # per-record 0/1: Wilson interval and McNemar; else bootstrap intervals
-    labels: bool = False  # answers are letters: a confusion matrix is drawn
-
-
-SCORERS: dict[str, TaskMetric] = {
-    "sql_execution": TaskMetric(sql_execution, "execution_accuracy", binary=True),
-    "multiple_choice": TaskMetric(multiple_choice, "accuracy", binary=True, labels=True),
-    "summary": TaskMetric(summary, "rougeL", binary=False),
-}
-
-
-def task_metric(name: str) -> TaskMetric:
-    if name not in SCORERS:
-        raise UserError(f"task metric '{name}' is unknown; available: {sorted(SCORERS)} "
+def metric_named(name: str) -> TaskMetric:
+    if name not in METRICS:
+        raise UserError(f"task metric '{name}' is unknown; available: {sorted(METRICS)} "
                         "(set metric: in prompts/<dataset>/task.yaml)")
-    return SCORERS[name]
-
-
-def scorer(name: str) -> Callable[[str, str, dict], dict]:
-    return task_metric(name).score
+    return METRICS[name]
 
 
 def figures(per_record: list[dict]) -> list[str]:
@@ -172,5 +183,5 @@ def aggregate(per_record: list[dict]) -> dict:
 
 
 def score_all(name: str, predictions: list[str], golds: list[str], references: list[dict]) -> list[dict]:
-    score = scorer(name)
+    score = metric_named(name).score
     return [score(p, g, r) for p, g, r in zip(predictions, golds, references, strict=True)]

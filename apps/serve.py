@@ -1,6 +1,6 @@
 """serve: the merged model on an OpenAI-compatible endpoint (not a DVC stage; `make serve`).
 
-    python -m stages.serve --model models/merged --name local --host 127.0.0.1 --port 8080
+    python -m apps.serve --model models/merged --name local --host 127.0.0.1 --port 8080
 
 On a machine with a CUDA GPU and vllm installed it runs `vllm serve` (continuous batching,
 paged attention). Elsewhere it runs transformers' own OpenAI-compatible server (`transformers
@@ -15,7 +15,6 @@ variable named by --api-key-env (default SERVE_API_KEY); clients send `Authoriza
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shutil
@@ -23,19 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from stages.params import UserError, run
+from sft.device import serving_backend
+from sft.params import UserError, run
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
-
-def backend() -> str:
-    import torch
-
-    if torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None:
-        return "vllm"
-    if torch.cuda.is_available():
-        print("[serve] CUDA GPU but no vllm (see README, 'GPU settings'): serving with transformers", flush=True)
-    return "transformers"
 
 
 def vllm_command(model: str, name: str, host: str, port: int) -> list[str]:
@@ -103,7 +93,7 @@ def main() -> None:
                         f"({args.api_key_env}=...) or keep --host 127.0.0.1")
     print(f"[serve] {model} as '{args.name}' on http://{args.host}:{args.port}/v1"
           f"{' (API key required)' if api_key else ''}", flush=True)
-    if backend() == "vllm":
+    if serving_backend() == "vllm":
         env = {**os.environ, **({"VLLM_API_KEY": api_key} if api_key else {})}
         os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port), env)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stages.params import UserError
+from sft.params import UserError
 
 
 @dataclass
@@ -17,11 +17,11 @@ class TokenCounts:
     prompt: list[int]  # tokens that carry no loss
 
 
-SENTINEL = "\x00"  # marks where the completion starts in one rendering of the whole conversation
+COMPLETION_MARK = "\x00"  # marks where the completion starts in one rendering of the whole conversation
 CHECKED = 32  # records on which every shortcut is compared with the plain way
 
 
-def load_tokenizer(folder):
+def fast_tokenizer(folder):
     """The folder's fast tokenizer and chat template. PreTrainedTokenizerFast loads in 0.9 s
     where AutoTokenizer takes 4.8 s (it imports the model's config and modeling code)."""
     from pathlib import Path
@@ -40,11 +40,11 @@ def chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
     records are checked against two separate renderings, which are used if they differ.
     """
     marked = tokenizer.apply_chat_template(
-        [r["prompt"] + [{**r["completion"][0], "content": SENTINEL + r["completion"][0]["content"]}] for r in rows],
+        [r["prompt"] + [{**r["completion"][0], "content": COMPLETION_MARK + r["completion"][0]["content"]}] for r in rows],
         tokenize=False)
-    if all(text.count(SENTINEL) == 1 for text in marked):
-        prompts = [text[: text.index(SENTINEL)] for text in marked]
-        full = [text.replace(SENTINEL, "", 1) for text in marked]
+    if all(text.count(COMPLETION_MARK) == 1 for text in marked):
+        prompts = [text[: text.index(COMPLETION_MARK)] for text in marked]
+        full = [text.replace(COMPLETION_MARK, "", 1) for text in marked]
         sample = rows[:CHECKED]
         if (prompts[:CHECKED], full[:CHECKED]) == plain_chat_texts(tokenizer, sample):
             return prompts, full

@@ -5,12 +5,9 @@ rendered by the model's own chat template, exactly as training rendered it.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
-from stages.params import UserError
-
-BACKENDS = ("auto", "transformers", "vllm")
+from sft.checkpoints import stop_tokens
 
 
 def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[str]:
@@ -23,18 +20,12 @@ def prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
     return tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
 
 
-def stop_ids(model, tokenizer) -> set[int]:
-    eos = model.generation_config.eos_token_id
-    eos = eos if isinstance(eos, list) else [eos]
-    return {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-
-
 def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, batch_size: int) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids, up to and including the stop token)."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stops = stop_ids(model, tokenizer)
+    stops = set(stop_tokens(model, tokenizer))
     # Similar lengths in one batch waste less compute on padding.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     out: list[list[int]] = [[] for _ in ids]
@@ -80,20 +71,3 @@ def generate_vllm(model_dir: str, tokenizer, prompts: list[list[dict]], max_new_
 def throughput(new_tokens: int, seconds: float) -> dict:
     return {"generated_tokens": new_tokens, "generation_seconds": round(seconds, 1),
             "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}
-
-
-def pick_backend(name: str) -> str:
-    """auto -> vLLM where a CUDA GPU and vllm are present, else transformers. Asking for vLLM
-    without them falls back to transformers with one line (README, 'GPU settings')."""
-    import torch
-
-    if name not in BACKENDS:
-        raise UserError(f"params.yaml: evaluate.backend '{name}' is not one of {BACKENDS}")
-    vllm_ready = torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
-    if name == "vllm" and not vllm_ready:
-        why = "no CUDA GPU" if not torch.cuda.is_available() else "vllm is not installed"
-        print(f"[evaluate] {why}: evaluate.backend vllm -> transformers (see README, 'GPU settings')", flush=True)
-        return "transformers"
-    if name == "auto":
-        return "vllm" if vllm_ready else "transformers"
-    return name

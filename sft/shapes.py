@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from stages.params import UserError
-from stages.prompts import Templates
+from sft.params import UserError
+from sft.prompts import Templates
 
 Messages = list[dict]
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}

@@ -6,15 +6,14 @@ filter here (e.g. `{{ sql | format_sql }}`), never a branch on the dataset's nam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
 import jinja2.meta
-import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from stages.params import UserError
+from sft.params import UserError
 
 ROLES = ("system", "user", "assistant")
 
@@ -35,12 +34,6 @@ def language_name(code: str) -> str:
 
 
 FILTERS = {"format_sql": format_sql, "language_name": language_name}
-
-
-@dataclass
-class Task:
-    metric: str
-    references: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -93,16 +86,3 @@ def load_templates(folder: str | Path) -> Templates | None:
         if role not in by_role:
             raise UserError(f"{folder}/{role}.jinja is missing; templates need both user and assistant")
     return Templates(folder, by_role, variables)
-
-
-def load_task(folder: str | Path) -> Task:
-    path = Path(folder) / "task.yaml"
-    if not path.is_file():
-        raise UserError(f"{path} is missing; it names the task's metric (see prompts/sql/task.yaml)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    unknown = set(data) - {"metric", "references"}
-    if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)}; valid: metric, references")
-    if "metric" not in data:
-        raise UserError(f"{path}: no 'metric:' key")
-    return Task(metric=data["metric"], references=list(data.get("references") or []))

@@ -17,7 +17,7 @@ import re
 import shutil
 from pathlib import Path
 
-from stages.models import sha256_of
+from sft.files import sha256_of
 
 FINGERPRINT = "fingerprint.json"
 COMPLETE = "complete.json"  # written when a run ends; a finished run is never resumed

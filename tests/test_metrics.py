@@ -1,7 +1,9 @@
+"""The task metrics of sft/metrics.py: SQL execution, multiple choice, summaries, and the registry."""
+
 import pytest
 
-from stages.params import UserError
-from stages.scoring import aggregate, extract_sql, normalize_sql, scorer, sql_execution
+from sft.metrics import aggregate, extract_sql, metric_named, normalize_sql, sql_execution
+from sft.params import UserError
 
 CONTEXT = ("CREATE TABLE t (id INT, name TEXT, price REAL); "
            "INSERT INTO t VALUES (1, 'Lamp', 10.5), (2, 'Desk', 99.0), (3, 'Mug', 3.25);")
@@ -53,7 +55,7 @@ def test_normalize_sql():
 
 def test_unknown_metric_lists_the_known_ones():
     with pytest.raises(UserError, match="sql_execution"):
-        scorer("bleu")
+        metric_named("bleu")
 
 
 @pytest.mark.parametrize("reply, accuracy, unparseable", [
@@ -64,7 +66,7 @@ def test_unknown_metric_lists_the_known_ones():
     ("I am not sure.", 0.0, 1.0),
 ])
 def test_multiple_choice_reads_the_answer_is_x(reply, accuracy, unparseable):
-    s = scorer("multiple_choice")(reply, "Reasoning ... the answer is (B).", {})
+    s = metric_named("multiple_choice").score(reply, "Reasoning ... the answer is (B).", {})
     assert (s["accuracy"], s["unparseable"]) == (accuracy, unparseable)
 
 
@@ -75,7 +77,7 @@ def test_gold_sql_sqlite_cannot_run_is_judged_by_exact_match():
 
 
 def test_summary_counts_german_words_whole_and_empty_is_unparseable():
-    from stages.scoring import summary
+    summary = metric_named("summary").score
 
     gold = "Die Kündigung ist gültig, weil die Frist eingehalten wurde."
     same = summary(gold, gold, {})
@@ -96,7 +98,7 @@ def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, pr
     import evaluate
     from conftest import ROOT
 
-    from stages.scoring import aggregate, score_all
+    from sft.metrics import score_all
 
     result = evaluate.load(str(ROOT / "task_metrics" / name)).compute(
         predictions=predictions, references=references, contexts=contexts)

@@ -1,7 +1,9 @@
-"""Write outputs atomically: a temporary path first, renamed into place once complete."""
+"""Files the stages write and read: atomic writes (a temporary path first, renamed into place once
+complete), prepared JSONL rows, and the digest of a file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,8 +30,17 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows this project wrote (prepared splits, predictions); raw datasets go through sft.sources."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """chat: a small gradio page that talks to the served model (`make chat`; not a DVC stage).
 
-    python -m stages.chat --endpoint http://127.0.0.1:8080/v1 --model local
+    python -m apps.chat --endpoint http://127.0.0.1:8080/v1 --model local
 
 Talks to the OpenAI-compatible endpoint of `make serve` through the `openai` client and streams
 the reply. The system prompt is the task's own (from the prepared test split, as trained), a
@@ -14,8 +14,8 @@ import argparse
 import os
 from pathlib import Path
 
-from stages.files import read_jsonl
-from stages.params import UserError, run
+from sft.files import read_jsonl
+from sft.params import UserError, run
 
 
 def task_prompts(data: Path, examples: int) -> tuple[str, list[str]]:

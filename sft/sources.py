@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.params import UserError, closest
+from sft.params import UserError, closest
 
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 SPLIT_NAMES = {"train": "train", "validation": "validation", "valid": "validation", "dev": "validation",
@@ -23,7 +23,7 @@ class Record:
     fields: dict
 
 
-def read_jsonl(path: Path) -> list[Record]:
+def jsonl_records(path: Path) -> list[Record]:
     records = []
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
@@ -65,7 +65,7 @@ def first_line(e: Exception) -> str:
 def read_file(path: Path) -> list[Record]:
     if path.suffix not in FORMATS:
         raise UserError(f"{path}: unsupported file type '{path.suffix}'; use one of {sorted(FORMATS)}")
-    return read_jsonl(path) if path.suffix == ".jsonl" else read_with_datasets(path)
+    return jsonl_records(path) if path.suffix == ".jsonl" else read_with_datasets(path)
 
 
 def split_of(path: Path) -> str | None:

@@ -1,8 +1,8 @@
-"""Find, load and save models: the embedded GGUF, a local folder or a hub id, all as one folder."""
+"""Find, load and save models: the embedded GGUF, a local folder or a hub id, all as one plain
+folder; or a randomly initialised model of the same architecture from a shrunk config."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-from stages.params import UserError
+from sft import volatile
+from sft.device import inference_device
+from sft.params import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -35,14 +37,6 @@ def package_folder(name: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_source(name_or_path: str, gguf_file: str | None) -> str:
@@ -113,14 +107,6 @@ def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
     return load_pretrained(str(folder), dtype=dtype, model_class=model_class_of(folder), **load_kwargs)
 
 
-def inference_device() -> str:
-    """Where the stages that only run a model (select, merge, evaluate) load it: the GPU when there
-    is one. Training leaves placement to the Trainer, which knows each process's own device."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_for_inference(folder: str | Path, dtype: str = "float32"):
     return load_folder(folder, dtype=dtype, device_map=inference_device())
 
@@ -129,3 +115,40 @@ def load_tokenizer(folder: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+def save_tokenizer(tokenizer, folder: str | Path) -> None:
+    """save_pretrained, less the keys that record how the tokenizer was loaded (sft.volatile)."""
+    tokenizer.save_pretrained(folder)
+    volatile.scrub(folder)
+
+
+def random_model(source: str, shrink: dict, seed: int, *, revision: str | None = None, gguf_file: str | None = None,
+                 dtype: str = "float32", model_class: str = "AutoModelForCausalLM"):
+    """A model of `source`'s architecture with random weights, its config shrunk by `shrink`
+    (hidden_size, num_hidden_layers, ...), and `source`'s own tokenizer and chat template.
+
+    What tests and rehearsals run where the real weights are too big or out of reach."""
+    import transformers
+    from transformers import AutoConfig, AutoTokenizer
+
+    if model_class not in MODEL_CLASSES:
+        raise UserError(f"model_class '{model_class}' is not one of {MODEL_CLASSES}")
+    kwargs = {"revision": revision} if revision else {}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        config = AutoConfig.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    except OSError as e:
+        raise UserError(f"cannot load the config of '{source}': {e}") from e
+    unknown = sorted(k for k in shrink if not hasattr(config, k))
+    if unknown:
+        raise UserError(f"base.random_init: {unknown} are not settings of {type(config).__name__}")
+    for key, value in shrink.items():
+        setattr(config, key, value)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    torch.manual_seed(seed)
+    model = getattr(transformers, model_class).from_config(config, dtype=torch_dtype(dtype))
+    return model, tokenizer

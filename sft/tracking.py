@@ -17,7 +17,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from stages.params import UserError
+from sft.params import UserError
+from sft.volatile import is_volatile
 
 WANDB_RUN_FILE = "wandb-run-id"
 
@@ -80,7 +81,9 @@ class DVCLiveSteps(TrainerCallback):
     def log(self, step: int, logs: dict) -> None:
         self.live.step = step
         for key, value in logs.items():
-            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+            # Runtimes and rates vary by machine: they stay out of the hashed DVCLive folder.
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool) \
+                    and not is_volatile(key):
                 self.live.log_metric(metric_name(key), value)
 
     def on_train_end(self, args, state, control, **kwargs):

@@ -1,0 +1,1 @@
+"""sft: the code the pipeline stages share, one idea a module (README, "Layout")."""

@@ -1,0 +1,59 @@
+"""Trained checkpoints as models (the adapter on the base, or a full model), and the tokens that
+end an assistant turn, which every generation and every saved model must stop at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sft.models import load_for_inference, load_tokenizer
+from sft.params import UserError
+
+TURN_MARK = "\u2403end-of-turn\u2403"  # stands in for a reply, to find what the chat template writes after one
+
+
+def selected_checkpoint(select_file: str | Path) -> Path:
+    """The checkpoint the select stage chose (metrics/select.json)."""
+    path = Path(select_file)
+    if not path.is_file():
+        raise UserError(f"{path} is missing; run the select stage first (dvc repro select)")
+    checkpoint = Path(json.loads(path.read_text())["checkpoint"])
+    if not checkpoint.is_dir():
+        raise UserError(f"{path} names {checkpoint}, which does not exist; rerun train (dvc repro train)")
+    return checkpoint
+
+
+def trained_model(base: str | Path, checkpoint: Path, dtype: str):
+    """The checkpoint as trained: the adapter on the base (unmerged), or the full model."""
+    if (checkpoint / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tokenizer = load_for_inference(base, dtype=dtype)
+        return PeftModel.from_pretrained(model, checkpoint), tokenizer
+    model, _ = load_for_inference(str(checkpoint), dtype=dtype)
+    return model, load_tokenizer(base)
+
+
+def merged(model):
+    """The adapter folded into the base weights; a full fine-tune is already whole."""
+    if hasattr(model, "merge_and_unload"):
+        print("[merge] merging the LoRA adapter into the base weights", flush=True)
+        return model.merge_and_unload()
+    print("[merge] full fine-tune: the checkpoint is the model; saving it through", flush=True)
+    return model
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The token the chat template closes an assistant turn with (<|im_end|>, <end_of_turn>, ...)."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"},
+                                          {"role": "assistant", "content": TURN_MARK}], tokenize=False)
+    after = text.split(TURN_MARK, 1)[1] if TURN_MARK in text else ""
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
+
+
+def stop_tokens(model, tokenizer) -> list[int]:
+    """Where generation stops: the generation config's eos, the tokenizer's, and the end of turn."""
+    eos = model.generation_config.eos_token_id
+    ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
+    return list(dict.fromkeys(i for i in ids if i is not None))

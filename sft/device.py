@@ -1,0 +1,74 @@
+"""Which device and which backend: the one place that asks whether there is a CUDA GPU.
+
+Everything that only a GPU can do falls back here with one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import resource
+
+from sft.params import UserError
+
+GENERATION_BACKENDS = ("auto", "transformers", "vllm")
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def has_vllm() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def inference_device() -> str:
+    """Where the stages that only run a model (select, merge, evaluate) load it: the GPU when there
+    is one. Training leaves placement to the Trainer, which knows each process's own device."""
+    return "cuda" if has_cuda() else "cpu"
+
+
+def use_cpu_cores() -> None:
+    """accelerate launch sets OMP_NUM_THREADS=1 where psutil counts one physical core (2-vCPU
+    machines), which halves CPU training speed; give each local process its share of the cores."""
+    import torch
+
+    if has_cuda():
+        return
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_processes))
+
+
+def peak_memory_bytes() -> int:
+    """Peak GPU memory allocated, or the process's peak resident memory on a CPU."""
+    import torch
+
+    if has_cuda():
+        return torch.cuda.max_memory_allocated()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def generation_backend(name: str, stage: str = "evaluate") -> str:
+    """auto -> vLLM where a CUDA GPU and vllm are present, else transformers. Asking for vLLM
+    without them falls back to transformers with one line (README, 'GPU settings')."""
+    if name not in GENERATION_BACKENDS:
+        raise UserError(f"params.yaml: {stage}.backend '{name}' is not one of {GENERATION_BACKENDS}")
+    vllm_ready = has_cuda() and has_vllm()
+    if name == "vllm" and not vllm_ready:
+        why = "no CUDA GPU" if not has_cuda() else "vllm is not installed"
+        print(f"[{stage}] {why}: {stage}.backend vllm -> transformers (see README, 'GPU settings')", flush=True)
+        return "transformers"
+    if name == "auto":
+        return "vllm" if vllm_ready else "transformers"
+    return name
+
+
+def serving_backend() -> str:
+    """vLLM where a CUDA GPU and vllm are present; transformers' own server otherwise."""
+    if has_cuda() and has_vllm():
+        return "vllm"
+    if has_cuda():
+        print("[serve] CUDA GPU but no vllm (see README, 'GPU settings'): serving with transformers", flush=True)
+    return "transformers"

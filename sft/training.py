@@ -1,0 +1,234 @@
+"""Training with trl's SFTTrainer: the train section's params, the trainer the train stage runs
+(full, LoRA or QLoRA), the completion-only loss, and what falls back without a GPU.
+
+Keys of `train:` other than the project's own (`epochs`, `method`, `lora_*`, ...) are SFTConfig
+arguments and pass through under their trl/transformers names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from sft.device import peak_memory_bytes
+from sft.files import read_jsonl
+from sft.params import UserError, check_types, from_dict, log_params, one_of, read_section
+
+METHODS = ("full", "lora", "qlora")
+
+
+@dataclass
+class TrainParams:
+    method: str = "lora"  # full | lora | qlora (LoRA on a base loaded in 4-bit NF4 by bitsandbytes)
+    epochs: float = 2  # passed on as num_train_epochs (`dvc exp run -S train.epochs=10`)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str | list[str] = "all-linear"
+    use_dora: bool = False  # DoRA (weight-decomposed LoRA): often better at low rank, slower a step
+    attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
+    fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
+
+    def __post_init__(self):
+        one_of("train", "method", self.method, METHODS)
+        one_of("train", "fused_lm_head", self.fused_lm_head, ("auto", True, False))
+
+
+# Defaults that differ from SFTConfig's, each for a reason; params.yaml overrides any of them.
+SFT_DEFAULTS = {
+    "eval_strategy": "epoch",  # the workshop's practice: validation loss every epoch ...
+    "save_strategy": "epoch",  # ... and a checkpoint to go with it, so select can pick the best
+    "logging_strategy": "steps",
+    "report_to": "none",  # DVCLive is attached by this stage itself (stages/tracking.py)
+    "dataloader_num_workers": 0,
+    "save_only_model": False,  # optimizer and scheduler kept for resuming
+    "prediction_loss_only": True,  # evaluation needs only the loss: no logits kept between batches
+    # With a best metric named, save_total_limit never deletes the best checkpoint (only older others).
+    "metric_for_best_model": "eval_loss",
+    "include_num_input_tokens_seen": "non_padding",  # tokens/s in the progress bar and the logs
+}
+
+# Settings that change what is logged, not what is trained: a resume ignores them.
+TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm")
+
+
+def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
+    from trl import SFTConfig
+
+    values = read_section("train", path)
+    sft_fields = {f.name for f in dataclasses.fields(SFTConfig)} - {"output_dir", "num_train_epochs"}
+    p = from_dict(TrainParams, values, f"{path}: train", extra_valid=sft_fields)
+    passed = {k: v for k, v in values.items() if k in sft_fields}
+    check_types(passed, typing.get_type_hints(SFTConfig), f"{path}: train")
+    sft = {**SFT_DEFAULTS, **passed}
+    log_params("train", {**dataclasses.asdict(p), **sft})
+    return p, sft
+
+
+# GPU-only settings and what each becomes on a machine without CUDA.
+CPU_FALLBACKS = {"bf16": False, "fp16": False, "use_liger_kernel": False}
+GPU_OPTIMIZERS = ("adamw_torch_4bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused")
+
+
+def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
+    """On a CPU, GPU-only settings fall back (fp32, no liger), each with one line saying so."""
+    if has_cuda:
+        return sft
+    sft = {**sft}
+    if sft.get("optim") in GPU_OPTIMIZERS:
+        print(f"[train] no CUDA GPU: train.optim {sft['optim']} -> adamw_torch", flush=True)
+        sft["optim"] = "adamw_torch"
+    for key, fallback in CPU_FALLBACKS.items():
+        # SFTConfig's own default for bf16 is true; the CPU run must not depend on params naming it.
+        if sft.get(key, key == "bf16") != fallback:
+            print(f"[train] no CUDA GPU: train.{key} -> {fallback} (see README, 'GPU settings')", flush=True)
+        sft[key] = fallback
+    return sft
+
+
+def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
+    from trl import SFTConfig
+
+    sft = without_gpu_only_settings(sft, has_cuda)
+    return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
+
+
+def model_load_kwargs(p: TrainParams, has_cuda: bool) -> dict:
+    """How train loads the base: its attention kernel, and 4-bit NF4 weights for QLoRA."""
+    import torch
+
+    attn = p.attn_implementation
+    if attn == "flash_attention_2" and not has_cuda:
+        print("[train] no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa", flush=True)
+        attn = "sdpa"
+    kwargs = {"attn_implementation": attn}
+    if p.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        # The workshop set load_in_4bit without a quantization config, so nothing was quantized.
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
+    return kwargs
+
+
+def peft_config(p: TrainParams):
+    if p.method == "full":
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                      target_modules=p.lora_target_modules, use_dora=p.use_dora, task_type="CAUSAL_LM")
+
+
+def uses_fused_lm_head(p: TrainParams, has_cuda: bool) -> bool:
+    return has_cuda if p.fused_lm_head == "auto" else p.fused_lm_head
+
+
+def completion_loss(model, inputs: dict, num_items_in_batch=None):
+    """The completion-only loss with the LM head applied to completion positions only.
+
+    Prompt tokens carry no loss, yet the model's own loss projects every position onto the whole
+    vocabulary: in text-to-SQL records ~90% of positions are prompt, so most of the largest
+    activation (tokens x 49k logits) is built and thrown away. Here the decoder runs as usual and
+    only the hidden states that predict a completion token go through the LM head. Same value as
+    the model's loss (test_train.py checks); None where the model does not fit this shape.
+    """
+    import torch
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not hasattr(inner, "get_output_embeddings"):
+        return None  # wrapped for DDP/FSDP: the wrapper's own forward must run for its gradient hooks
+    decoder, head = getattr(inner, "model", None), inner.get_output_embeddings()
+    if decoder is None or head is None or getattr(inner.config, "final_logit_softcapping", None):
+        return None
+    labels = inputs["labels"]
+    kwargs = {k: inputs[k] for k in ("attention_mask", "position_ids") if k in inputs}
+    hidden = decoder(input_ids=inputs["input_ids"], **kwargs).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = head(hidden[:, :-1][keep]).float()
+    total = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    return total / count
+
+
+def trainer_class(fused_lm_head: bool):
+    """SFTTrainer, or on a CPU a subclass that computes the loss itself.
+
+    trl computes the loss through a fused, chunked LM head: Triton kernels on a GPU, plain torch
+    tiles elsewhere. On 2 CPU cores the tiles made a LoRA step of SmolLM2-135M 1.46x slower
+    (14.3 s against 9.8 s for 8 records) than the model's own loss; the completion-only LM head
+    (completion_loss) is faster again and needs far less memory. The value is the same
+    completion-only mean (test_train.py checks); only trl's entropy and token-accuracy logs are lost.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+
+    if fused_lm_head:
+        return SFTTrainer
+
+    class PlainLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = None if return_outputs else completion_loss(model, inputs, num_items_in_batch)
+            if loss is None:
+                return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss does: DDP averages
+            return loss
+
+    return PlainLossSFTTrainer
+
+
+def prompt_completion(path: Path):
+    """The prepared split as a datasets.Dataset of conversational prompt-completion pairs."""
+    from datasets import Dataset
+
+    rows = read_jsonl(path)
+    if not rows:
+        raise UserError(f"{path} has no records; check prepare.max_records")
+    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+
+
+def dataset_tokens(dataset) -> int:
+    """Tokens of the tokenized records: what the model really reads, padding excluded."""
+    return sum(len(ids) for ids in dataset["input_ids"])
+
+
+def run_figures(trainer, started: float, dataset) -> dict:
+    """Final figures of the run: metrics/train.json, and the machine's speed (sft.volatile)."""
+    history = trainer.state.log_history
+    evals = [h for h in history if "eval_loss" in h]
+    train_end = next((h for h in reversed(history) if "train_loss" in h), {})
+    seconds = time.time() - started
+    tokens = dataset_tokens(dataset) * trainer.args.num_train_epochs
+    peak = peak_memory_bytes()
+    return {
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "train_loss": train_end.get("train_loss"),
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "world_size": trainer.args.world_size,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(tokens / seconds, 1),  # non-padding tokens per wall second, evaluation included
+        "peak_memory_gb": round(peak / 2**30, 2),
+    }
+
+
+def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, callbacks=()):
+    """The stage's trainer: the base loaded for the method, the prepared splits, the loss for the
+    machine, LoRA when asked for, a progress bar with tokens/s. The train stage runs it; bench/train.py
+    measures it."""
+    from sft import tracking
+    from sft.models import load_folder
+
+    model, tokenizer = load_folder(model_dir, **model_load_kwargs(p, has_cuda))
+    eval_set = prompt_completion(data / "validation.jsonl")
+    trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
+        model=model, args=config, train_dataset=prompt_completion(data / "train.jsonl"), eval_dataset=eval_set,
+        processing_class=tokenizer, peft_config=peft_config(p), callbacks=list(callbacks))
+    tracking.show_tokens_per_second(trainer)
+    return trainer, tokenizer

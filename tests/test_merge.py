@@ -1,0 +1,68 @@
+"""merge: the selected checkpoint folded into the base equals the adapter on the base; a parity
+failure keeps the old folder; generation stops at the chat template's end of turn."""
+
+import json
+
+import pytest
+import torch
+from conftest import TRAINED_PARAMS
+
+from sft import checkpoints
+from sft.models import load_folder
+from sft.params import UserError
+from stages import merge, select
+
+
+def test_select_then_merge_equals_the_adapter_on_the_base(trained_copy, tiny_model_dir, monkeypatch):
+    from peft import PeftModel
+
+    trained = trained_copy
+    monkeypatch.chdir(trained)
+    monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--out", "select.json"])
+    select.main()
+    choice = json.loads((trained / "select.json").read_text())
+    assert choice["eval_loss"] == min(c["eval_loss"] for c in choice["candidates"])
+
+    monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
+                                     "--data", "data", "--out", "merged", "--metrics", "merge.json"])
+    merge.main()
+    parity = json.loads((trained / "merge.json").read_text())
+    # An fp32 merge is faithful: the same greedy tokens, next-token distributions equal to rounding.
+    assert parity["parity_prompts"] == 4 and parity["greedy_agreement"] == 1.0 and parity["mean_kl"] < 1e-6
+    merged, tokenizer = load_folder(trained / "merged")
+    base, _ = load_folder(tiny_model_dir)
+    adapted = PeftModel.from_pretrained(base, choice["checkpoint"])
+    ids = tokenizer("SELECT name FROM t WHERE", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, adapted(ids).logits, atol=1e-4)
+    assert merged.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert (trained / "merged" / "chat_template.jinja").is_file()
+
+
+def test_merge_parity_failure_keeps_the_old_folder(trained_copy, tiny_model_dir, monkeypatch):
+    trained = trained_copy
+    monkeypatch.chdir(trained)
+    (trained / "select.json").write_text(json.dumps({"checkpoint": "out/checkpoint-2"}))
+    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("merge:\n", "merge:\n  max_mean_kl: -1.0\n"))
+    (trained / "merged-old").mkdir(exist_ok=True)
+    (trained / "merged-old" / "marker").write_text("old")
+    monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
+                                     "--data", "data", "--out", "merged-old", "--metrics", "merge-failed.json"])
+    with pytest.raises(UserError, match="merge parity check failed: mean KL .* > merge.max_mean_kl -1.0"):
+        merge.main()
+    assert (trained / "merged-old" / "marker").read_text() == "old"
+    assert not (trained / ".merged-old.tmp").exists()
+
+
+def test_stop_tokens_include_the_chat_templates_end_of_turn(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert tokenizer.convert_ids_to_tokens(checkpoints.end_of_turn_id(tokenizer)) == "<|im_end|>"
+    # A Gemma-style template closes turns with a token that is not the tokenizer's eos.
+    tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                               "<|endoftext|>\n{% endfor %}")
+    eot = checkpoints.end_of_turn_id(tokenizer)
+    assert tokenizer.convert_ids_to_tokens(eot) == "<|endoftext|>" and eot != tokenizer.eos_token_id
+    model, _ = load_folder(tiny_model_dir)
+    assert checkpoints.stop_tokens(model, tokenizer)[-1] == eot
