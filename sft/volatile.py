@@ -4,8 +4,8 @@ output DVC hashes, so that the same inputs give the same lock entries on any mac
 They go to their own files under metrics/speed/ (declared `cache: false` in dvc.yaml). Files
 written by libraries get the same treatment before they become outputs: the trainer's state
 loses its runtimes and rates, a tokenizer config loses how it was loaded, and an adapter config
-lists its target modules in a fixed order (peft keeps them in a set, whose order follows
-PYTHONHASHSEED).
+and a model card list their target modules and tags in a fixed order (peft and trl keep them in
+sets, whose order follows PYTHONHASHSEED).
 """
 
 from __future__ import annotations
@@ -57,8 +57,31 @@ SCRUBS = {"trainer_state.json": without_timings, "tokenizer_config.json": withou
           "adapter_config.json": with_sorted_targets}
 
 
+def with_sorted_card_tags(card: str) -> str:
+    """A model card whose YAML header lists its tags sorted (the header is '---' lines at the top)."""
+    lines = card.split("\n")
+    if not lines or lines[0] != "---" or "---" not in lines[1:]:
+        return card
+    end = lines.index("---", 1)
+    out, i = lines[:1], 1
+    while i < end:
+        out.append(lines[i])
+        if lines[i] == "tags:":
+            items = []
+            while i + 1 < end and lines[i + 1].startswith("- "):
+                i += 1
+                items.append(lines[i])
+            out.extend(sorted(items))
+        i += 1
+    return "\n".join(out + lines[end:])
+
+
 def scrub(folder: str | Path) -> None:
     """Make every file of a model or run folder that libraries wrote independent of the machine."""
     for name, change in SCRUBS.items():
         for path in sorted(Path(folder).rglob(name)):
             rewrite_json(path, change)
+    for path in sorted(Path(folder).rglob("README.md")):
+        card = path.read_text(encoding="utf-8")
+        if with_sorted_card_tags(card) != card:
+            path.write_text(with_sorted_card_tags(card), encoding="utf-8")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +28,9 @@ def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy):
     evals = (repo / "metrics" / "train" / "plots" / "metrics" / "eval" / "loss.tsv").read_text().splitlines()
     assert len(evals) == 3  # header and one row an epoch: written by one process, not two
     # The launch settings are part of the stage's command, recorded in dvc.lock and the experiment.
-    lock = (repo / "dvc.lock").read_text()
-    assert "--config_file configs/accelerate/multi_gpu.yaml --num_processes 2" in lock
+    cmd = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]["cmd"]
+    assert "--config_file configs/accelerate/multi_gpu.yaml --num_processes 2 " in cmd
+    assert yaml.safe_load((repo / "params.yaml").read_text())["launch"]["num_processes"] == 2
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "train"], cwd=repo,
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
