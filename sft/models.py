@@ -56,6 +56,20 @@ def resolve_source(name_or_path: str, gguf_file: str | None) -> str:
 MODEL_CLASSES = ("AutoModelForCausalLM", "AutoModelForImageTextToText")
 
 
+def auto_class(model_class: str):
+    """The transformers Auto class that base.model_class names."""
+    import transformers
+
+    if model_class not in MODEL_CLASSES:
+        raise UserError(f"model_class '{model_class}' is not one of {MODEL_CLASSES}")
+    return getattr(transformers, model_class)
+
+
+def which_files(revision: str | None, gguf_file: str | None) -> dict:
+    """from_pretrained's arguments that say which files of the source: a revision, a GGUF file."""
+    return {k: v for k, v in {"revision": revision, "gguf_file": gguf_file}.items() if v}
+
+
 def load_pretrained(source: str, *, revision: str | None = None, gguf_file: str | None = None,
                     dtype: str = "float32", model_class: str = "AutoModelForCausalLM", **load_kwargs):
     """Model and tokenizer from a folder, a hub id (at `revision`) or a GGUF file.
@@ -64,18 +78,12 @@ def load_pretrained(source: str, *, revision: str | None = None, gguf_file: str 
     whole; text-only data uses just its language side. `load_kwargs` go to from_pretrained
     (quantization_config, attn_implementation).
     """
-    import transformers
     from transformers import AutoTokenizer
 
-    if model_class not in MODEL_CLASSES:
-        raise UserError(f"model_class '{model_class}' is not one of {MODEL_CLASSES}")
-    kwargs = {"revision": revision} if revision else {}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
+    kwargs = which_files(revision, gguf_file)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = getattr(transformers, model_class).from_pretrained(source, dtype=torch_dtype(dtype), **kwargs,
-                                                                    **load_kwargs)
+        model = auto_class(model_class).from_pretrained(source, dtype=torch_dtype(dtype), **kwargs, **load_kwargs)
     except OSError as e:
         offline = " (this machine may have no access to the Hugging Face hub)" if not os.path.exists(source) else ""
         raise UserError(f"cannot load model '{source}'{offline}: {e}") from e
@@ -129,14 +137,9 @@ def random_model(source: str, shrink: dict, seed: int, *, revision: str | None =
     (hidden_size, num_hidden_layers, ...), and `source`'s own tokenizer and chat template.
 
     What tests and rehearsals run where the real weights are too big or out of reach."""
-    import transformers
     from transformers import AutoConfig, AutoTokenizer
 
-    if model_class not in MODEL_CLASSES:
-        raise UserError(f"model_class '{model_class}' is not one of {MODEL_CLASSES}")
-    kwargs = {"revision": revision} if revision else {}
-    if gguf_file:
-        kwargs["gguf_file"] = gguf_file
+    kwargs = which_files(revision, gguf_file)
     try:
         config = AutoConfig.from_pretrained(source, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -150,5 +153,5 @@ def random_model(source: str, shrink: dict, seed: int, *, revision: str | None =
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     torch.manual_seed(seed)
-    model = getattr(transformers, model_class).from_config(config, dtype=torch_dtype(dtype))
+    model = auto_class(model_class).from_config(config, dtype=torch_dtype(dtype))
     return model, tokenizer

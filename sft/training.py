@@ -42,7 +42,7 @@ SFT_DEFAULTS = {
     "eval_strategy": "epoch",  # the workshop's practice: validation loss every epoch ...
     "save_strategy": "epoch",  # ... and a checkpoint to go with it, so select can pick the best
     "logging_strategy": "steps",
-    "report_to": "none",  # DVCLive is attached by this stage itself (stages/tracking.py)
+    "report_to": "none",  # DVCLive is attached by the train stage itself (sft/tracking.py)
     "dataloader_num_workers": 0,
     "save_only_model": False,  # optimizer and scheduler kept for resuming
     "prediction_loss_only": True,  # evaluation needs only the loss: no logits kept between batches

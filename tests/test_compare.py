@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+
+from sft.params import UserError
 from stages import compare, evaluate
 
 
@@ -34,3 +37,10 @@ def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp
     assert (figures["baseline"], figures["finetuned"], figures["difference"]) == (0.0, 0.5, 0.5)
     assert (figures["improved"], figures["regressed"], figures["mcnemar_p"]) == (2, 0, 0.5)
     assert json.loads((tmp_path / "metrics" / "flips.json").read_text()) == {"improved": [0, 1], "regressed": []}
+
+
+def test_predictions_of_different_items_are_refused(tmp_path):
+    (tmp_path / "baseline.jsonl").write_text('{"id": 1, "accuracy": 0.0}\n{"id": 2, "accuracy": 1.0}\n')
+    (tmp_path / "finetuned.jsonl").write_text('{"id": 1, "accuracy": 1.0}\n{"id": 3, "accuracy": 1.0}\n')
+    with pytest.raises(UserError, match="hold different test items; rerun both evaluate stages"):
+        compare.paired(tmp_path / "baseline.jsonl", tmp_path / "finetuned.jsonl")

@@ -37,3 +37,88 @@ def test_run_turns_a_user_error_into_one_line_and_exit_2(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err == "error: data.jsonl line 3: field 'sql' is null; fill it or drop the record\n"
+
+
+# Keys whose params.yaml value differs from the code's default on purpose, and why.
+DELIBERATE = {("prepare", "max_records"): "the embedded set is cut to keep make repro under 15 minutes on a CPU; "
+                                          "other data default to all records"}
+
+
+def section_classes() -> dict:
+    from sft.training import TrainParams
+    from stages.base import BaseParams
+    from stages.evaluate import EvaluateParams
+    from stages.merge import MergeParams
+    from stages.prepare import PrepareParams
+    from stages.select import SelectParams
+
+    return {"base": BaseParams, "prepare": PrepareParams, "train": TrainParams, "select": SelectParams,
+            "merge": MergeParams, "evaluate": EvaluateParams}
+
+
+def test_params_yaml_lists_every_key_at_its_default_in_code():
+    import dataclasses
+
+    import yaml
+    from conftest import ROOT
+
+    from sft.training import SFT_DEFAULTS
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    differ = []
+    for section, cls in section_classes().items():
+        defaults = dataclasses.asdict(cls())
+        for key, default in defaults.items():
+            assert key in params[section], f"params.yaml: {section}.{key} is missing (default {default!r})"
+            if params[section][key] != default and (section, key) not in DELIBERATE:
+                differ.append(f"{section}.{key}: params.yaml {params[section][key]!r}, code {default!r}")
+    differ += [f"train.{k}: params.yaml {params['train'][k]!r}, SFT_DEFAULTS {v!r}"
+               for k, v in SFT_DEFAULTS.items() if k in params["train"] and params["train"][k] != v]
+    assert differ == []
+    for (section, key), _why in DELIBERATE.items():
+        assert params[section][key] != dataclasses.asdict(section_classes()[section]())[key]
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "learning_rate", "1e-3", r"train.learning_rate is str '1e-3'; it must be float \(YAML reads 1e-3 as text"),
+    ("train", "epochs", "two", r"train.epochs is str 'two'; it must be float"),
+    ("train", "lora_r", 8.5, r"train.lora_r is float 8.5; it must be int"),
+    ("train", "bf16", "yes", r"train.bf16 is str 'yes'; it must be bool or null"),
+    ("train", "method", "qlora4", r"train.method is 'qlora4'; use one of full, lora, qlora"),
+    ("train", "fused_lm_head", "sometimes", r"train.fused_lm_head is 'sometimes'; use one of auto, True, False"),
+    ("evaluate", "max_new_tokens", "64", r"evaluate.max_new_tokens is str '64'; it must be int"),
+    ("evaluate", "backend", "tgi", r"evaluate.backend is 'tgi'; use one of auto, transformers, vllm"),
+    ("select", "greater_is_better", "no", r"select.greater_is_better is str 'no'; it must be bool or null"),
+    ("prepare", "max_records", {"tain": 5}, r"prepare.max_records is 'tain'; use one of train, validation, test"),
+    ("prepare", "on_too_long", "truncate", r"prepare.on_too_long is 'truncate'; use one of error, drop"),
+    ("merge", "dtype", "fp16", r"merge.dtype is 'fp16'; use one of float32, bfloat16, float16"),
+    ("base", "random_init", [32], r"base.random_init is list \[32\]; it must be dict or null"),
+])
+def test_a_wrong_value_names_the_key_and_the_type_when_the_section_loads(tmp_path, section, key, value, message):
+    import yaml
+
+    from sft.training import load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({section: {key: value}}))
+    with pytest.raises(UserError, match=message):
+        if section == "train":
+            load_params(str(path))
+        else:
+            load(section, section_classes()[section], str(path))
+
+
+def test_a_bad_train_value_stops_before_the_scratch_folder_is_touched(tmp_path, monkeypatch):
+    """The check runs when the section loads: checkpoints of an interrupted run survive a typo."""
+    from stages import train
+
+    (tmp_path / "params.yaml").write_text("train:\n  fused_lm_head: sometimes\n")
+    checkpoint = tmp_path / "out.partial" / "checkpoint-5"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["train", "--model", "m", "--data", "d", "--out", "out"])
+    with pytest.raises(SystemExit) as exit_info:
+        run(train.main)
+    assert exit_info.value.code == 2
+    assert (checkpoint / "trainer_state.json").read_text() == "{}"
