@@ -1,7 +1,9 @@
 """Figures that vary by machine and run (wall time, throughput, peak memory), kept out of every
 output DVC hashes, so that the same inputs give the same lock entries on any machine.
 
-They go to their own files under metrics/speed/ (declared `cache: false` in dvc.yaml). Files
+They go to their own files under metrics/speed/: top-level metrics in dvc.yaml, not stage outputs,
+so neither dvc.lock nor the run-cache depends on them (a `cache: false` output would still be
+hashed, and a run-cache entry naming it cannot be restored on another machine). Files
 written by libraries get the same treatment before they become outputs: the trainer's state
 loses its runtimes and rates, a tokenizer config loses how it was loaded, and an adapter config
 and a model card list their target modules and tags in a fixed order (peft and trl keep them in

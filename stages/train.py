@@ -63,6 +63,8 @@ def main() -> None:
         tokenizer.save_pretrained(out)
         figures, speed = volatile.split(training.run_figures(trainer, started, trainer.train_dataset))
         resume.mark_complete(out, figures)
+        # A random id, needed only to resume; a finished run is never resumed, and the output stays hashable.
+        (out / tracking.WANDB_RUN_FILE).unlink(missing_ok=True)
         volatile.scrub(out)
         resume.publish(out, Path(args.out))
         write_json(args.metrics, figures)

@@ -39,7 +39,10 @@ def workdir(tmp_path, name, params=PARAMS):
 def train(work, model, env=None, **popen):
     cmd = [sys.executable, "-m", "stages.train", "--model", str(model), "--data", "data", "--out", "out",
            "--metrics", "train.json", "--live", "live"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    # W&B settings come only from `env`: none inherited from this process (an earlier in-process
+    # test may have started a wandb service, whose address is in WANDB_SERVICE).
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env = {**inherited, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -80,8 +83,9 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
              .read_text().splitlines()[1:]]
     assert steps == [str(s) for s in range(1, 37)]
     if wandb:
-        run_id = (killed / "out" / "wandb-run-id").read_text().strip()
-        assert len(list((killed / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # two processes, one W&B run
+        runs = [p.name for p in (killed / "wandb").glob("offline-run-*")]
+        assert len(runs) == 2 and len({name.rsplit("-", 1)[1] for name in runs}) == 1  # two processes, one W&B run
+        assert not (killed / "out" / "wandb-run-id").exists()  # a random id stays out of the hashed output
 
 
 def test_other_params_or_a_finished_run_start_clean(tmp_path, capsys):
