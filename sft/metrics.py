@@ -1,30 +1,35 @@
 """Task metrics: one registry, chosen by name in prompts/<dataset>/task.yaml (never by dataset name).
 
-A metric is one function, registered with @task_metric: it takes (prediction, gold, references)
-for one record and returns a dict of per-record figures (floats), `unparseable` (1.0 when no
-answer could be read from the reply, which then always counts as wrong) and `answer` (what was
-read). `aggregate` averages them. The evaluate package reaches every registered metric through
-task_metrics/<name>/<name>.py, a link to the one generic module task_metrics/task_metric.py.
+A metric is one function, registered with @task_metric: it takes (prediction, gold, references,
+**settings) for one record and returns a dict of per-record figures (floats), `unparseable` (1.0
+when no answer could be read from the reply, which then always counts as wrong) and `answer`
+(what was read). `settings` are the task.yaml keys the metric declares (answer_match's `answer:`,
+json's `fields:`), checked when prepare loads task.yaml. `aggregate` averages the figures. The
+evaluate package reaches every registered metric through task_metrics/<name>/<name>.py, a link
+to the one generic module task_metrics/task_metric.py.
 """
 
 from __future__ import annotations
 
-import itertools
+import json
 import re
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sft import answers, sql
 from sft.params import UserError
 
 
 @dataclass(frozen=True)
 class TaskMetric:
     name: str
-    score: Callable[[str, str, dict], dict]
+    score: Callable[..., dict]
     primary: str  # the headline figure: what select can pick by and compare tests
     binary: bool  # per-record 0/1: Wilson interval and McNemar; else bootstrap intervals
     labels: bool = False  # answers are letters: a confusion matrix is drawn
+    settings: tuple[str, ...] = ()  # task.yaml keys the metric reads, passed to score as keywords
+    check: Callable[[dict, str], dict] | None = None  # (settings, where) -> settings, or a UserError
+    gold_readable: Callable[..., bool] | None = None  # (gold, references, **settings): an answer is in the gold
 
     @property
     def description(self) -> str:
@@ -34,78 +39,37 @@ class TaskMetric:
 METRICS: dict[str, TaskMetric] = {}
 
 
-def task_metric(name: str, primary: str, binary: bool, labels: bool = False):
+def task_metric(name: str, primary: str, binary: bool, **options):
     """Register the decorated scorer as the task metric `name`."""
 
-    def register(score: Callable[[str, str, dict], dict]):
-        METRICS[name] = TaskMetric(name, score, primary, binary, labels)
+    def register(score: Callable[..., dict]):
+        METRICS[name] = TaskMetric(name, score, primary, binary, **options)
         return score
 
     return register
 
-CODE_FENCE = re.compile(r"```(?:sql|sqlite)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-SQL_START = re.compile(r"\b(SELECT|WITH)\b", re.IGNORECASE)
 
-
-def extract_sql(text: str) -> str:
-    """The query in a model reply: a fenced block if any, else from the first SELECT/WITH to the
-    first semicolon. A reply with no query gives ''."""
-    fenced = CODE_FENCE.search(text)
-    if fenced:
-        text = fenced.group(1)
-    start = SQL_START.search(text)
-    if not start:
-        return ""
-    query = text[start.start():]
-    end = query.find(";")
-    return (query[: end + 1] if end >= 0 else query).strip()
-
-
-def normalize_sql(query: str) -> str:
-    return re.sub(r"\s+", " ", query.strip().rstrip(";").strip()).lower()
-
-
-def run_query(context: str, query: str, max_instructions: int = 1_000_000) -> list[tuple]:
-    db = sqlite3.connect(":memory:")
-    try:
-        db.executescript(context)
-        # A runaway predicted query (a cross join of cross joins) must not stall evaluation:
-        # the handler runs every 1,000 SQLite instructions and aborts the query past the limit.
-        calls = itertools.count(1)
-        db.set_progress_handler(lambda: next(calls) * 1000 > max_instructions, 1000)
-        return db.execute(query).fetchall()
-    finally:
-        db.close()
-
-
-def comparable(rows: list[tuple], ordered: bool) -> list:
-    def norm(v):
-        return round(v, 4) if isinstance(v, float) else v
-
-    values = [tuple(norm(v) for v in row) for row in rows]
-    return values if ordered else sorted(values, key=repr)
+def metric_named(name: str) -> TaskMetric:
+    if name not in METRICS:
+        raise UserError(f"task metric '{name}' is unknown; available: {sorted(METRICS)} "
+                        "(set metric: in prompts/<dataset>/task.yaml)")
+    return METRICS[name]
 
 
 @task_metric("sql_execution", primary="execution_accuracy", binary=True)
 def sql_execution(prediction: str, gold: str, references: dict) -> dict:
-    """Execution match: gold and predicted queries give the same rows on the record's tables
-    (in the same order only when the gold query orders them)."""
-    query = extract_sql(prediction)
+    """Execution match on the record's SQLite tables: a query returns the gold query's rows (in the
+    same order only when the gold orders them); a statement that changes data or schema leaves the
+    database as the gold statement does."""
+    changes = sql.changes_data(gold)
+    query = sql.extract_sql(prediction, changes)
     context = references["sql_context"]
-    try:
-        expected = run_query(context, gold)
-    except sqlite3.Error:
-        expected = None  # gold SQL in another dialect (gretelai has some): judged by exact match only
-    try:
-        got = run_query(context, query) if query else None
-    except sqlite3.Error:
-        got = None
     ordered = "order by" in gold.lower()
-    exact = normalize_sql(query) == normalize_sql(gold)
-    if expected is None:
-        correct = exact
-    else:
-        correct = got is not None and comparable(got, ordered) == comparable(expected, ordered)
+    expected = sql.outcome(context, gold, ordered, changes)
+    got = sql.outcome(context, query, ordered, changes) if query else None
+    exact = sql.normalize_sql(query) == sql.normalize_sql(gold)
+    # Gold SQL in another dialect (gretelai has some) cannot run here: judged by exact match only.
+    correct = exact if expected is None else got is not None and got == expected
     return {
         "execution_accuracy": float(correct),
         "exact_match": float(exact),
@@ -115,21 +79,91 @@ def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     }
 
 
-ANSWER = re.compile(r"the answer is:?\s*\(?([A-J])\b\)?", re.IGNORECASE)
-
-
-def answer_letter(text: str) -> str | None:
-    """The letter of the last "the answer is (X)" in a reply; None when there is none."""
-    found = ANSWER.findall(text)
-    return found[-1].upper() if found else None
-
-
 @task_metric("multiple_choice", primary="accuracy", binary=True, labels=True)
 def multiple_choice(prediction: str, gold: str, references: dict) -> dict:
-    """Accuracy of the answer letter. A reply without a parseable letter is wrong, always."""
-    got, want = answer_letter(prediction), answer_letter(gold)
+    """Accuracy of the letter in the last "the answer is (X)"; a reply without one is wrong."""
+    got, want = answers.answer_letter(prediction), answers.answer_letter(gold)
     return {"accuracy": float(got is not None and got == want), "unparseable": float(got is None),
             "answer": got or "none", "gold_answer": want or "none"}
+
+
+ANSWER_KEYS = ("pattern", "compare", "field")
+
+
+def checked_answer(settings: dict, where: str) -> dict:
+    answer = settings.get("answer")
+    if not isinstance(answer, dict) or "pattern" not in answer:
+        raise UserError(f"{where}: metric answer_match needs an `answer:` block with a `pattern:` (a regex whose "
+                        r"first group is the answer, e.g. '####\s*(-?[\d,]*\.?\d+)') and a `compare:`")
+    unknown = sorted(set(answer) - set(ANSWER_KEYS))
+    if unknown:
+        raise UserError(f"{where}: answer: unknown keys {unknown}; valid: {', '.join(ANSWER_KEYS)}")
+    answers.compiled(answer["pattern"], where)
+    compare = answer.setdefault("compare", "exact")
+    if compare not in answers.COMPARES:
+        raise UserError(f"{where}: answer.compare is {compare!r}; use one of {', '.join(answers.COMPARES)}")
+    return settings
+
+
+def expected_answer(gold: str, references: dict, answer: dict) -> str | None:
+    if answer.get("field"):
+        value = references.get(answer["field"])
+        return None if value is None else str(value)
+    return answers.captured(re.compile(answer["pattern"]), gold)
+
+
+@task_metric("answer_match", primary="accuracy", binary=True, settings=("answer",), check=checked_answer,
+             gold_readable=lambda gold, references, answer: expected_answer(gold, references, answer) is not None)
+def answer_match(prediction: str, gold: str, references: dict, answer: dict) -> dict:
+    """Accuracy of the answer a declared pattern captures (its first group, the last match in a
+    reply), against the gold completion's (or a record field's), compared exactly, normalized or
+    as numbers."""
+    got = answers.captured(re.compile(answer["pattern"]), prediction)
+    want = expected_answer(gold, references, answer)
+    correct = got is not None and want is not None and answers.same(got, want, answer.get("compare", "exact"))
+    return {"accuracy": float(correct), "unparseable": float(got is None), "answer": got or "",
+            "expected": want or ""}
+
+
+@task_metric("exact_match", primary="exact_match", binary=True)
+def exact_match(prediction: str, gold: str, references: dict) -> dict:
+    """The whole reply equals the gold completion, case, spaces and punctuation aside."""
+    text = prediction.strip()
+    return {"exact_match": float(bool(text) and answers.normalized(text) == answers.normalized(gold)),
+            "unparseable": float(not text), "answer": text}
+
+
+JSON_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def parsed_json(text: str):
+    fenced = JSON_FENCE.search(text)
+    try:
+        return json.loads(fenced.group(1) if fenced else text.strip())
+    except (json.JSONDecodeError, ValueError):
+        return None
+
+
+def checked_fields(settings: dict, where: str) -> dict:
+    fields = settings.get("fields")
+    if fields is not None and not (isinstance(fields, list) and all(isinstance(f, str) for f in fields)):
+        raise UserError(f"{where}: fields is {fields!r}; list the JSON keys to compare, e.g. fields: [name, year]")
+    return settings
+
+
+@task_metric("json", primary="json_match", binary=True, settings=("fields",), check=checked_fields)
+def json_reply(prediction: str, gold: str, references: dict, fields: list[str] | None = None) -> dict:
+    """The reply parses as JSON (a fenced ```json block or the whole reply); with `fields:`, those
+    keys also equal the gold's."""
+    got, want = parsed_json(prediction), parsed_json(gold)
+    valid = got is not None
+    if fields:
+        matched = valid and isinstance(got, dict) and isinstance(want, dict) and \
+            all(f in got and got.get(f) == want.get(f) for f in fields)
+    else:
+        matched = valid
+    return {"json_match": float(matched), "valid_json": float(valid), "unparseable": float(not valid),
+            "answer": prediction.strip()}
 
 
 WORD = re.compile(r"\w+")
@@ -163,13 +197,6 @@ def rouge_and_chrf(prediction: str, gold: str, references: dict) -> dict:
             "chrf": round(sacrebleu.sentence_chrf(text, [gold]).score / 100, 6), "unparseable": 0.0, "answer": text}
 
 
-def metric_named(name: str) -> TaskMetric:
-    if name not in METRICS:
-        raise UserError(f"task metric '{name}' is unknown; available: {sorted(METRICS)} "
-                        "(set metric: in prompts/<dataset>/task.yaml)")
-    return METRICS[name]
-
-
 def figures(per_record: list[dict]) -> list[str]:
     return [k for k, v in per_record[0].items() if isinstance(v, float)] if per_record else []
 
@@ -182,6 +209,7 @@ def aggregate(per_record: list[dict]) -> dict:
     return means
 
 
-def score_all(name: str, predictions: list[str], golds: list[str], references: list[dict]) -> list[dict]:
+def score_all(name: str, predictions: list[str], golds: list[str], references: list[dict],
+              settings: dict | None = None) -> list[dict]:
     score = metric_named(name).score
-    return [score(p, g, r) for p, g, r in zip(predictions, golds, references, strict=True)]
+    return [score(p, g, r, **(settings or {})) for p, g, r in zip(predictions, golds, references, strict=True)]

@@ -4,7 +4,11 @@
 - messages: {"messages": [{"role", "content"}, ...]}, the last turn the assistant's
 - prompt_completion: {"prompt", "completion"}, each a string or a list of messages
 - alpaca: {"instruction", "input" (optional), "output"}
-- sharegpt: {"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}
+- sharegpt: {"conversations": [{"from": "human"|"gpt"|"system", "value"}, ...]}, or turns with
+  "role" and "content" under "conversations"
+
+Roles: `model` (Gemma's name) is the assistant; `tool`, `function` and `ipython` turns are kept
+as they are (never the completion). User and assistant turns must alternate.
 """
 
 from __future__ import annotations
@@ -15,7 +19,10 @@ from sft.params import UserError
 from sft.prompts import Templates
 
 Messages = list[dict]
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "model": "assistant",
+         "gpt": "assistant", "tool": "tool", "function": "function", "ipython": "ipython"}
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "model": "assistant", "tool": "tool", "function": "function", "observation": "tool"}
 
 
 def detect(fields: dict) -> str:
@@ -38,12 +45,30 @@ def field(fields: dict, name: str, where: str):
     return value
 
 
-def split_turns(turns: Messages, where: str) -> tuple[Messages, Messages]:
+def checked_turns(turns, where: str) -> Messages:
+    """Turns with known roles (model -> assistant), text content, and user and assistant turns
+    alternating; anything else is an error naming the record and the turn."""
+    if not isinstance(turns, list):
+        raise UserError(f"{where}: the turns must be a list of {{'role', 'content'}}, found {type(turns).__name__}")
+    checked, last = [], None
+    for i, turn in enumerate(turns, 1):
+        role = ROLES.get(turn.get("role")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get("content"), str):
+            raise UserError(f"{where}: turn {i} must be {{'role': one of {sorted(ROLES)}, 'content': text}}")
+        if role == "system" and checked and checked[-1]["role"] != "system":
+            raise UserError(f"{where}: turn {i} is a system turn after the conversation started; put it first")
+        if role in ("user", "assistant") and role == last:
+            raise UserError(f"{where}: turns {i - 1} and {i} are both {role} turns; user and assistant turns must "
+                            "alternate (merge the two, or fix the record)")
+        # A tool's result answers the assistant's call: the assistant may speak again after it.
+        last = "user" if role in ("tool", "function", "ipython") else role if role != "system" else last
+        checked.append({**turn, "role": role})
+    return checked
+
+
+def split_turns(turns, where: str) -> tuple[Messages, Messages]:
     """Everything before the last assistant turn is the prompt; that turn is the completion."""
-    for i, turn in enumerate(turns):
-        if not isinstance(turn, dict) or turn.get("role") not in ("system", "user", "assistant") \
-                or not isinstance(turn.get("content"), str):
-            raise UserError(f"{where}: turn {i + 1} must be {{'role': system|user|assistant, 'content': text}}")
+    turns = checked_turns(turns, where)
     if not turns or turns[-1]["role"] != "assistant":
         raise UserError(f"{where}: the last turn must be the assistant's answer (the completion)")
     if len(turns) < 2:
@@ -62,9 +87,13 @@ def from_messages(fields: dict, where: str, _: Templates | None) -> tuple[Messag
 def from_sharegpt(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
     turns = []
     for i, turn in enumerate(field(fields, "conversations", where), 1):
+        if isinstance(turn, dict) and "from" not in turn and "role" in turn:
+            turns.append(turn)  # role/content turns under "conversations": already messages
+            continue
         speaker = turn.get("from") if isinstance(turn, dict) else None
         if speaker not in SHAREGPT_ROLES:
-            raise UserError(f"{where}: conversations turn {i}: 'from' is {speaker!r}; use one of {sorted(SHAREGPT_ROLES)}")
+            raise UserError(f"{where}: conversations turn {i}: 'from' is {speaker!r}; use one of "
+                            f"{sorted(SHAREGPT_ROLES)} (or 'role' and 'content')")
         turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
     return split_turns(turns, where)
 

@@ -1,5 +1,6 @@
-"""The task a dataset is for: prompts/<dataset>/task.yaml names its metric and the record fields
-the metric needs; prepare copies it to data/prepared/task.json, which later stages read."""
+"""The task a dataset is for: prompts/<dataset>/task.yaml names its metric, the record fields the
+metric needs, and the metric's own settings (answer_match's `answer:`, json's `fields:`); prepare
+checks it and copies it to data/prepared/task.json, which later stages read."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ TASK_FILE = "task.json"
 @dataclass
 class Task:
     metric: str
-    references: list[str] = field(default_factory=list)
+    references: list[str] = field(default_factory=list)  # record fields the metric reads besides the gold
+    settings: dict = field(default_factory=dict)  # the metric's own task.yaml keys
 
     @property
     def task_metric(self) -> TaskMetric:
@@ -31,17 +33,36 @@ def load_task(folder: str | Path) -> Task:
     path = Path(folder) / "task.yaml"
     if not path.is_file():
         raise UserError(f"{path} is missing; it names the task's metric (see prompts/sql/task.yaml)")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    unknown = set(data) - {"metric", "references"}
-    if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)}; valid: metric, references")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e}); quote regular expressions with single quotes") from None
     if "metric" not in data:
         raise UserError(f"{path}: no 'metric:' key")
     try:
-        metric_named(data["metric"])
+        metric = metric_named(data["metric"])
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-    return Task(metric=data["metric"], references=list(data.get("references") or []))
+    valid = ("metric", "references", *metric.settings)
+    unknown = sorted(set(data) - set(valid))
+    if unknown:
+        raise UserError(f"{path}: unknown keys {unknown} for metric {metric.name}; valid: {', '.join(valid)}")
+    settings = {k: data[k] for k in metric.settings if k in data}
+    if metric.check:
+        settings = metric.check(settings, str(path))
+    references = list(data.get("references") or [])
+    field_read = (settings.get("answer") or {}).get("field")
+    if field_read and field_read not in references:  # the gold answer read from a record field travels with it
+        references.append(field_read)
+    return Task(metric=metric.name, references=references, settings=settings)
+
+
+def check_golds(task: Task, golds: list[str], references: list[dict], where: str) -> None:
+    """A declared answer must be readable in the gold: one that matches no test record is a mistake."""
+    readable = task.task_metric.gold_readable
+    if readable and golds and not any(readable(g, r, **task.settings) for g, r in zip(golds, references, strict=True)):
+        raise UserError(f"{where}: the declared answer is found in none of the {len(golds)} gold completions of "
+                        f"the test split (first: {golds[0][-120:]!r}); fix answer.pattern or answer.field")
 
 
 def task_json(task: Task) -> dict:

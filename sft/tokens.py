@@ -39,9 +39,8 @@ def chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
     One batched rendering with a sentinel at the start of the completion gives both; the first
     records are checked against two separate renderings, which are used if they differ.
     """
-    marked = tokenizer.apply_chat_template(
-        [r["prompt"] + [{**r["completion"][0], "content": COMPLETION_MARK + r["completion"][0]["content"]}] for r in rows],
-        tokenize=False)
+    marked = rendered(tokenizer, rows, [r["prompt"] + [{**r["completion"][0], "content": COMPLETION_MARK +
+                                                          r["completion"][0]["content"]}] for r in rows])
     if all(text.count(COMPLETION_MARK) == 1 for text in marked):
         prompts = [text[: text.index(COMPLETION_MARK)] for text in marked]
         full = [text.replace(COMPLETION_MARK, "", 1) for text in marked]
@@ -51,9 +50,28 @@ def chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
     return plain_chat_texts(tokenizer, rows)
 
 
+def rendered(tokenizer, rows: list[dict], conversations: list[list[dict]], **kwargs) -> list[str]:
+    """The chat template applied to each conversation; one the template refuses (a role it does not
+    know, turns it wants in another order) is an error naming the record."""
+    import jinja2
+
+    try:
+        return tokenizer.apply_chat_template(conversations, tokenize=False, **kwargs)
+    except (jinja2.TemplateError, ValueError, KeyError, TypeError):
+        for row, conversation in zip(rows, conversations, strict=True):
+            try:
+                tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
+            except (jinja2.TemplateError, ValueError, KeyError, TypeError) as e:
+                roles = [turn["role"] for turn in conversation]
+                raise UserError(f"{row.get('_where', row['id'])}: the model's chat template cannot render this "
+                                f"conversation (roles {roles}): {e}; drop or fix the record, or use a model "
+                                "whose template knows these roles") from None
+        raise
+
+
 def plain_chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
-    prompts = tokenizer.apply_chat_template([r["prompt"] for r in rows], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([r["prompt"] + r["completion"] for r in rows], tokenize=False)
+    prompts = rendered(tokenizer, rows, [r["prompt"] for r in rows], add_generation_prompt=True)
+    full = rendered(tokenizer, rows, [r["prompt"] + r["completion"] for r in rows])
     return prompts, full
 
 

@@ -23,7 +23,7 @@ from sft.metrics import TaskMetric
 from sft.models import DTYPES, load_for_inference, load_tokenizer
 from sft.params import load, one_of, run
 from sft.stats import interval
-from sft.task import read_task
+from sft.task import Task, read_task
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,13 +50,13 @@ def replies_of(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[s
     return replies, speed, backend
 
 
-def scored(metric_name: str, replies: list[str], records: list[dict]) -> dict:
+def scored(task: Task, replies: list[str], records: list[dict]) -> dict:
     """The task metric through its local evaluate module (loaded by path: no hub needed)."""
     import evaluate
 
-    module = evaluate.load(str(ROOT / "task_metrics" / metric_name))
+    module = evaluate.load(str(ROOT / "task_metrics" / task.metric))
     return module.compute(predictions=replies, references=[r["completion"][0]["content"] for r in records],
-                          contexts=[r["references"] for r in records])
+                          contexts=[r["references"] for r in records], settings=task.settings)
 
 
 def headline_figures(result: dict, metric: TaskMetric) -> dict:
@@ -87,7 +87,7 @@ def main() -> None:
     task = read_task(data)
     metric = task.task_metric  # an unknown metric stops here, before minutes of generation
     replies, speed, backend = replies_of(args.model, [r["prompt"] for r in records], p)
-    result = scored(task.metric, replies, records)
+    result = scored(task, replies, records)
     predictions = [{"id": r["id"], "prediction": reply, "gold": r["completion"][0]["content"], **s}
                    for r, reply, s in zip(records, replies, result["per_record"], strict=True)]
     metrics = headline_figures(result, metric)

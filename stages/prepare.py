@@ -22,9 +22,10 @@ from sft.files import write_json, write_jsonl, write_text
 from sft.params import UserError, load, log_params, one_of, read_section, run
 from sft.prompts import Templates, load_templates
 from sft.sources import Record
-from sft.task import TASK_FILE, load_task, task_json
+from sft.task import TASK_FILE, check_golds, load_task, task_json
 
 SPLITS = ("train", "validation", "test")
+WHERE = "_where"  # where a record came from (file:line), for errors; never written to the prepared splits
 TOO_LONG = ("error", "drop")
 
 
@@ -86,7 +87,7 @@ def convert(records: list[Record], p: PrepareParams, templates: Templates | None
             raise UserError(f"{r.where}: field(s) {missing} missing or null; the task's metric needs them "
                             f"(references in {p.prompts}/task.yaml)")
         rows.append({"id": r.fields.get("id", r.where), "prompt": prompt, "completion": completion,
-                     "references": {k: r.fields[k] for k in references}})
+                     "references": {k: r.fields[k] for k in references}, WHERE: r.where})
     return rows
 
 
@@ -107,7 +108,7 @@ def within_length(rows: list[dict], counts: tokens.TokenCounts, split: str, max_
     """Records over max_length: an error naming them, or dropped and counted. Never truncated."""
     long = [i for i, n in enumerate(counts.total) if n > max_length]
     if long and on_too_long == "error":
-        named = ", ".join(f"{rows[i]['id']} ({counts.total[i]} tokens)" for i in long[:10])
+        named = ", ".join(f"{rows[i][WHERE]} ({counts.total[i]} tokens)" for i in long[:10])
         raise UserError(f"{len(long)} {split} record(s) longer than train.max_length={max_length}: {named}"
                         f"{' ...' if len(long) > 10 else ''}; raise train.max_length, or set "
                         "prepare.on_too_long: drop (completions are never truncated)")
@@ -147,9 +148,11 @@ def main() -> None:
         rows[name], counts[name], too_long[name] = within_length(
             rows[name], tokens.token_counts(tokenizer, rows[name]), name, max_length, p.on_too_long)
 
+    check_golds(task, [r["completion"][0]["content"] for r in rows["test"]], [r["references"] for r in rows["test"]],
+                f"{p.prompts}/task.yaml")
     out = Path(args.out)
     for name in SPLITS:
-        write_jsonl(out / f"{name}.jsonl", rows[name])
+        write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k != WHERE} for r in rows[name]])
     write_json(out / TASK_FILE, task_json(task))
     write_text(out / "audit.md", tokens.report(tokenizer, rows, counts, p.audit_examples))
     write_json(args.metrics, {

@@ -69,17 +69,17 @@ def candidates(train_dir: Path, metric: str) -> list[dict]:
 def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> list[dict]:
     """Each candidate scored by the task metric on the first `p.samples` validation records."""
     records = read_jsonl(data / "validation.jsonl")[:p.samples]
-    metric_name = read_task(data).metric
+    task = read_task(data)
     scored = []
     for row in rows:
         model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype)
         replies, _ = generate(merged(model), tokenizer, [r["prompt"] for r in records], p.max_new_tokens,
                               p.batch_size)
-        figures = aggregate(score_all(metric_name, replies, [r["completion"][0]["content"] for r in records],
-                                      [r["references"] for r in records]))
+        figures = aggregate(score_all(task.metric, replies, [r["completion"][0]["content"] for r in records],
+                                      [r["references"] for r in records], task.settings))
         if p.metric not in figures:
             raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
-                            f"the task metric {metric_name}: {sorted(figures)} (or eval_loss)")
+                            f"the task metric {task.metric}: {sorted(figures)} (or eval_loss)")
         print(f"[select] {row['checkpoint']}: {p.metric} {figures[p.metric]:.4f} on {len(records)} "
               "validation records", flush=True)
         scored.append({**row, p.metric: figures[p.metric], "select_samples": len(records)})

@@ -19,11 +19,13 @@ class LocalTaskMetric(evaluate.Metric):
             description=metrics.metric_named(NAME).description,
             citation="",
             inputs_description="predictions: model replies; references: gold completions; contexts: dicts of "
-                               "the record fields named in task.yaml (references:)",
+                               "the record fields named in task.yaml (references:); settings: the metric's "
+                               "own task.yaml keys (answer:, fields:)",
             features=datasets.Features({"predictions": datasets.Value("string"),
                                         "references": datasets.Value("string")}),
         )
 
-    def _compute(self, predictions, references, contexts=None):
-        per_record = metrics.score_all(NAME, predictions, references, contexts or [{}] * len(predictions))
+    def _compute(self, predictions, references, contexts=None, settings=None):
+        per_record = metrics.score_all(NAME, predictions, references, contexts or [{}] * len(predictions),
+                                       settings)
         return {**metrics.aggregate(per_record), "per_record": per_record}

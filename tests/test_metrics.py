@@ -1,9 +1,11 @@
-"""The task metrics of sft/metrics.py: SQL execution, multiple choice, summaries, and the registry."""
+"""The task metrics of sft/metrics.py: SQL execution (queries and data changes), multiple choice,
+declared answers, exact match, JSON, summaries, and the registry."""
 
 import pytest
 
-from sft.metrics import aggregate, extract_sql, metric_named, normalize_sql, sql_execution
+from sft.metrics import aggregate, metric_named, sql_execution
 from sft.params import UserError
+from sft.sql import extract_sql, normalize_sql
 
 CONTEXT = ("CREATE TABLE t (id INT, name TEXT, price REAL); "
            "INSERT INTO t VALUES (1, 'Lamp', 10.5), (2, 'Desk', 99.0), (3, 'Mug', 3.25);")
@@ -62,7 +64,14 @@ def test_unknown_metric_lists_the_known_ones():
     ("Infection is likely. Therefore, the answer is (B).", 1.0, 0.0),
     ("the answer is (A) ... on reflection the answer is (B)", 1.0, 0.0),  # the last statement counts
     ("The answer is C.", 0.0, 0.0),
+    ("The answer is B.", 1.0, 0.0),
+    ("The answer is B, since the fever ...", 1.0, 0.0),
     ("B", 0.0, 1.0),  # a bare letter is not a parseable answer: wrong, always
+    # Words that start with a letter are not letters: the baseline's verbose replies earn nothing.
+    ("The answer is a lower dose.", 0.0, 1.0),
+    ("the answer is: d-dimer", 0.0, 1.0),
+    ("the answer is E. coli infection", 0.0, 1.0),
+    ("The answer is Bacterial meningitis.", 0.0, 1.0),
     ("I am not sure.", 0.0, 1.0),
 ])
 def test_multiple_choice_reads_the_answer_is_x(reply, accuracy, unparseable):
@@ -106,3 +115,116 @@ def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, pr
     assert result["per_record"] == direct
     assert {k: v for k, v in result.items() if k != "per_record"} == aggregate(direct)
     assert result["unparseable_rate"] == 0.5  # the second reply of each case has no answer in it
+
+
+@pytest.mark.parametrize("reply, letter", [
+    ("The answer is a lower dose.", None), ("the answer is: d-dimer", None),
+    ("the answer is E. coli infection", None), ("the answer is (C).", "C"), ("The answer is C.", "C"),
+    ("so the answer is (b)", "B"), ("The answer is D\nNext question", "D"), ("The answer is C because", None),
+])
+def test_the_letter_counts_only_in_parentheses_or_standing_alone(reply, letter):
+    from sft.answers import answer_letter
+
+    assert answer_letter(reply) == letter
+
+
+TABLES = ("CREATE TABLE t (id INT, name TEXT, price REAL); "
+          "INSERT INTO t VALUES (1, 'Lamp', 10.5), (2, 'Desk', 99.0), (3, 'Mug', 3.25);")
+
+
+@pytest.mark.parametrize("gold, right, wrong", [
+    ("INSERT INTO t VALUES (4, 'Pen', 1.5);", "insert into t (id, name, price) values (4, 'Pen', 1.5)",
+     "INSERT INTO t VALUES (4, 'Pen', 2.5);"),
+    ("UPDATE t SET price = price * 2 WHERE name = 'Mug';", "```sql\nUPDATE t SET price = 6.5 WHERE id = 3;\n```",
+     "UPDATE t SET price = price * 2;"),
+    ("DELETE FROM t WHERE price > 50;", "Here it is: DELETE FROM t WHERE name = 'Desk';",
+     "DELETE FROM t WHERE price > 5;"),
+    ("CREATE TABLE s (id INT, note TEXT);", "CREATE TABLE s (id INTEGER, note TEXT);",
+     "CREATE TABLE s (id INT, text TEXT);"),
+    ("ALTER TABLE t ADD COLUMN stock INT;", "alter table t add column stock integer;",
+     "ALTER TABLE t ADD COLUMN stocks INT;"),
+    ("DROP TABLE t;", "DROP TABLE IF EXISTS t;", "DELETE FROM t;"),
+])
+def test_a_data_change_is_judged_by_the_state_it_leaves(gold, right, wrong):
+    refs = {"sql_context": TABLES}
+    assert sql_execution(right, gold, refs)["execution_accuracy"] == 1.0
+    bad = sql_execution(wrong, gold, refs)
+    assert bad["execution_accuracy"] == 0.0 and bad["unparseable"] == 0.0
+    # A query answering a data change, or prose, is wrong; prose has no SQL in it.
+    assert sql_execution("SELECT * FROM t;", gold, refs)["execution_accuracy"] == 0.0
+    assert sql_execution("You should update the table and drop it.", gold, refs)["unparseable"] == 1.0
+
+
+def test_a_question_is_not_answered_by_an_echoed_schema():
+    s = sql_execution(f"Tables: {TABLES}", "SELECT name FROM t;", {"sql_context": TABLES})
+    assert s["unparseable"] == 1.0 and s["execution_accuracy"] == 0.0
+
+
+ANSWER = {"pattern": r"####\s*(-?[\d,]*\.?\d+)", "compare": "numeric"}
+
+
+@pytest.mark.parametrize("reply, accuracy, unparseable", [
+    ("Half of 36 is 18.\n#### 18", 1.0, 0.0),
+    ("#### 18.0", 1.0, 0.0),
+    ("First #### 12, then on reflection #### 18", 1.0, 0.0),  # the last match counts
+    ("#### 1,800", 0.0, 0.0),  # commas separate thousands: 1800, not 18
+    ("The answer is 18.", 0.0, 1.0),  # no '####': nothing the pattern reads
+    ("#### 19", 0.0, 0.0),
+])
+def test_answer_match_reads_the_declared_pattern_from_reply_and_gold(reply, accuracy, unparseable):
+    s = metric_named("answer_match").score(reply, "She has 3 x 6 = 18 left.\n#### 18", {}, answer=ANSWER)
+    assert (s["accuracy"], s["unparseable"]) == (accuracy, unparseable)
+
+
+def test_answer_match_compares_exactly_normalized_or_from_a_field():
+    score = metric_named("answer_match").score
+    pattern = r"Answer:\s*(.+)"
+    assert score("Answer: New York!", "Answer: new york", {}, answer={"pattern": pattern, "compare": "normalized"})[
+        "accuracy"] == 1.0
+    assert score("Answer: New York!", "Answer: new york", {}, answer={"pattern": pattern, "compare": "exact"})[
+        "accuracy"] == 0.0
+    from_field = {"pattern": pattern, "compare": "numeric", "field": "solution"}
+    assert score("Answer: $1,200", "no pattern here", {"solution": 1200}, answer=from_field)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({}, "needs an `answer:` block with a `pattern:`"),
+    ({"answer": {"pattern": r"####\s*\d+"}}, "has no group; put what is the answer in parentheses"),
+    ({"answer": {"pattern": r"####\s*(\d+"}}, "does not compile"),
+    ({"answer": {"pattern": r"(\d+)", "compare": "fuzzy"}}, "answer.compare is 'fuzzy'; use one of exact, normalized, numeric"),
+    ({"answer": {"pattern": r"(\d+)", "comparison": "exact"}}, r"unknown keys \['comparison'\]"),
+])
+def test_bad_answer_declarations_name_the_fix(settings, message):
+    with pytest.raises(UserError, match=message):
+        metric_named("answer_match").check(settings, "prompts/gsm/task.yaml")
+
+
+def test_exact_match_and_json():
+    exact = metric_named("exact_match").score
+    assert exact("  Paris. ", "paris", {})["exact_match"] == 1.0 and exact("", "paris", {})["unparseable"] == 1.0
+    as_json = metric_named("json").score
+    gold = '{"name": "Ada", "year": 1815, "note": "x"}'
+    assert as_json('```json\n{"name": "Ada", "year": 1815}\n```', gold, {}, fields=["name", "year"])["json_match"] == 1.0
+    assert as_json('{"name": "Ada", "year": 1816}', gold, {}, fields=["name", "year"])["json_match"] == 0.0
+    assert as_json('{"name": "Ada", "year": 1816}', gold, {})["json_match"] == 1.0  # valid JSON, no fields named
+    broken = as_json("{'name': 'Ada'}", gold, {})
+    assert (broken["json_match"], broken["unparseable"]) == (0.0, 1.0)
+
+
+def test_every_registered_metric_is_reachable_through_evaluate_with_its_settings():
+    import evaluate
+    from conftest import ROOT
+
+    from sft.metrics import METRICS, score_all
+
+    cases = {"answer_match": (["#### 18", "no"], ["#### 18", "#### 7"], {"answer": ANSWER}),
+             "sql_execution": (["SELECT name FROM t;", "no idea"], ["SELECT name FROM t;"] * 2, {}),
+             "json": (['{"a": 1}', "x"], ['{"a": 1}', '{"a": 2}'], {"fields": ["a"]})}
+    for name in METRICS:
+        predictions, golds, settings = cases.get(name, (["the answer is (A).", ""], ["the answer is (A)", "B"], {}))
+        contexts = [{"sql_context": TABLES}] * 2
+        result = evaluate.load(str(ROOT / "task_metrics" / name)).compute(
+            predictions=predictions, references=golds, contexts=contexts, settings=settings)
+        direct = score_all(name, predictions, golds, contexts, settings)
+        assert result["per_record"] == direct, name
+        assert result["unparseable_rate"] == 0.5, name  # the second reply of each case has no answer in it

@@ -59,3 +59,24 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy):
     [plot] = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["loss"]
     points = {(p["filename"], int(p["step"])) for p in plot["content"]["data"]["values"]}
     assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch experiment
+
+
+def test_a_dataset_with_a_declared_answer_runs_end_to_end_from_data_prompts_and_params(repo_copy):
+    """Arithmetic word problems whose answers end '#### N': a data folder, prompts/arithmetic/
+    (templates and a task.yaml that declares the metric) and params; no Python."""
+    repo = repo_copy
+
+    def arithmetic(p):
+        p["prepare"].update(dataset="data/examples/arithmetic", prompts="prompts/arithmetic")
+
+    edit(repo, arithmetic)
+    dvc(repo, "repro")
+    task = json.loads((repo / "data" / "prepared" / "task.json").read_text())
+    assert task["metric"] == "answer_match" and task["settings"]["answer"]["compare"] == "numeric"
+    for name in ("baseline", "finetuned"):
+        m = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert m["samples"] == 6 and {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "unparseable_rate"} <= set(m)
+        rows = [json.loads(line) for line in (repo / "metrics" / "predictions" / f"{name}.jsonl").open()]
+        assert all(r["expected"] and r["gold"].endswith(f"#### {r['expected']}") for r in rows)
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["metric"] == "accuracy" and "mcnemar_p" in compare

@@ -1,6 +1,7 @@
 """prepare: record shapes, splits, lengths, and bad input that stops with one clear line."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -169,7 +170,9 @@ def test_too_long_is_an_error_by_default_and_dropped_on_request(tmp_path, tokeni
     write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n", max_length=100)
     done = run_prepare(tmp_path, tokenizer_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: 2 train record(s) longer than train.max_length=100: r")
+    assert done.stderr.startswith("error: 2 train record(s) longer than train.max_length=100: ")
+    named = re.findall(r"(\S+):(\d) \((\d+) tokens\)", done.stderr)  # every record by file and line
+    assert sorted((path, line) for path, line, _ in named) == [(str(data), "2"), (str(data), "4")]
     assert "prepare.on_too_long: drop" in done.stderr and not (tmp_path / "out").exists()
 
     write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n"
@@ -204,3 +207,72 @@ def test_format_sql_filter_pretty_prints():
     from sft.prompts import format_sql
 
     assert format_sql("select a, b from t where x = 1") == "SELECT a,\n       b\nFROM t\nWHERE x = 1"
+
+
+def test_a_declared_answer_that_no_gold_holds_stops_prepare(tmp_path, tokenizer_dir):
+    (tmp_path / "p").mkdir()
+    for name in ("system.jinja", "user.jinja", "assistant.jinja"):
+        (tmp_path / "p" / name).write_text((ROOT / "prompts" / "arithmetic" / name).read_text())
+    (tmp_path / "p" / "task.yaml").write_text("metric: answer_match\nanswer:\n  pattern: 'ANSWER:\\s*(\\d+)'\n"
+                                              "  compare: numeric\n")
+    write_params(tmp_path, ROOT / "data" / "examples" / "arithmetic", tmp_path / "p")
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert f"error: {tmp_path / 'p'}/task.yaml: the declared answer is found in none of the 20 gold" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+    (tmp_path / "p" / "task.yaml").write_text("metric: answer_match\nanswer:\n  pattern: '####\\s*\\d+'\n")
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "task.yaml: answer.pattern '####\\\\s*\\\\d+' has no group" in done.stderr
+
+
+@pytest.mark.parametrize("fields", [
+    {"conversations": [{"role": "user", "content": USER}, {"role": "assistant", "content": ANSWER}]},
+    {"messages": [{"role": "user", "content": USER}, {"role": "model", "content": ANSWER}]},  # Gemma's name
+    {"conversations": [{"from": "human", "value": USER}, {"from": "model", "value": ANSWER}]},
+])
+def test_conversations_with_role_and_content_and_the_model_role_are_accepted(fields):
+    prompt, completion = shapes.CONVERTERS[shapes.detect(fields)](fields, "x", None)
+    assert prompt == [{"role": "user", "content": USER}] and completion == [{"role": "assistant", "content": ANSWER}]
+
+
+def test_tool_turns_are_kept_in_the_prompt():
+    turns = [{"role": "user", "content": "Weather in Bern?"}, {"role": "assistant", "content": "get_weather(Bern)"},
+             {"role": "tool", "content": "12 C, rain"}, {"role": "assistant", "content": "12 degrees and rain."}]
+    prompt, completion = shapes.from_messages({"messages": turns}, "x", None)
+    assert [t["role"] for t in prompt] == ["user", "assistant", "tool"] and completion[0]["content"].startswith("12")
+
+
+@pytest.mark.parametrize("turns, message", [
+    ([{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}],
+     "f.jsonl:3: turns 1 and 2 are both user turns; user and assistant turns must alternate"),
+    ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "assistant", "content": "c"}],
+     "f.jsonl:3: turns 2 and 3 are both assistant turns"),
+    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "assistant", "content": "c"}],
+     "f.jsonl:3: turn 2 is a system turn after the conversation started"),
+    ([{"role": "narrator", "content": "a"}, {"role": "assistant", "content": "c"}], "f.jsonl:3: turn 1 must be"),
+])
+def test_turns_that_do_not_alternate_are_a_clear_error(turns, message):
+    with pytest.raises(UserError, match=message):
+        shapes.from_messages({"messages": turns}, "f.jsonl:3", None)
+
+
+def test_a_role_the_chat_template_cannot_render_names_the_record(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    from sft import tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.chat_template = (  # Gemma-like: only user and model/assistant turns
+        "{% for m in messages %}{% if m['role'] not in ['user', 'assistant'] %}"
+        "{{ raise_exception('Conversation roles must be user or assistant') }}{% endif %}"
+        "<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}")
+    ok = {"id": 1, "prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "assistant", "content": "yo"}]}
+    tool = {"id": 2, "_where": "d.jsonl:7", "prompt": [{"role": "user", "content": "hi"},
+                                                       {"role": "assistant", "content": "call()"},
+                                                       {"role": "tool", "content": "42"}],
+            "completion": [{"role": "assistant", "content": "42"}]}
+    with pytest.raises(UserError, match=r"d.jsonl:7: the model's chat template cannot render this conversation "
+                                        r"\(roles \['user', 'assistant', 'tool', 'assistant'\]\): Conversation roles"):
+        tokens.token_counts(tokenizer, [ok, tool])
