@@ -2,7 +2,7 @@
 
     python bench/prepare.py [--records 100000] [--repeats 3]
 
-Generates the records once with data/sql/generate.py (not timed), then times the whole stage
+Generates the records once with data/generate_sql.py (not timed), then times the whole stage
 as `dvc repro` runs it (a fresh process: imports, loading, rendering, tokenizing, writing) with
 models/base's tokenizer, and writes bench/results/prepare.json.
 """
@@ -37,7 +37,7 @@ def main() -> None:
         work = Path(tmp)
         data = work / "data"
         data.mkdir()
-        subprocess.run([sys.executable, str(ROOT / "data" / "raw" / "sql" / "generate.py"), "--out", str(data),
+        subprocess.run([sys.executable, str(ROOT / "data" / "generate_sql.py"), "--out", str(data),
                         "--sizes", f"train={args.records},test=200"], check=True, capture_output=True)
         (work / "params.yaml").write_text(
             f"prepare:\n  dataset: {data}\n  prompts: {ROOT / 'prompts' / 'sql'}\n  audit_examples: 3\n"

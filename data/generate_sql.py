@@ -1,6 +1,6 @@
 """Generate the embedded text-to-SQL dataset (schema of gretelai/synthetic_text_to_sql).
 
-    python data/raw/sql/generate.py --out data/raw/sql --seed 1234
+    python data/generate_sql.py --out data/raw/sql --seed 1234
 
 Writes train.jsonl, validation.jsonl and test.jsonl with the columns `id`, `domain`,
 `sql_complexity`, `sql_task_type`, `sql_prompt`, `sql_context` (CREATE TABLE and INSERT
