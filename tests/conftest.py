@@ -41,6 +41,19 @@ def tokenizer_dir(tmp_path_factory) -> Path:
     return out
 
 
+def section_classes() -> dict:
+    """Each params.yaml section and the dataclass its stage reads it into (train: the project's own keys)."""
+    from sft.training import TrainParams
+    from stages.base import BaseParams
+    from stages.evaluate import EvaluateParams
+    from stages.merge import MergeParams
+    from stages.prepare import PrepareParams
+    from stages.select import SelectParams
+
+    return {"base": BaseParams, "prepare": PrepareParams, "train": TrainParams, "select": SelectParams,
+            "merge": MergeParams, "evaluate": EvaluateParams}
+
+
 def tiny_params() -> dict:
     return yaml.safe_load(TINY.read_text())
 

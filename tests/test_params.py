@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 import pytest
+from conftest import section_classes
 
 from sft.params import UserError, from_dict, load, run
 
@@ -42,18 +43,6 @@ def test_run_turns_a_user_error_into_one_line_and_exit_2(capsys):
 # Keys whose params.yaml value differs from the code's default on purpose, and why.
 DELIBERATE = {("prepare", "max_records"): "the embedded set is cut to keep make repro under 15 minutes on a CPU; "
                                           "other data default to all records"}
-
-
-def section_classes() -> dict:
-    from sft.training import TrainParams
-    from stages.base import BaseParams
-    from stages.evaluate import EvaluateParams
-    from stages.merge import MergeParams
-    from stages.prepare import PrepareParams
-    from stages.select import SelectParams
-
-    return {"base": BaseParams, "prepare": PrepareParams, "train": TrainParams, "select": SelectParams,
-            "merge": MergeParams, "evaluate": EvaluateParams}
 
 
 def test_params_yaml_lists_every_key_at_its_default_in_code():

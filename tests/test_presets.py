@@ -5,16 +5,11 @@ import json
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, section_classes
 
 from sft import training
 from sft.params import from_dict
 from stages import prepare
-from stages.base import BaseParams
-from stages.evaluate import EvaluateParams
-from stages.merge import MergeParams
-from stages.prepare import PrepareParams
-from stages.select import SelectParams
 
 DECISION = "Le recourant conteste la décision de l'autorité cantonale concernant le permis de construire."
 STAND_INS = {
@@ -42,15 +37,15 @@ EXPECTED = {
     "headnotes": ("Write the headnote in German for this decision, written in French", "Art. 22 RPG"),
     "medqa": ("Which is the best next step?", "the answer is (B)"),
 }
-CLASSES = {"base": BaseParams, "prepare": PrepareParams, "select": SelectParams, "merge": MergeParams,
-           "evaluate": EvaluateParams}
 
 
 @pytest.mark.parametrize("name", [*sorted(STAND_INS), "tiny"])
 def test_preset_params_are_valid_for_every_stage(name, tmp_path):
     params = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
     assert set(params) == {"base", "prepare", "launch", "train", "select", "merge", "evaluate"}
-    for section, cls in CLASSES.items():
+    for section, cls in section_classes().items():
+        if section == "train":
+            continue  # its SFTConfig keys are checked by training.load_params below
         from_dict(cls, params[section], f"{name}: {section}")  # raises on an unknown key
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     p, sft = training.load_params(str(tmp_path / "params.yaml"))
