@@ -19,6 +19,10 @@ def main() -> None:
         plain = [r for r in train["runs"] if r["side"] == "plain"]
         parts.append(f"train {train['speedup_median']}x tokens/s (target >= 1.5x), memory {train['memory_ratio_median']}x, "
                      f"padding {ours[-1]['padding_share']:.0%} vs {plain[-1]['padding_share']:.0%}")
+    if turns := load("turns"):
+        shares = turns["label_share"]
+        parts.append(f"multi-turn label share {shares['last']:.1%} -> {shares['all_assistant']:.1%} at "
+                     f"{turns['speed_ratio_median']}x tokens/s")
     if gen := load("generate"):
         bound = f", at most {gen['ceiling_median']}x with free decoding here" if "ceiling_median" in gen else ""
         parts.append(f"generate {gen['speedup_median']}x tokens/s (target >= 5x{bound})")

@@ -77,7 +77,8 @@ def our_trainer(steps: int, out: str):
            "disable_tqdm": True}
     has_cuda = device.has_cuda()
     config = training.sft_config(p, sft, out, has_cuda)
-    trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda)
+    trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda,
+                                      training.train_on(str(ROOT / "params.yaml")))
     return trainer
 
 

@@ -1,7 +1,13 @@
 """The token view of prepared records, through the model's own chat template.
 
-What the trainer sees: the prompt rendered with the assistant header (no loss), then the
-completion (the loss). Lengths decide `max_length`; the audit shows the spans to a human.
+What the trainer sees: one conversation's tokens and, per token, whether it carries loss. Loss
+is on assistant turns only: every assistant turn (`prepare.train_on: all_assistant`) or the last
+one (`last`), each turn's end-of-turn tokens included; system, user and tool tokens never.
+trl's own `assistant_only_loss` needs `{% generation %}` markers that most chat templates lack,
+so the spans come from renderings of the conversation cut at each trained turn: the tokens
+between "turns before it + the assistant header" and "turns up to and with it". With one trained
+turn this is exactly trl's prompt-completion masking (tests/test_tokens.py checks).
+Lengths decide `max_length`; the audit shows the spans to a human.
 """
 
 from __future__ import annotations
@@ -10,11 +16,19 @@ from dataclasses import dataclass
 
 from sft.params import UserError
 
+TRAIN_ON = ("all_assistant", "last")
+
+
+@dataclass
+class Tokenized:
+    input_ids: list[int]
+    assistant_masks: list[int]  # 1 where the token carries loss (trl's column name)
+
 
 @dataclass
 class TokenCounts:
-    total: list[int]  # prompt + completion tokens per record
-    prompt: list[int]  # tokens that carry no loss
+    total: list[int]  # tokens per record
+    trained: list[int]  # tokens that carry loss
 
 
 COMPLETION_MARK = "\x00"  # marks where the completion starts in one rendering of the whole conversation
@@ -31,6 +45,16 @@ def fast_tokenizer(folder):
     if (Path(folder) / "tokenizer.json").is_file():
         return PreTrainedTokenizerFast.from_pretrained(folder)
     return AutoTokenizer.from_pretrained(folder)
+
+
+def conversation(row: dict) -> list[dict]:
+    return row["prompt"] + row["completion"]
+
+
+def trained_turns(row: dict, train_on: str) -> list[int]:
+    """Indices (in the conversation) of the assistant turns that carry loss."""
+    turns = [i for i, turn in enumerate(conversation(row)) if turn["role"] == "assistant"]
+    return turns if train_on == "all_assistant" else turns[-1:]
 
 
 def chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -55,6 +79,8 @@ def rendered(tokenizer, rows: list[dict], conversations: list[list[dict]], **kwa
     know, turns it wants in another order) is an error naming the record."""
     import jinja2
 
+    if not conversations:
+        return []
     try:
         return tokenizer.apply_chat_template(conversations, tokenize=False, **kwargs)
     except (jinja2.TemplateError, ValueError, KeyError, TypeError):
@@ -63,10 +89,14 @@ def rendered(tokenizer, rows: list[dict], conversations: list[list[dict]], **kwa
                 tokenizer.apply_chat_template(conversation, tokenize=False, **kwargs)
             except (jinja2.TemplateError, ValueError, KeyError, TypeError) as e:
                 roles = [turn["role"] for turn in conversation]
-                raise UserError(f"{row.get('_where', row['id'])}: the model's chat template cannot render this "
+                raise UserError(f"{where(row)}: the model's chat template cannot render this "
                                 f"conversation (roles {roles}): {e}; drop or fix the record, or use a model "
                                 "whose template knows these roles") from None
         raise
+
+
+def where(row: dict) -> str:
+    return str(row.get("_where", row["id"]))
 
 
 def plain_chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]:
@@ -75,28 +105,126 @@ def plain_chat_texts(tokenizer, rows: list[dict]) -> tuple[list[str], list[str]]
     return prompts, full
 
 
-def token_counts(tokenizer, rows: list[dict]) -> TokenCounts:
-    """Tokens per record, prompt and total, through the Rust tokenizer in two batched calls.
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    if b[: len(a)] == a:  # the usual case, compared at C speed
+        return len(a)
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    The completion's tokens are counted on the text after the prompt; where the whole text
-    does not tokenize as prompt + completion (checked on the first records), totals are
-    counted on the whole text instead.
+
+def cut_texts(tokenizer, rows: list[dict], train_on: str) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """Per record: the whole conversation's text, and per trained turn (text before it with the
+    assistant header, text up to and with it). Records with one trained turn take the one-pass
+    rendering of chat_texts; the others are rendered once per cut."""
+    turns = [trained_turns(r, train_on) for r in rows]
+    single = [i for i, t in enumerate(turns) if t == [len(conversation(rows[i])) - 1]]
+    full: list[str] = [""] * len(rows)
+    cuts: list[list[tuple[str, str]]] = [[] for _ in rows]
+    prompts, texts = chat_texts(tokenizer, [rows[i] for i in single])
+    for i, prompt, text in zip(single, prompts, texts, strict=True):
+        full[i], cuts[i] = text, [(prompt, text)]
+    one = set(single)
+    many = [i for i in range(len(rows)) if i not in one]
+    many_rows = [rows[i] for i in many]
+    for i, text in zip(many, rendered(tokenizer, many_rows, [conversation(r) for r in many_rows]), strict=True):
+        full[i] = text
+    at = [(i, k) for i in many for k in turns[i]]
+    at_rows = [rows[i] for i, _ in at]
+    before = rendered(tokenizer, at_rows, [conversation(rows[i])[:k] for i, k in at], add_generation_prompt=True)
+    through = rendered(tokenizer, at_rows, [conversation(rows[i])[:k + 1] for i, k in at])
+    for (i, _), b, t in zip(at, before, through, strict=True):
+        cuts[i].append((b, t))
+    return full, cuts
+
+
+def tokenized(tokenizer, rows: list[dict], train_on: str) -> list[Tokenized]:
+    """Each record's tokens and loss mask, as the trainer gets them.
+
+    A trained span starts where the tokens of "before the turn + assistant header" stop matching
+    the whole conversation's tokens, and ends where the tokens of "up to and with the turn" do
+    (trl's common-prefix rule for prompt-completion, applied per turn: by_prefixes). Encoding every
+    cut doubles the tokenizing, so the spans are read from the whole conversation's character
+    offsets instead (by_offsets), checked against the plain way on the first records.
     """
     if not rows:
-        return TokenCounts([], [])
-    prompts, full = chat_texts(tokenizer, rows)
-    if not all(f.startswith(p) for p, f in zip(prompts, full, strict=True)):
-        raise UserError("the chat template does not render the prompt as a prefix of prompt + completion, "
-                        "so prompt and completion tokens cannot be told apart; use a prefix-stable template")
-    encode = tokenizer.backend_tokenizer.encode_batch
-    prompt = encode(prompts, add_special_tokens=False)
-    rest = encode([f[len(p):] for f, p in zip(full, prompts, strict=True)], add_special_tokens=False)
-    whole = encode(full[:CHECKED], add_special_tokens=False)
-    if all(w.ids == p.ids + r.ids for w, p, r in zip(whole, prompt, rest, strict=False)):
-        total = [len(p) + len(r) for p, r in zip(prompt, rest, strict=True)]
-    else:
-        total = [len(w) for w in encode(full, add_special_tokens=False)]
-    return TokenCounts(total, [len(p) for p in prompt])
+        return []
+    full, cuts = cut_texts(tokenizer, rows, train_on)
+    fast = by_offsets(tokenizer, full, cuts)
+    if fast is None or fast[:CHECKED] != by_prefixes(tokenizer, rows[:CHECKED], full[:CHECKED], cuts[:CHECKED]):
+        return by_prefixes(tokenizer, rows, full, cuts)
+    for i in [i for i, t in enumerate(fast) if t is None]:
+        [fast[i]] = by_prefixes(tokenizer, [rows[i]], [full[i]], [cuts[i]])
+    return fast
+
+
+def by_offsets(tokenizer, full: list[str], cuts: list[list[tuple[str, str]]]) -> list[Tokenized | None] | None:
+    """Masks from one encoding of each conversation: the span of a turn is from the token holding
+    the first character after "before" (a token across that boundary is trained, as trl's
+    divergence point is) to the token holding the first character after "through" (one across
+    it is not). None for a record whose cuts are not text prefixes of the whole; None in all
+    without a Rust tokenizer."""
+    if not hasattr(tokenizer, "backend_tokenizer"):
+        return None
+    out = []
+    for text, encoding, per_row in zip(full, tokenizer.backend_tokenizer.encode_batch(full, add_special_tokens=False),
+                                       cuts, strict=True):
+        ids = encoding.ids
+        mask = [0] * len(ids)
+        for before, through in per_row:
+            if not (text.startswith(before) and text.startswith(through)):
+                mask = None
+                break
+            start = encoding.char_to_token(len(before)) if len(before) < len(text) else len(ids)
+            end = encoding.char_to_token(len(through)) if len(through) < len(text) else len(ids)
+            if start is None or end is None:
+                mask = None
+                break
+            mask[start:end] = [1] * (end - start)
+        out.append(None if mask is None else Tokenized(ids, mask))
+    return out
+
+
+def by_prefixes(tokenizer, rows: list[dict], full: list[str], cuts: list[list[tuple[str, str]]]) -> list[Tokenized]:
+    """Masks from encoding every cut: a template that renders earlier turns differently once the
+    conversation goes on (some drop the reasoning of earlier assistant turns) cannot be masked
+    per turn, which is an error naming the record."""
+    # The last turn's "up to and with" is the whole conversation: not encoded twice.
+    flat = []
+    for text_full, per_row in zip(full, cuts, strict=True):
+        for before, through in per_row:
+            flat += [before] if through == text_full else [before, through]
+    encoded = iter(encode(tokenizer, flat))
+    out = []
+    for row, text_full, ids, per_row in zip(rows, full, encode(tokenizer, full), cuts, strict=True):
+        mask = [0] * len(ids)
+        for before, through in per_row:
+            before_ids = next(encoded)
+            through_ids = ids if through == text_full else next(encoded)
+            start, end = common_prefix_length(before_ids, ids), common_prefix_length(through_ids, ids)
+            if end < len(through_ids) - 1 or start < len(before_ids) - 1:
+                raise UserError(f"{where(row)}: the chat template renders earlier turns differently once the "
+                                "conversation goes on, so the assistant turns' tokens cannot be found in the whole "
+                                "conversation; set prepare.train_on: last, or use a prefix-stable template")
+            mask[start:end] = [1] * (end - start)
+        out.append(Tokenized(ids, mask))
+    return out
+
+
+def encode(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of rendered texts (their special tokens are in the text already)."""
+    if not texts:
+        return []
+    if hasattr(tokenizer, "backend_tokenizer"):  # the Rust tokenizer, batched in parallel
+        return [e.ids for e in tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def token_counts(tokenized_rows: list[Tokenized]) -> TokenCounts:
+    return TokenCounts([len(t.input_ids) for t in tokenized_rows], [sum(t.assistant_masks) for t in tokenized_rows])
 
 
 def percentiles(values: list[int]) -> dict:
@@ -109,29 +237,29 @@ def percentiles(values: list[int]) -> dict:
 
 def label_share(counts: TokenCounts) -> float:
     total = sum(counts.total)
-    return round((total - sum(counts.prompt)) / total, 4) if total else 0.0
+    return round(sum(counts.trained) / total, 4) if total else 0.0
 
 
-def marked_example(tokenizer, row: dict) -> str:
-    """One record as the trainer sees it: «masked prompt» then ⟦trained completion⟧."""
-    [prompt], [full] = chat_texts(tokenizer, [row])
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-    if full_ids[: len(prompt_ids)] != prompt_ids:
-        raise UserError("the chat template does not render the prompt as a prefix of prompt + completion, "
-                        "so prompt and completion tokens cannot be told apart; use a prefix-stable template")
-    masked = tokenizer.decode(full_ids[: len(prompt_ids)])
-    trained = tokenizer.decode(full_ids[len(prompt_ids):])
-    return f"«{masked}»⟦{trained}⟧"
+def marked_example(tokenizer, t: Tokenized) -> str:
+    """One record as the trainer sees it: «no loss» and ⟦trained⟧ spans in turn."""
+    spans, start = [], 0
+    for i in range(1, len(t.input_ids) + 1):
+        if i == len(t.input_ids) or t.assistant_masks[i] != t.assistant_masks[start]:
+            text = tokenizer.decode(t.input_ids[start:i])
+            spans.append(f"⟦{text}⟧" if t.assistant_masks[start] else f"«{text}»")
+            start = i
+    return "".join(spans)
 
 
-def report(tokenizer, rows_by_split: dict[str, list[dict]], counts: dict[str, TokenCounts], examples: int) -> str:
+def report(tokenizer, rows: list[dict], tokenized_rows: list[Tokenized], counts: dict[str, TokenCounts],
+           examples: int) -> str:
+    """audit.md: lengths and label share per split, and the first train records with their spans."""
     lines = ["# Render audit", "",
-             "Each example as the trainer sees it: «prompt, no loss» then ⟦completion, trained⟧.", "",
+             "Each example as the trainer sees it: «no loss» then ⟦trained⟧, for every trained assistant turn.", "",
              "| split | records | tokens p50 | p95 | max | label share |", "|---|---|---|---|---|---|"]
     for split, c in counts.items():
         s = percentiles(c.total)
         lines.append(f"| {split} | {len(c.total)} | {s['p50']} | {s['p95']} | {s['max']} | {label_share(c):.1%} |")
-    for row in rows_by_split.get("train", [])[:examples]:
-        lines += ["", f"## train record {row['id']}", "", "```", marked_example(tokenizer, row), "```"]
+    for row, t in list(zip(rows, tokenized_rows, strict=True))[:examples]:
+        lines += ["", f"## train record {row['id']}", "", "```", marked_example(tokenizer, t), "```"]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
+from sft import tokens
 from sft.device import peak_memory_bytes
 from sft.files import read_jsonl
 from sft.params import UserError, check_types, from_dict, log_params, one_of, read_section
@@ -183,14 +184,24 @@ def trainer_class(fused_lm_head: bool):
     return PlainLossSFTTrainer
 
 
-def prompt_completion(path: Path):
-    """The prepared split as a datasets.Dataset of conversational prompt-completion pairs."""
+def train_on(path: str = "params.yaml") -> str:
+    """The one key of `prepare:` train reads (declared in dvc.yaml): which assistant turns carry loss,
+    so the masks train builds are the ones prepare counted and audited."""
+    value = read_section("prepare", path).get("train_on", "all_assistant")
+    one_of("prepare", "train_on", value, tokens.TRAIN_ON)
+    log_params("train", {"prepare.train_on": value})
+    return value
+
+
+def tokenized_split(path: Path, tokenizer, turns: str):
+    """The prepared split as a datasets.Dataset of token ids and loss masks (sft/tokens.py), which
+    SFTTrainer takes as they are: it builds the labels from `assistant_masks`."""
     from datasets import Dataset
 
     rows = read_jsonl(path)
     if not rows:
         raise UserError(f"{path} has no records; check prepare.max_records")
-    return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    return Dataset.from_list([dataclasses.asdict(t) for t in tokens.tokenized(tokenizer, rows, turns)])
 
 
 def dataset_tokens(dataset) -> int:
@@ -218,17 +229,17 @@ def run_figures(trainer, started: float, dataset) -> dict:
     }
 
 
-def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, callbacks=()):
-    """The stage's trainer: the base loaded for the method, the prepared splits, the loss for the
-    machine, LoRA when asked for, a progress bar with tokens/s. The train stage runs it; bench/train.py
-    measures it."""
+def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, turns: str, callbacks=()):
+    """The stage's trainer: the base loaded for the method, the prepared splits tokenized with their
+    loss masks (`turns`: prepare.train_on), the loss for the machine, LoRA when asked for, a
+    progress bar with tokens/s. The train stage runs it; bench/train.py measures it."""
     from sft import tracking
     from sft.models import load_folder
 
     model, tokenizer = load_folder(model_dir, **model_load_kwargs(p, has_cuda))
-    eval_set = prompt_completion(data / "validation.jsonl")
     trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
-        model=model, args=config, train_dataset=prompt_completion(data / "train.jsonl"), eval_dataset=eval_set,
+        model=model, args=config, train_dataset=tokenized_split(data / "train.jsonl", tokenizer, turns),
+        eval_dataset=tokenized_split(data / "validation.jsonl", tokenizer, turns),
         processing_class=tokenizer, peft_config=peft_config(p), callbacks=list(callbacks))
     tracking.show_tokens_per_second(trainer)
     return trainer, tokenizer

@@ -40,11 +40,13 @@ class PrepareParams:
     max_records: dict = field(default_factory=dict)  # per split, e.g. {train: 320}; absent = all records
     split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # only train exists
     on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
+    train_on: str = "all_assistant"  # which assistant turns carry loss: all_assistant | last (the completion only)
     audit_examples: int = 3  # rendered examples in audit.md
 
     def __post_init__(self):
         one_of("prepare", "on_too_long", self.on_too_long, TOO_LONG)
         one_of("prepare", "shape", self.shape, ("auto", *shapes.CONVERTERS))
+        one_of("prepare", "train_on", self.train_on, tokens.TRAIN_ON)
         for split in self.max_records:
             one_of("prepare", "max_records", split, SPLITS)
 
@@ -103,19 +105,18 @@ def without_overlap(rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]],
     return rows, dropped
 
 
-def within_length(rows: list[dict], counts: tokens.TokenCounts, split: str, max_length: int,
-                  on_too_long: str) -> tuple[list[dict], tokens.TokenCounts, int]:
+def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: str, max_length: int,
+                  on_too_long: str) -> tuple[list[dict], list[tokens.Tokenized], int]:
     """Records over max_length: an error naming them, or dropped and counted. Never truncated."""
-    long = [i for i, n in enumerate(counts.total) if n > max_length]
+    long = [i for i, t in enumerate(tokenized) if len(t.input_ids) > max_length]
     if long and on_too_long == "error":
-        named = ", ".join(f"{rows[i][WHERE]} ({counts.total[i]} tokens)" for i in long[:10])
+        named = ", ".join(f"{rows[i][WHERE]} ({len(tokenized[i].input_ids)} tokens)" for i in long[:10])
         raise UserError(f"{len(long)} {split} record(s) longer than train.max_length={max_length}: {named}"
                         f"{' ...' if len(long) > 10 else ''}; raise train.max_length, or set "
                         "prepare.on_too_long: drop (completions are never truncated)")
     dropped = set(long)
     keep = [i for i in range(len(rows)) if i not in dropped]
-    return ([rows[i] for i in keep], tokens.TokenCounts([counts.total[i] for i in keep],
-                                                       [counts.prompt[i] for i in keep]), len(long))
+    return [rows[i] for i in keep], [tokenized[i] for i in keep], len(long)
 
 
 def train_max_length() -> int:
@@ -143,10 +144,11 @@ def main() -> None:
             for name in SPLITS}
     rows, overlap = without_overlap(rows)
     tokenizer = tokens.fast_tokenizer(args.model)
-    counts, too_long = {}, {}
+    tokenized, too_long = {}, {}
     for name in SPLITS:
-        rows[name], counts[name], too_long[name] = within_length(
-            rows[name], tokens.token_counts(tokenizer, rows[name]), name, max_length, p.on_too_long)
+        rows[name], tokenized[name], too_long[name] = within_length(
+            rows[name], tokens.tokenized(tokenizer, rows[name], p.train_on), name, max_length, p.on_too_long)
+    counts = {name: tokens.token_counts(tokenized[name]) for name in SPLITS}
 
     check_golds(task, [r["completion"][0]["content"] for r in rows["test"]], [r["references"] for r in rows["test"]],
                 f"{p.prompts}/task.yaml")
@@ -154,7 +156,7 @@ def main() -> None:
     for name in SPLITS:
         write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k != WHERE} for r in rows[name]])
     write_json(out / TASK_FILE, task_json(task))
-    write_text(out / "audit.md", tokens.report(tokenizer, rows, counts, p.audit_examples))
+    write_text(out / "audit.md", tokens.report(tokenizer, rows["train"], tokenized["train"], counts, p.audit_examples))
     write_json(args.metrics, {
         "records": {name: len(rows[name]) for name in SPLITS},
         "available": {name: len(splits[name]) for name in SPLITS},

@@ -34,13 +34,15 @@ def main() -> None:
     ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
     args = ap.parse_args()
     p, sft = training.load_params()
+    turns = training.train_on()
     device.use_cpu_cores()
 
     has_cuda = device.has_cuda()
     sft["report_to"] = tracking.report_to(sft.get("report_to"))
     out = Path(args.scratch or f"{args.out}.partial")
     config = training.sft_config(p, sft, str(out), has_cuda)
-    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft}.items() if k not in training.TRACKING_KEYS}
+    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": turns}.items()
+                  if k not in training.TRACKING_KEYS}
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
                                              Path(args.model)])
     # Only the main process clears or creates the folder; the others wait, then read the same plan.
@@ -53,7 +55,7 @@ def main() -> None:
             checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
     if "wandb" in config.report_to and config.process_index == 0:
         tracking.continue_wandb_run(out)
-    trainer, tokenizer = training.make_trainer(p, config, args.model, Path(args.data), has_cuda,
+    trainer, tokenizer = training.make_trainer(p, config, args.model, Path(args.data), has_cuda, turns,
                                                callbacks=tracking.callbacks(args.live, config.process_index == 0))
     started = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -137,6 +137,13 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
     return folder
 
 
+def training_split(path: Path, model_dir: Path, turns: str = "all_assistant"):
+    """A prepared split as the train stage gives it to SFTTrainer: token ids and loss masks."""
+    from sft import tokens, training
+
+    return training.tokenized_split(path, tokens.fast_tokenizer(model_dir), turns)
+
+
 def git_workdir(path: Path) -> Path:
     """An empty committed git repository (DVCLive wants one)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -205,6 +212,8 @@ def stop(proc) -> None:
 
 
 TRAINED_PARAMS = """\
+prepare:
+  train_on: all_assistant
 train:
   method: lora
   epochs: 2

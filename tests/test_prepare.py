@@ -275,4 +275,30 @@ def test_a_role_the_chat_template_cannot_render_names_the_record(tokenizer_dir):
             "completion": [{"role": "assistant", "content": "42"}]}
     with pytest.raises(UserError, match=r"d.jsonl:7: the model's chat template cannot render this conversation "
                                         r"\(roles \['user', 'assistant', 'tool', 'assistant'\]\): Conversation roles"):
-        tokens.token_counts(tokenizer, [ok, tool])
+        tokens.tokenized(tokenizer, [ok, tool], "all_assistant")
+
+
+def test_multi_turn_records_train_every_assistant_turn(tmp_path, tokenizer_dir, monkeypatch):
+    """The multi-turn example end to end through prepare: with all_assistant every answer is a
+    trained span in the audit and counts in the label share; `last` trains only the final one;
+    the test split still scores the last turn given the conversation before it."""
+    monkeypatch.chdir(tmp_path)
+    shares = {}
+    for train_on in ("last", "all_assistant"):
+        write_params(tmp_path, ROOT / "data" / "examples" / "arithmetic-chat", ROOT / "prompts" / "arithmetic-chat",
+                     f"  train_on: {train_on}\n")
+        monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", train_on,
+                                         "--metrics", f"{train_on}.json"])
+        prepare.main()
+        shares[train_on] = json.loads((tmp_path / f"{train_on}.json").read_text())["label_share"]
+        audit = (tmp_path / train_on / "audit.md").read_text().split("## train record")[1]
+        first = json.loads((tmp_path / train_on / "train.jsonl").read_text().splitlines()[0])
+        answers = [t["content"] for t in first["prompt"] + first["completion"] if t["role"] == "assistant"]
+        trained = re.findall(r"⟦(.*?)⟧", audit, re.S)
+        assert trained == ([a + "<|im_end|>\n" for a in answers] if train_on == "all_assistant"
+                           else [answers[-1] + "<|im_end|>\n"])
+    assert shares["all_assistant"]["train"] > 1.5 * shares["last"]["train"]
+    test = [json.loads(line) for line in (tmp_path / "all_assistant" / "test.jsonl").read_text().splitlines()]
+    raw = json.loads((ROOT / "data" / "examples" / "arithmetic-chat" / "test.jsonl").read_text().splitlines()[0])
+    assert test[0]["prompt"] == raw["messages"][:-1] and test[0]["completion"] == raw["messages"][-1:]
+    assert [t["role"] for t in test[0]["prompt"]] == ["system", "user", "assistant", "user"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import prepared
+from conftest import prepared, training_split
 
 from sft import training
 from sft.models import load_folder
@@ -16,7 +16,7 @@ def test_prompt_tokens_carry_no_loss(tiny_model_dir, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     model, tokenizer = load_folder(tiny_model_dir)
-    data = training.prompt_completion(prepared(tmp_path / "data", 2, 1) / "train.jsonl")
+    data = training_split(prepared(tmp_path / "data", 2, 1) / "train.jsonl", tiny_model_dir)
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=data,
                          args=SFTConfig(output_dir=str(tmp_path / "o"), report_to="none", max_length=512, bf16=False))
     batch = trainer.data_collator([trainer.train_dataset[0]])
@@ -79,7 +79,7 @@ def test_gpu_only_settings_fall_back_on_a_cpu_with_one_line_each(capsys):
 def test_plain_loss_on_a_cpu_equals_trl_fused_loss(tiny_model_dir, tmp_path):
     from trl import SFTConfig
 
-    data = training.prompt_completion(prepared(tmp_path / "data", 4, 1) / "train.jsonl")
+    data = training_split(prepared(tmp_path / "data", 4, 1) / "train.jsonl", tiny_model_dir)
     losses = []
     for fused in (True, False):
         model, tokenizer = load_folder(tiny_model_dir)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from conftest import git_workdir, prepared
+from conftest import git_workdir, prepared, training_split
 from transformers import TrainerCallback
 
 from sft import tracking, training
@@ -26,7 +26,7 @@ def sft_trainer(model_dir, data, out, **args):
 def test_packed_and_unpacked_runs_give_the_same_loss(tiny_model_dir, tmp_path):
     """One step over all 8 records in one batch, then an evaluation: packing (position ids restart at
     each record, so no record attends to another) must not change the loss or the update."""
-    data = training.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
+    data = training_split(prepared(tmp_path / "data", 8, 1) / "train.jsonl", tiny_model_dir)
     runs = {}
     for packing in (False, True):
         trainer = sft_trainer(tiny_model_dir, data, tmp_path / f"packing-{packing}", packing=packing,
@@ -44,7 +44,7 @@ def test_packed_and_unpacked_runs_give_the_same_loss(tiny_model_dir, tmp_path):
 
 def test_packing_without_restarting_positions_would_change_the_loss(tiny_model_dir, tmp_path):
     """The control for the test above: the same packed row, read as one long document, gives another loss."""
-    data = training.prompt_completion(prepared(tmp_path / "data", 8, 1) / "train.jsonl")
+    data = training_split(prepared(tmp_path / "data", 8, 1) / "train.jsonl", tiny_model_dir)
     trainer = sft_trainer(tiny_model_dir, data, tmp_path / "o", packing=True, per_device_train_batch_size=8)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
     model = trainer.model.eval()
@@ -64,7 +64,7 @@ class EpochOneIsBest(TrainerCallback):
 
 
 def test_save_total_limit_never_deletes_the_best_checkpoint(tiny_model_dir, tmp_path):
-    data = training.prompt_completion(prepared(tmp_path / "data", 4, 1) / "train.jsonl")
+    data = training_split(prepared(tmp_path / "data", 4, 1) / "train.jsonl", tiny_model_dir)
     defaults = {k: v for k, v in training.SFT_DEFAULTS.items() if k != "report_to"}
     trainer = sft_trainer(tiny_model_dir, data, tmp_path / "out", **defaults, num_train_epochs=3,
                           per_device_train_batch_size=4, save_total_limit=2)
@@ -93,7 +93,7 @@ def test_offline_wandb_run_and_the_progress_bar(tiny_model_dir, tmp_path, monkey
     account, the API key from the environment is in no file, and the bar shows tokens per second."""
     pytest.importorskip("wandb")
     work = git_workdir(tmp_path / "work")  # DVCLive wants a commit
-    (work / "params.yaml").write_text("train:\n  epochs: 1\n  per_device_train_batch_size: 2\n  max_length: 512\n"
+    (work / "params.yaml").write_text("prepare:\n  train_on: all_assistant\ntrain:\n  epochs: 1\n  per_device_train_batch_size: 2\n  max_length: 512\n"
                                       "  activation_checkpointing: false\n  seed: 0\n")
     prepared(work / "data", 4, 2)
     key = "sentinel" + "0" * 32
