@@ -3,7 +3,7 @@ share and training tokens/s, side by side.
 
     python bench/turns.py [--steps 6] [--repeats 2]
 
-The set is the multi-turn example (data/examples/arithmetic-chat: 2-4 word problems a conversation).
+The set is the multi-turn example (data/raw/arithmetic-chat: 2-4 word problems a conversation).
 Both sides train the embedded model (models/base) with params.yaml's train settings through the
 stage's own trainer (sft.training.make_trainer), on the same records, tokens and batches, for the
 same optimizer steps; only the loss mask differs (prepare.train_on: last | all_assistant). Each run
@@ -26,7 +26,7 @@ from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT / "data" / "examples" / "arithmetic-chat" / "train.jsonl"
+DATA = ROOT / "data" / "raw" / "arithmetic-chat" / "train.jsonl"
 SIDES = ("last", "all_assistant")
 
 

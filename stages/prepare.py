@@ -3,11 +3,12 @@
     python -m stages.prepare --model models/base --out data/prepared --metrics metrics/prepare.json
 
 Reads `prepare:` of params.yaml, and `train.max_length`. The dataset is a local file or folder
-(JSONL, JSON, CSV, Parquet) or a hub id at `prepare.revision`; its records may be any columns
-rendered through prompts/<dataset>/*.jinja, or already `messages`, `prompt`/`completion`, alpaca
-or ShareGPT (`prepare.shape`, detected by default). Each prepared record is
-{"id", "prompt": [system, user messages], "completion": [assistant message], "references"}.
-Next to the splits: task.json (the metric) and audit.md (rendered examples, token lengths).
+(JSONL, JSON, CSV, Parquet) or a hub id at `prepare.revision`, or a mixture of several
+(`prepare.datasets`, sft/mixture.py); its records may be any columns rendered through
+prompts/<dataset>/*.jinja, or already `messages`, `prompt`/`completion`, alpaca or ShareGPT
+(`prepare.shape`, detected by default). Each prepared record is {"id", "prompt": [the turns
+before the last answer], "completion": [the last assistant turn], "references"}. Next to the
+splits: task.json (the metric) and audit.md (the trained spans, token lengths, label share).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sft import shapes, sources, tokens
+from sft import mixture, shapes, sources, tokens
 from sft.files import write_json, write_jsonl, write_text
 from sft.params import UserError, load, log_params, one_of, read_section, run
 from sft.prompts import Templates, load_templates
@@ -26,6 +27,7 @@ from sft.task import TASK_FILE, check_golds, load_task, task_json
 
 SPLITS = ("train", "validation", "test")
 WHERE = "_where"  # where a record came from (file:line), for errors; never written to the prepared splits
+SOURCE = "_source"  # which source of a mixture a record came from (its index), for the counts; never written
 TOO_LONG = ("error", "drop")
 
 
@@ -42,11 +44,15 @@ class PrepareParams:
     on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
     train_on: str = "all_assistant"  # which assistant turns carry loss: all_assistant | last (the completion only)
     audit_examples: int = 3  # rendered examples in audit.md
+    datasets: list = field(default_factory=list)  # a mixture (sft/mixture.py): [{dataset, subset, revision, prompts,
+    #   weight}, ...] in place of dataset/subset/revision; empty: the single dataset above
+    eval_sources: str = "all"  # a mixture's validation and test records: from every source (all) | the first only
 
     def __post_init__(self):
         one_of("prepare", "on_too_long", self.on_too_long, TOO_LONG)
         one_of("prepare", "shape", self.shape, ("auto", *shapes.CONVERTERS))
         one_of("prepare", "train_on", self.train_on, tokens.TRAIN_ON)
+        one_of("prepare", "eval_sources", self.eval_sources, mixture.EVAL_SOURCES)
         for split in self.max_records:
             one_of("prepare", "max_records", split, SPLITS)
 
@@ -77,7 +83,10 @@ def subset(records: list, limit: int | None, rng: random.Random) -> list:
     return rng.sample(records, limit)
 
 
-def convert(records: list[Record], p: PrepareParams, templates: Templates | None, references: list[str]) -> list[dict]:
+def convert(records: list[Record], p: PrepareParams, templates: Templates | None, references: list[str],
+            source: int = 0, prefix: str = "", scored: bool = True) -> list[dict]:
+    """Records as prepared rows; `prefix` keeps ids unique across the sources of a mixture. Records
+    that are `scored` (validation and test) must hold the fields the task's metric reads."""
     if not records:
         return []
     to_chat = shapes.converter(p.shape, records[0].fields, templates is not None)
@@ -85,11 +94,43 @@ def convert(records: list[Record], p: PrepareParams, templates: Templates | None
     for r in records:
         prompt, completion = shapes.non_empty(*to_chat(r.fields, r.where, templates), r.where)
         missing = [k for k in references if r.fields.get(k) is None]
-        if missing:
+        if missing and scored:
             raise UserError(f"{r.where}: field(s) {missing} missing or null; the task's metric needs them "
                             f"(references in {p.prompts}/task.yaml)")
-        rows.append({"id": r.fields.get("id", r.where), "prompt": prompt, "completion": completion,
-                     "references": {k: r.fields[k] for k in references}, WHERE: r.where})
+        rid = r.fields.get("id", r.where)
+        rows.append({"id": f"{prefix}{rid}" if prefix else rid, "prompt": prompt, "completion": completion,
+                     "references": {k: r.fields.get(k) for k in references}, WHERE: r.where, SOURCE: source})
+    return rows
+
+
+def mixed(mix: list[mixture.Source], p: PrepareParams) -> tuple[dict[str, list[tuple[int, Record]]], list[dict]]:
+    """Every split as (source index, record) pairs: train drawn by the weights, validation and test
+    from every source (or the first); and each source's available records per split."""
+    loaded = [split_records(sources.load(s.dataset, s.subset, s.revision), p) for s in mix]
+    wanted = mixture.train_counts(mix, [len(splits["train"]) for splits in loaded])
+    rng = random.Random(p.seed)
+    out: dict[str, list[tuple[int, Record]]] = {name: [] for name in SPLITS}
+    for i, (source, splits, count) in enumerate(zip(mix, loaded, wanted, strict=True)):
+        if count > len(splits["train"]):
+            print(f"[prepare] {source.name}: {count} train records from {len(splits['train'])}: records repeat "
+                  f"({count / len(splits['train']):.2f} times on average)", flush=True)
+        out["train"] += [(i, r) for r in mixture.drawn(splits["train"], count, rng)]
+        if i == 0 or p.eval_sources == "all":
+            for name in ("validation", "test"):
+                out[name] += [(i, r) for r in splits[name]]
+    return out, [{name: len(splits[name]) for name in SPLITS} for splits in loaded]
+
+
+def converted(pairs: list[tuple[int, Record]], p: PrepareParams, mix: list[mixture.Source],
+              templates: list[Templates | None], references: list[str], scored: bool) -> list[dict]:
+    """Each record through its own source's templates, in the order given."""
+    rows: list[dict | None] = [None] * len(pairs)
+    for i, source in enumerate(mix):
+        at = [k for k, (s, _) in enumerate(pairs) if s == i]
+        prefix = f"{source.name}/" if len(mix) > 1 else ""
+        for k, row in zip(at, convert([pairs[k][1] for k in at], p, templates[i], references, i, prefix,
+                                                      scored), strict=True):
+            rows[k] = row
     return rows
 
 
@@ -119,6 +160,12 @@ def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: st
     return [rows[i] for i in keep], [tokenized[i] for i in keep], len(long)
 
 
+def untracked(folders: set[str]) -> list[str]:
+    """Prompt folders outside prompts/ (dvc.yaml's dep): DVC does not see them change."""
+    tracked = Path("prompts").resolve()
+    return sorted(f for f in folders if not Path(f).resolve().is_relative_to(tracked))
+
+
 def train_max_length() -> int:
     """The one key of `train:` prepare reads (declared in dvc.yaml): records longer are refused or dropped."""
     value = read_section("train").get("max_length", 1024)  # SFTConfig's default
@@ -137,11 +184,17 @@ def main() -> None:
     max_length = train_max_length()
     log_params("prepare", {"train.max_length": max_length})
 
-    templates, task = load_templates(p.prompts), load_task(p.prompts)
-    splits = split_records(sources.load(p.dataset, p.subset, p.revision), p)
+    task = load_task(p.prompts)
+    mix = mixture.sources(p.datasets, p.dataset, p.subset, p.revision, p.prompts)
+    mixture.check_metrics(mix, task, p.eval_sources, p.prompts)
+    templates = [load_templates(s.prompts) for s in mix]
+    for folder in untracked({s.prompts for s in mix}):
+        print(f"[prepare] note: {folder} is outside prompts/, which dvc.yaml tracks: an edit to it will not rerun "
+              "prepare", flush=True)
+    splits, available = mixed(mix, p)
     rng = random.Random(p.seed)
-    rows = {name: convert(subset(splits[name], p.max_records.get(name), rng), p, templates, task.references)
-            for name in SPLITS}
+    rows = {name: converted(subset(splits[name], p.max_records.get(name), rng), p, mix, templates, task.references,
+                            scored=name != "train") for name in SPLITS}
     rows, overlap = without_overlap(rows)
     tokenizer = tokens.fast_tokenizer(args.model)
     tokenized, too_long = {}, {}
@@ -154,7 +207,8 @@ def main() -> None:
                 f"{p.prompts}/task.yaml")
     out = Path(args.out)
     for name in SPLITS:
-        write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k != WHERE} for r in rows[name]])
+        write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k not in (WHERE, SOURCE)}
+                                            for r in rows[name]])
     write_json(out / TASK_FILE, task_json(task))
     write_text(out / "audit.md", tokens.report(tokenizer, rows["train"], tokenized["train"], counts, p.audit_examples))
     write_json(args.metrics, {
@@ -163,6 +217,8 @@ def main() -> None:
         "dropped_overlap": overlap, "dropped_too_long": too_long,
         "tokens": {name: tokens.percentiles(counts[name].total) for name in SPLITS},
         "label_share": {name: tokens.label_share(counts[name]) for name in SPLITS},
+        **({"sources": mixture.source_counts(
+            mix, available, {name: [r[SOURCE] for r in rows[name]] for name in SPLITS})} if len(mix) > 1 else {}),
     })
     print(f"[prepare] wrote {out}: { {n: len(rows[n]) for n in SPLITS} }; overlap dropped {overlap}, "
           f"too long {too_long}", flush=True)

@@ -67,7 +67,7 @@ def test_a_dataset_with_a_declared_answer_runs_end_to_end_from_data_prompts_and_
     repo = repo_copy
 
     def arithmetic(p):
-        p["prepare"].update(dataset="data/examples/arithmetic", prompts="prompts/arithmetic")
+        p["prepare"].update(dataset="data/raw/arithmetic", prompts="prompts/arithmetic")
 
     edit(repo, arithmetic)
     dvc(repo, "repro")

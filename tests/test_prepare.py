@@ -215,7 +215,7 @@ def test_a_declared_answer_that_no_gold_holds_stops_prepare(tmp_path, tokenizer_
         (tmp_path / "p" / name).write_text((ROOT / "prompts" / "arithmetic" / name).read_text())
     (tmp_path / "p" / "task.yaml").write_text("metric: answer_match\nanswer:\n  pattern: 'ANSWER:\\s*(\\d+)'\n"
                                               "  compare: numeric\n")
-    write_params(tmp_path, ROOT / "data" / "examples" / "arithmetic", tmp_path / "p")
+    write_params(tmp_path, ROOT / "data" / "raw" / "arithmetic", tmp_path / "p")
     done = run_prepare(tmp_path, tokenizer_dir)
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert f"error: {tmp_path / 'p'}/task.yaml: the declared answer is found in none of the 20 gold" in done.stderr
@@ -285,7 +285,7 @@ def test_multi_turn_records_train_every_assistant_turn(tmp_path, tokenizer_dir, 
     monkeypatch.chdir(tmp_path)
     shares = {}
     for train_on in ("last", "all_assistant"):
-        write_params(tmp_path, ROOT / "data" / "examples" / "arithmetic-chat", ROOT / "prompts" / "arithmetic-chat",
+        write_params(tmp_path, ROOT / "data" / "raw" / "arithmetic-chat", ROOT / "prompts" / "arithmetic-chat",
                      f"  train_on: {train_on}\n")
         monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", train_on,
                                          "--metrics", f"{train_on}.json"])
@@ -299,6 +299,6 @@ def test_multi_turn_records_train_every_assistant_turn(tmp_path, tokenizer_dir, 
                            else [answers[-1] + "<|im_end|>\n"])
     assert shares["all_assistant"]["train"] > 1.5 * shares["last"]["train"]
     test = [json.loads(line) for line in (tmp_path / "all_assistant" / "test.jsonl").read_text().splitlines()]
-    raw = json.loads((ROOT / "data" / "examples" / "arithmetic-chat" / "test.jsonl").read_text().splitlines()[0])
+    raw = json.loads((ROOT / "data" / "raw" / "arithmetic-chat" / "test.jsonl").read_text().splitlines()[0])
     assert test[0]["prompt"] == raw["messages"][:-1] and test[0]["completion"] == raw["messages"][-1:]
     assert [t["role"] for t in test[0]["prompt"]] == ["system", "user", "assistant", "user"]
