@@ -80,3 +80,29 @@ def test_a_dataset_with_a_declared_answer_runs_end_to_end_from_data_prompts_and_
         assert all(r["expected"] and r["gold"].endswith(f"#### {r['expected']}") for r in rows)
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["metric"] == "accuracy" and "mcnemar_p" in compare
+
+
+def test_a_mixture_with_multi_turn_records_runs_end_to_end(repo_copy):
+    """Two sources through the whole graph: single-turn arithmetic (templates) and multi-turn
+    arithmetic (messages), every assistant turn trained, both scored with the one declared metric."""
+    repo = repo_copy
+
+    def mixture(p):
+        p["prepare"].update(prompts="prompts/arithmetic", datasets=[
+            {"dataset": "data/raw/arithmetic", "weight": 0.5},
+            {"dataset": "data/raw/arithmetic-chat", "prompts": "prompts/arithmetic-chat", "weight": 0.5}])
+
+    edit(repo, mixture)
+    dvc(repo, "repro")
+    prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
+    assert set(prepared["sources"]) == {"arithmetic", "arithmetic-chat"}
+    assert sum(s["records"]["train"] for s in prepared["sources"].values()) == prepared["records"]["train"] == 8
+    train = [json.loads(line) for line in (repo / "data" / "prepared" / "train.jsonl").open()]
+    multi = [r for r in train if sum(t["role"] == "assistant" for t in r["prompt"])]
+    assert multi, "the seeded subset holds multi-turn records"
+    audit = (repo / "data" / "prepared" / "audit.md").read_text()
+    answers = [sum(t["role"] == "assistant" for t in r["prompt"] + r["completion"]) for r in train[:3]]
+    assert [part.count("⟦") for part in audit.split("## train record")[1:]] == answers  # every answer a span
+    for name in ("baseline", "finetuned"):
+        assert json.loads((repo / "metrics" / f"{name}.json").read_text())["samples"] == 6
+    assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] > 0
