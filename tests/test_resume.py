@@ -14,6 +14,8 @@ from conftest import ROOT, git_workdir, prepared
 from sft import resume
 
 PARAMS = """\
+prepare:
+  train_on: all_assistant
 train:
   method: lora
   epochs: 3
