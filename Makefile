@@ -17,7 +17,7 @@ CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
-.PHONY: help setup repro smoke preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
+.PHONY: help setup repro smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,6 +40,10 @@ smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a th
 	cp presets/tiny.yaml "$$tmp/params.yaml" && cd "$$tmp" && git init -q && git add -A && \
 	git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke && \
 	dvc repro && dvc metrics show metrics/compare.json metrics/train.json
+
+rehearse: setup ## a preset end to end on the CPU with a tiny model of its architecture: NAME=text-to-sql|headnotes|medqa
+	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+	python -m rehearsal $(NAME)
 
 preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes|medqa (git checkout params.yaml undoes)
 	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

@@ -75,24 +75,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
-    """The repository's files (tracked and untracked, not ignored) in a fresh git repository at
-    `dest`, with `params` as its params.yaml (the tiny configuration unless told otherwise)."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           check=True, capture_output=True, text=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_symlink() or src.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name, follow_symlinks=False)
-    if params is not None:
-        shutil.copy(params, dest / "params.yaml")
-    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
-    # dvc exp run commits too: the copy needs an identity even where the machine has none.
-    subprocess.run(["git", "config", "user.name", "test"], cwd=dest, check=True)
-    subprocess.run(["git", "config", "user.email", "test@example.com"], cwd=dest, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
+    """The repository in a fresh committed git repository at `dest`, with `params` as its
+    params.yaml (the tiny configuration unless told otherwise)."""
+    from rehearsal.workspace import copy_repository as copied
+
+    return copied(dest, params)
 
 
 @pytest.fixture

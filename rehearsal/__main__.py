@@ -1,0 +1,116 @@
+"""Rehearse a preset on the CPU: every stage of the graph, with the preset's own params, templates,
+task metric, training method and model class, on a tiny random model of the preset's real
+architecture and stand-in records of its dataset's shape. What a user runs before renting a GPU.
+
+    make rehearse NAME=headnotes        (python -m rehearsal headnotes)
+
+It works in a throwaway copy of the repository (the working tree is left as it is). Three things
+are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the preset's model class,
+rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
+rehearsal/standin.py) and the hub revisions (nothing to pin offline). Settings that need a GPU
+fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
+the exit status is that of `dvc repro`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from rehearsal import gemma, standin
+from rehearsal.workspace import ROOT, commit, copy_repository
+
+FAMILIES = {"gemma-3": gemma}  # model families a tiny stand-in can be built for
+
+
+def family(model: str):
+    for marker, module in FAMILIES.items():
+        if marker in model.lower():
+            return module
+    raise SystemExit(f"rehearse: no tiny stand-in for '{model}' yet (known families: {sorted(FAMILIES)})")
+
+
+def rehearsal_params(preset: dict, model_dir: Path, dataset: str) -> dict:
+    params = json.loads(json.dumps(preset))  # a deep copy
+    params["base"].update(model_name_or_path=str(model_dir), revision=None, gguf_file=None, gguf_sha256=None)
+    params["prepare"].update(dataset=dataset, revision=None)
+    return params
+
+
+def write_records(folder: Path, records: dict[str, list[dict]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, rows in records.items():
+        with open(folder / f"{split}.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def read(repo: Path, name: str) -> dict:
+    path = repo / "metrics" / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
+    train, compare = read(repo, "train.json"), read(repo, "compare.json")
+    merge, prepare = read(repo, "merge.json"), read(repo, "prepare.json")
+    pin = json.loads((repo / "models" / "base" / "pin.json").read_text())
+    config = json.loads((repo / "models" / "base" / "config.json").read_text())
+    return (f"rehearse {name}: passed in {seconds:.0f} s: {config['architectures'][0]} ({pin['parameters']:,} "
+            f"parameters) via {params['base']['model_class']}, method {params['train']['method']}, "
+            f"{prepare.get('records')} records (too long dropped {prepare.get('dropped_too_long')}), "
+            f"{train.get('global_step')} steps, eval loss {train.get('eval_loss')}, merge parity "
+            f"{merge.get('greedy_agreement')} against {merge.get('parity_reference', 'the adapter on the base')}, "
+            f"{compare.get('metric')} {compare.get('baseline')} -> {compare.get('finetuned')}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Rehearse a preset on the CPU with a tiny model of its architecture.")
+    ap.add_argument("name", help="a preset: " + ", ".join(sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))))
+    ap.add_argument("--keep", action="store_true", help="keep the throwaway copy and print where it is")
+    ap.add_argument("--seed", type=int, default=0, help="of the stand-in records and the tiny model's weights")
+    args = ap.parse_args()
+    preset_path = ROOT / "presets" / f"{args.name}.yaml"
+    if not preset_path.is_file():
+        raise SystemExit(f"rehearse: no presets/{args.name}.yaml")
+    preset = yaml.safe_load(preset_path.read_text())
+    builder = family(preset["base"]["model_name_or_path"])
+    records = standin.records(standin.load_spec(ROOT / preset["prepare"]["prompts"]), args.seed)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"rehearse-{args.name}-"))
+    started = time.time()
+    try:
+        repo = copy_repository(tmp / "repo")
+        subset = preset["prepare"].get("subset")
+        write_records(repo / "data" / "raw" / "standin" / (subset or ""), records)
+        model_dir = builder.build(tmp / "standin-model", preset["base"]["model_class"], standin.texts(records),
+                                  seed=args.seed)
+        params = rehearsal_params(preset, model_dir, "data/raw/standin")
+        (repo / "params.yaml").write_text(f"# presets/{args.name}.yaml for a rehearsal (python -m rehearsal)\n"
+                                          + yaml.safe_dump(params, sort_keys=False))
+        commit(repo, f"rehearse {args.name}")
+        print(f"[rehearse] {args.name}: {sum(map(len, records.values()))} stand-in records, tiny "
+              f"{preset['base']['model_class']} of {preset['base']['model_name_or_path']}'s family, in {repo}",
+              flush=True)
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env)
+        if done.returncode != 0:
+            print(f"rehearse {args.name}: FAILED (dvc repro exit status {done.returncode}); the copy is kept at "
+                  f"{repo}", flush=True)
+            sys.exit(done.returncode)
+        print(summary(args.name, repo, params, time.time() - started), flush=True)
+    finally:
+        if not args.keep and "done" in locals() and done.returncode == 0:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+        elif args.keep:
+            print(f"[rehearse] kept {tmp}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
