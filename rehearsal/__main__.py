@@ -74,6 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Rehearse a preset on the CPU with a tiny model of its architecture.")
     ap.add_argument("name", help="a preset: " + ", ".join(sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))))
     ap.add_argument("--keep", action="store_true", help="keep the throwaway copy and print where it is")
+    ap.add_argument("--workdir", type=Path, help="work (and keep everything) here instead of a temporary folder")
     ap.add_argument("--seed", type=int, default=0, help="of the stand-in records and the tiny model's weights")
     args = ap.parse_args()
     preset_path = ROOT / "presets" / f"{args.name}.yaml"
@@ -83,7 +84,8 @@ def main() -> None:
     builder = family(preset["base"]["model_name_or_path"])
     records = standin.records(standin.load_spec(ROOT / preset["prepare"]["prompts"]), args.seed)
 
-    tmp = Path(tempfile.mkdtemp(prefix=f"rehearse-{args.name}-"))
+    tmp = args.workdir or Path(tempfile.mkdtemp(prefix=f"rehearse-{args.name}-"))
+    keep = args.keep or args.workdir is not None
     started = time.time()
     try:
         repo = copy_repository(tmp / "repo")
@@ -106,9 +108,9 @@ def main() -> None:
             sys.exit(done.returncode)
         print(summary(args.name, repo, params, time.time() - started), flush=True)
     finally:
-        if not args.keep and "done" in locals() and done.returncode == 0:
+        if not keep and "done" in locals() and done.returncode == 0:
             subprocess.run(["rm", "-rf", str(tmp)], check=False)
-        elif args.keep:
+        elif keep:
             print(f"[rehearse] kept {tmp}", flush=True)
 
 

@@ -60,9 +60,10 @@ CHAT_TEMPLATE = """{{ bos_token }}
 {%- endif -%}
 """
 
-TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "num_key_value_heads": 1, "head_dim": 16, "sliding_window": 64, "max_position_embeddings": 32768}
-VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+# Widths are multiples of 64: bitsandbytes' 4-bit blocks (QLoRA) are 64 values wide.
+TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "num_key_value_heads": 1, "head_dim": 32, "sliding_window": 64, "max_position_embeddings": 32768}
+VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 2,
           "image_size": 28, "patch_size": 14}
 IMAGE_TOKENS = 4  # mm_tokens_per_image: 2 x 2 pooled patches of a 28-pixel image
 

@@ -5,7 +5,9 @@ The spec gives the splits the real dataset has (and how many records each), a fe
 holding every field the templates and task read (cycled), and `filler`: fields lengthened with
 seeded words drawn from their own text to a spread of lengths like the real one's (skewed to the
 short end, with a long tail), put before the field's own text so its ending (options, "the
-answer is (X)") stays last. `messages.<role>` lengthens the turns of that role.
+answer is (X)") stays last. `messages.<role>` lengthens the turns of that role. `unique` names
+fields that get the record's number, so cycled rows do not repeat a prompt (prepare would drop
+train records whose prompt is a test prompt).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def records(spec: dict, seed: int = 0) -> dict[str, list[dict]]:
             r = record(spec["rows"][n % len(spec["rows"])], spec.get("filler") or {}, rng)
             if "id" in r:
                 r["id"] = n
+            for key in spec.get("unique", []):
+                r[key] = f"{r[key]} (case {n})"
             out[split].append(r)
             n += 1
     return out

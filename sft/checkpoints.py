@@ -23,12 +23,13 @@ def selected_checkpoint(select_file: str | Path) -> Path:
     return checkpoint
 
 
-def trained_model(base: str | Path, checkpoint: Path, dtype: str):
-    """The checkpoint as trained: the adapter on the base (unmerged), or the full model."""
+def trained_model(base: str | Path, checkpoint: Path, dtype: str, **load_kwargs):
+    """The checkpoint as trained: the adapter on the base (unmerged; `load_kwargs` load the base as
+    training did, e.g. in 4-bit), or the full model."""
     if (checkpoint / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        model, tokenizer = load_for_inference(base, dtype=dtype)
+        model, tokenizer = load_for_inference(base, dtype=dtype, **load_kwargs)
         return PeftModel.from_pretrained(model, checkpoint), tokenizer
     model, _ = load_for_inference(str(checkpoint), dtype=dtype)
     return model, load_tokenizer(base)
@@ -57,3 +58,12 @@ def stop_tokens(model, tokenizer) -> list[int]:
     eos = model.generation_config.eos_token_id
     ids = [*(eos if isinstance(eos, list) else [eos]), tokenizer.eos_token_id, end_of_turn_id(tokenizer)]
     return list(dict.fromkeys(i for i in ids if i is not None))
+
+
+def set_stops(model, tokenizer) -> None:
+    """The generation config every saved model carries: stop at eos or the end of turn, and pad
+    with the model's own pad token (Gemma's is id 0, which must not become eos)."""
+    stops = stop_tokens(model, tokenizer)
+    model.generation_config.eos_token_id = stops[0] if len(stops) == 1 else stops
+    pad = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = pad if pad is not None else stops[0]

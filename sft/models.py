@@ -115,8 +115,32 @@ def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
     return load_pretrained(str(folder), dtype=dtype, model_class=model_class_of(folder), **load_kwargs)
 
 
-def load_for_inference(folder: str | Path, dtype: str = "float32"):
-    return load_folder(folder, dtype=dtype, device_map=inference_device())
+def load_for_inference(folder: str | Path, dtype: str = "float32", **load_kwargs):
+    return load_folder(folder, dtype=dtype, device_map=inference_device(), **load_kwargs)
+
+
+def nf4_config(has_cuda: bool):
+    """4-bit NF4 weights by bitsandbytes, as QLoRA trains on them (and merge checks against).
+    The workshop set load_in_4bit without a quantization config, so nothing was quantized."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
+
+
+def load_processor(source: str, model_class: str, **files):
+    """The processor of an image-text-to-text checkpoint (image processor + tokenizer + template),
+    which vLLM and AutoProcessor need beside the weights; None for a text-only model."""
+    if model_class != "AutoModelForImageTextToText":
+        return None
+    from transformers import AutoProcessor
+
+    try:
+        return AutoProcessor.from_pretrained(source, **files)
+    except (OSError, ValueError) as e:
+        print(f"[models] {source} has no processor ({str(e).splitlines()[0]}); saving the tokenizer only",
+              flush=True)
+        return None
 
 
 def load_tokenizer(folder: str | Path):

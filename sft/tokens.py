@@ -201,7 +201,7 @@ def by_prefixes(tokenizer, rows: list[dict], full: list[str], cuts: list[list[tu
     out = []
     for row, text_full, ids, per_row in zip(rows, full, encode(tokenizer, full), cuts, strict=True):
         mask = [0] * len(ids)
-        for before, through in per_row:
+        for _before, through in per_row:
             before_ids = next(encoded)
             through_ids = ids if through == text_full else next(encoded)
             start, end = common_prefix_length(before_ids, ids), common_prefix_length(through_ids, ids)

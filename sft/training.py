@@ -16,6 +16,7 @@ from pathlib import Path
 from sft import tokens
 from sft.device import peak_memory_bytes
 from sft.files import read_jsonl
+from sft.models import nf4_config
 from sft.params import UserError, check_types, from_dict, log_params, one_of, read_section
 
 METHODS = ("full", "lora", "qlora")
@@ -99,20 +100,13 @@ def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
 
 def model_load_kwargs(p: TrainParams, has_cuda: bool) -> dict:
     """How train loads the base: its attention kernel, and 4-bit NF4 weights for QLoRA."""
-    import torch
-
     attn = p.attn_implementation
     if attn == "flash_attention_2" and not has_cuda:
         print("[train] no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa", flush=True)
         attn = "sdpa"
     kwargs = {"attn_implementation": attn}
     if p.method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        # The workshop set load_in_4bit without a quantization config, so nothing was quantized.
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
+        kwargs["quantization_config"] = nf4_config(has_cuda)
     return kwargs
 
 
@@ -237,6 +231,9 @@ def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: b
     from sft.models import load_folder
 
     model, tokenizer = load_folder(model_dir, **model_load_kwargs(p, has_cuda))
+    if p.method == "qlora":  # said, so a run shows it really trains on 4-bit weights
+        four_bit = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
+        print(f"[train] QLoRA: {four_bit} linear layers hold 4-bit NF4 weights (bitsandbytes)", flush=True)
     trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
         model=model, args=config, train_dataset=tokenized_split(data / "train.jsonl", tokenizer, turns),
         eval_dataset=tokenized_split(data / "validation.jsonl", tokenizer, turns),

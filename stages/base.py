@@ -13,7 +13,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft import models
+from sft import hub, models
+from sft.checkpoints import set_stops
 from sft.files import atomic_dir, sha256_of, write_json
 from sft.params import UserError, load, one_of, run
 
@@ -60,14 +61,20 @@ def main() -> None:
         model, tokenizer = models.random_model(source, p.random_init, p.seed, **where)
     else:
         model, tokenizer = models.load_pretrained(source, **where)
+    processor = models.load_processor(source, p.model_class, **models.which_files(p.revision, p.gguf_file))
+    set_stops(model, tokenizer)  # the baseline stops at the end of turn too, and keeps its own pad token
+    pin = {"model_name_or_path": p.model_name_or_path, "revision": p.revision, "model_class": p.model_class,
+           "gguf_file": p.gguf_file, "gguf_sha256": digest, "random_init": p.random_init,
+           "parameters": sum(t.numel() for t in model.parameters())}
+    commit = hub.resolved_revision(source, p.revision)
+    if commit:  # only where the hub answered: an offline run's bytes do not depend on the network
+        pin["resolved_revision"] = commit
     with atomic_dir(args.out) as tmp:
         model.save_pretrained(tmp)
+        if processor is not None:
+            processor.save_pretrained(tmp)
         models.save_tokenizer(tokenizer, tmp)
-        write_json(tmp / models.PIN_FILE, {"model_name_or_path": p.model_name_or_path, "revision": p.revision,
-                                           "model_class": p.model_class,
-                                           "gguf_file": p.gguf_file, "gguf_sha256": digest,
-                                           "random_init": p.random_init,
-                                           "parameters": sum(t.numel() for t in model.parameters())})
+        write_json(tmp / models.PIN_FILE, pin)
     print(f"[base] wrote {args.out} from {source}{' (random weights)' if p.random_init else ''}", flush=True)
 
 

@@ -18,7 +18,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sft import mixture, shapes, sources, tokens
+from sft import hub, mixture, shapes, sources, tokens
 from sft.files import write_json, write_jsonl, write_text
 from sft.params import UserError, load, log_params, one_of, read_section, run
 from sft.prompts import Templates, load_templates
@@ -160,6 +160,13 @@ def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: st
     return [rows[i] for i in keep], [tokenized[i] for i in keep], len(long)
 
 
+def resolved_revisions(mix: list[mixture.Source]) -> dict:
+    """The commit each hub dataset's revision resolved to, where the hub answered (nothing offline,
+    so an offline run's metrics do not depend on the network)."""
+    found = {s.name: hub.resolved_revision(s.dataset, s.revision, "dataset") for s in mix}
+    return {"resolved_revisions": {k: v for k, v in found.items() if v}} if any(found.values()) else {}
+
+
 def untracked(folders: set[str]) -> list[str]:
     """Prompt folders outside prompts/ (dvc.yaml's dep): DVC does not see them change."""
     tracked = Path("prompts").resolve()
@@ -202,6 +209,11 @@ def main() -> None:
         rows[name], tokenized[name], too_long[name] = within_length(
             rows[name], tokens.tokenized(tokenizer, rows[name], p.train_on), name, max_length, p.on_too_long)
     counts = {name: tokens.token_counts(tokenized[name]) for name in SPLITS}
+    for name in SPLITS:  # a split emptied by the checks (or no train at all) is an error, not a silent gap
+        if not rows[name] and (name == "train" or overlap.get(name) or too_long[name]):
+            raise UserError(f"no {name} records are left (of {len(splits[name])}: {overlap.get(name, 0)} share a "
+                            f"prompt with a test record, {too_long[name]} are too long); check the dataset, "
+                            "prepare.max_records and prepare.on_too_long")
 
     check_golds(task, [r["completion"][0]["content"] for r in rows["test"]], [r["references"] for r in rows["test"]],
                 f"{p.prompts}/task.yaml")
@@ -217,6 +229,7 @@ def main() -> None:
         "dropped_overlap": overlap, "dropped_too_long": too_long,
         "tokens": {name: tokens.percentiles(counts[name].total) for name in SPLITS},
         "label_share": {name: tokens.label_share(counts[name]) for name in SPLITS},
+        **resolved_revisions(mix),
         **({"sources": mixture.source_counts(
             mix, available, {name: [r[SOURCE] for r in rows[name]] for name in SPLITS})} if len(mix) > 1 else {}),
     })

@@ -302,3 +302,18 @@ def test_multi_turn_records_train_every_assistant_turn(tmp_path, tokenizer_dir, 
     raw = json.loads((ROOT / "data" / "raw" / "arithmetic-chat" / "test.jsonl").read_text().splitlines()[0])
     assert test[0]["prompt"] == raw["messages"][:-1] and test[0]["completion"] == raw["messages"][-1:]
     assert [t["role"] for t in test[0]["prompt"]] == ["system", "user", "assistant", "user"]
+
+
+def test_a_split_emptied_by_the_overlap_check_is_an_error(tmp_path, tokenizer_dir):
+    """Found by the rehearsal: records that repeat one prompt all go to test, and train was left
+    empty for the train stage to trip over; prepare now says so itself."""
+    (tmp_path / "d").mkdir()
+    for split, n in (("train", 8), ("test", 4)):  # validation is cut from train, the size of test
+        (tmp_path / "d" / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"prompt": "same question", "completion": f"a{i}"}) + "\n" for i in range(n)))
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.yaml").write_text("metric: exact_match\n")
+    write_params(tmp_path, tmp_path / "d", tmp_path / "p")
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no train records are left (of 4: 4 share a prompt with a test record" in done.stderr

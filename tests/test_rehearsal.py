@@ -1,0 +1,75 @@
+"""`make rehearse NAME=<preset>`: each workshop preset end to end on the CPU with a tiny Gemma 3 of
+its real architecture, and the fixes the rehearsal found, checked on what it wrote."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from rehearsal import gemma, standin
+
+
+def rehearse(name: str, workdir: Path) -> tuple[Path, str]:
+    done = subprocess.run([sys.executable, "-m", "rehearsal", name, "--workdir", str(workdir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return workdir / "repo", done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["text-to-sql", "headnotes", "medqa"])
+def test_every_preset_rehearses_end_to_end(name, tmp_path):
+    from transformers import AutoProcessor, GenerationConfig
+
+    repo, out = rehearse(name, tmp_path)
+    assert f"rehearse {name}: passed" in out.splitlines()[-2]
+    preset = json.loads(json.dumps(__import__("yaml").safe_load((ROOT / "presets" / f"{name}.yaml").read_text())))
+    config = json.loads((repo / "models" / "base" / "config.json").read_text())
+    vision = preset["base"]["model_class"] == "AutoModelForImageTextToText"
+    assert config["architectures"] == ["Gemma3ForConditionalGeneration" if vision else "Gemma3ForCausalLM"]
+    for folder in ("base", "merged"):
+        generation = GenerationConfig.from_pretrained(repo / "models" / folder)
+        # Gemma's pad (0) is kept, and the baseline stops at <end_of_turn> as the merged model does.
+        assert generation.pad_token_id == 0 and gemma.END_OF_TURN in generation.eos_token_id
+        if vision:  # the processor vLLM and AutoProcessor need travels with the weights
+            assert type(AutoProcessor.from_pretrained(repo / "models" / folder)).__name__ == "Gemma3Processor"
+    merge = json.loads((repo / "metrics" / "merge.json").read_text())
+    if preset["train"]["method"] == "qlora":
+        assert "[train] QLoRA: 22 linear layers hold 4-bit NF4 weights" in out
+        assert merge["parity_reference"] == "the adapter on the 4-bit NF4 base (as trained)"
+    prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
+    if name == "headnotes":  # the long tail past max_length is dropped and counted, not an error
+        assert sum(prepared["dropped_too_long"].values()) > 0
+    assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] > 0
+    assert (repo / "metrics" / "compare.json").is_file()
+
+
+def test_standin_records_have_the_spec_columns_and_a_long_tail():
+    spec = standin.load_spec(ROOT / "prompts" / "headnotes")
+    records = standin.records(spec, seed=0)
+    assert {k: len(v) for k, v in records.items()} == spec["splits"]
+    words = [len(r["decision"].split()) for rows in records.values() for r in rows]
+    assert min(words) >= 2500 and max(words) > 8192 and sorted(words)[len(words) // 2] < 7000
+    assert set(records["train"][0]) == set(spec["rows"][0])
+    sql = standin.records(standin.load_spec(ROOT / "prompts" / "text-to-sql"), seed=0)
+    prompts = [r["sql_prompt"] for rows in sql.values() for r in rows]
+    assert len(set(prompts)) == len(prompts)  # `unique`: no stand-in shares a prompt with another
+
+
+def test_tiny_gemma_has_gemmas_special_tokens_template_and_stops(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sft import checkpoints
+
+    out = gemma.build(tmp_path / "g", "AutoModelForCausalLM", ["the answer is (B)"] * 10, vocab_size=300)
+    tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) == (0, 1, 2)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
+    assert checkpoints.end_of_turn_id(tokenizer) == gemma.END_OF_TURN
+    model.generation_config.pad_token_id = 5  # set_stops must restore the tokenizer's own pad, even id 0
+    checkpoints.set_stops(model, tokenizer)
+    assert model.generation_config.pad_token_id == 0 and model.generation_config.eos_token_id == [1, gemma.END_OF_TURN]
