@@ -33,6 +33,7 @@ class TrainParams:
     use_dora: bool = False  # DoRA (weight-decomposed LoRA): often better at low rank, slower a step
     attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
+    keep_stale: int = 2  # interrupted runs set aside in models/train.stale/ when params or data change (newest kept)
 
     def __post_init__(self):
         one_of("train", "method", self.method, METHODS)
@@ -53,8 +54,8 @@ SFT_DEFAULTS = {
     "include_num_input_tokens_seen": "non_padding",  # tokens/s in the progress bar and the logs
 }
 
-# Settings that change what is logged, not what is trained: a resume ignores them.
-TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm")
+# Settings that change what is logged or kept, not what is trained: a resume ignores them.
+TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm", "keep_stale")
 
 
 def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:

@@ -46,7 +46,7 @@ def main() -> None:
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
                                              Path(args.model)])
     # Only the main process clears or creates the folder; the others wait, then read the same plan.
-    checkpoint = resume.plan(out, digest) if config.process_index == 0 else None
+    checkpoint = resume.plan(out, digest, p.keep_stale) if config.process_index == 0 else None
     if config.world_size > 1:
         from accelerate import PartialState
 

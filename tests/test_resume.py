@@ -90,24 +90,42 @@ def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, t
         assert not (killed / "out" / "wandb-run-id").exists()  # a random id stays out of the hashed output
 
 
-def test_other_params_or_a_finished_run_start_clean(tmp_path, capsys):
-    out = tmp_path / "out"
-    assert resume.plan(out, "a") is None and (out / resume.FINGERPRINT).is_file()
-    (out / "checkpoint-5").mkdir()
-    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+def checkpoint(out, step):
+    (out / f"checkpoint-{step}").mkdir()
+    (out / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+
+
+def test_other_params_or_a_finished_run_start_clean_and_keep_the_old_checkpoints(tmp_path, capsys):
+    out = tmp_path / "train.partial"
+    assert resume.plan(out, "a" * 64) is None and (out / resume.FINGERPRINT).is_file()
+    checkpoint(out, 5)
     (out / "checkpoint-10").mkdir()  # half-written: no trainer state, never resumed from
-    assert resume.plan(out, "a") == out / "checkpoint-5"
+    assert resume.plan(out, "a" * 64) == out / "checkpoint-5"
     assert "resuming from" in capsys.readouterr().out
 
-    assert resume.plan(out, "b") is None  # other params or data
-    assert "other params or data; starting clean" in capsys.readouterr().out
+    assert resume.plan(out, "b" * 64) is None  # other params or data: start clean, set the old run aside
+    said = capsys.readouterr().out
+    assert "other params or data; starting clean. Its checkpoints are kept in " in said
+    kept = tmp_path / "train.stale" / ("a" * 16)
+    assert str(kept) in said and (kept / "checkpoint-5" / "trainer_state.json").is_file()
     assert not (out / "checkpoint-5").exists()
 
-    (out / "checkpoint-5").mkdir()
-    (out / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    checkpoint(out, 5)
     resume.mark_complete(out, {"eval_loss": 1.0})
-    assert resume.plan(out, "b") is None
+    assert resume.plan(out, "b" * 64) is None
     assert "the last run finished; starting clean" in capsys.readouterr().out
+
+    for digest in ("c", "d", "e"):  # only the newest `keep` runs set aside stay
+        checkpoint(out, 7)
+        resume.plan(out, digest * 64, keep=2)
+    left = sorted(p.name for p in (tmp_path / "train.stale").iterdir())
+    assert left == ["c" * 16, "d" * 16]
+
+
+def test_a_folder_without_checkpoints_is_simply_replaced(tmp_path):
+    out = tmp_path / "train.partial"
+    resume.plan(out, "a" * 64)
+    assert resume.plan(out, "b" * 64) is None and not (tmp_path / "train.stale").exists()
 
 
 def test_fingerprint_follows_params_and_bytes(tmp_path):
@@ -117,3 +135,26 @@ def test_fingerprint_follows_params_and_bytes(tmp_path):
     assert first != resume.fingerprint({"lr": 2}, [tmp_path / "d.jsonl"])
     (tmp_path / "d.jsonl").write_text("b\n")
     assert first != resume.fingerprint({"lr": 1}, [tmp_path / "d.jsonl"])
+
+
+@pytest.mark.slow
+def test_kill_then_more_epochs_starts_clean_and_keeps_the_killed_runs_checkpoints(tmp_path, tiny_model_dir):
+    """Raising epochs after a kill changes the learning-rate schedule of every step, so the run
+    starts clean (it is not the interrupted run any more); the interrupted checkpoints stay."""
+    work = workdir(tmp_path, "work")
+    run = train(work, tiny_model_dir)
+    deadline = time.time() + 300
+    while not (work / "out.partial" / "checkpoint-12" / "trainer_state.json").is_file():
+        assert run.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    (work / "params.yaml").write_text(PARAMS.replace("  epochs: 3\n", "  epochs: 4\n"))
+
+    again = train(work, tiny_model_dir)
+    log, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, log[-3000:]
+    assert "they come from other params or data; starting clean. Its checkpoints are kept in" in log
+    [kept] = (work / "out.stale").iterdir()
+    assert (kept / "checkpoint-12" / "trainer_state.json").is_file()
+    assert json.loads((work / "out" / "trainer_state.json").read_text())["global_step"] == 48
