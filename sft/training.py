@@ -8,6 +8,7 @@ arguments and pass through under their trl/transformers names.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 import typing
 from dataclasses import dataclass
@@ -104,6 +105,10 @@ def model_load_kwargs(p: TrainParams, has_cuda: bool) -> dict:
     attn = p.attn_implementation
     if attn == "flash_attention_2" and not has_cuda:
         print("[train] no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa", flush=True)
+        attn = "sdpa"
+    elif attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        print("[train] flash-attn is not installed: train.attn_implementation flash_attention_2 -> sdpa "
+              "(make setup FLASH_ATTN=1 builds it; it needs the CUDA toolkit)", flush=True)
         attn = "sdpa"
     kwargs = {"attn_implementation": attn}
     if p.method == "qlora":
@@ -204,6 +209,11 @@ def dataset_tokens(dataset) -> int:
     return sum(len(ids) for ids in dataset["input_ids"])
 
 
+def global_batch(args) -> int:
+    """Records per optimizer step: per device x processes x accumulation."""
+    return args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+
+
 def run_figures(trainer, started: float, dataset) -> dict:
     """Final figures of the run: metrics/train.json, and the machine's speed (sft.volatile)."""
     history = trainer.state.log_history
@@ -218,6 +228,7 @@ def run_figures(trainer, started: float, dataset) -> dict:
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "world_size": trainer.args.world_size,
+        "global_batch": global_batch(trainer.args),
         "train_seconds": round(seconds, 1),
         "tokens_per_second": round(tokens / seconds, 1),  # non-padding tokens per wall second, evaluation included
         "peak_memory_gb": round(peak / 2**30, 2),

@@ -41,6 +41,8 @@ def main() -> None:
     sft["report_to"] = tracking.report_to(sft.get("report_to"))
     out = Path(args.scratch or f"{args.out}.partial")
     config = training.sft_config(p, sft, str(out), has_cuda)
+    print(f"[train] global batch {training.global_batch(config)} = {config.per_device_train_batch_size} per device x "
+          f"{config.world_size} processes x {config.gradient_accumulation_steps} accumulation steps", flush=True)
     trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": turns}.items()
                   if k not in training.TRACKING_KEYS}
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",

@@ -43,6 +43,7 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 def section_classes() -> dict:
     """Each params.yaml section and the dataclass its stage reads it into (train: the project's own keys)."""
+    from sft.launch import LaunchParams
     from sft.training import TrainParams
     from stages.base import BaseParams
     from stages.evaluate import EvaluateParams
@@ -50,8 +51,8 @@ def section_classes() -> dict:
     from stages.prepare import PrepareParams
     from stages.select import SelectParams
 
-    return {"base": BaseParams, "prepare": PrepareParams, "train": TrainParams, "select": SelectParams,
-            "merge": MergeParams, "evaluate": EvaluateParams}
+    return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
+            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams}
 
 
 def tiny_params() -> dict:

@@ -3,6 +3,7 @@ or benchmark imports a stage, and every stage's deps list exactly the project mo
 (transitively), so the hand-written deps cannot drift from the code."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -65,9 +66,16 @@ def test_stages_folder_lists_exactly_the_dvc_stages():
         assert f"-m stages.{name} " in stage.get("do", stage)["cmd"].replace("\n", " ") + " "
 
 
+def launchers(stage: dict) -> set[Path]:
+    """Project modules the command runs before the stage module (`python -m sft.launch -m stages.train`)."""
+    cmd = stage.get("do", stage).get("cmd", "")
+    return {f for name in re.findall(r"python -m (sft\.\w+)", cmd) if (f := module_file(name))}
+
+
 def drift(name: str, stage: dict) -> tuple[list[str], list[str]]:
-    """(modules the stage imports that its deps leave out, deps that are modules it does not import)."""
-    imported, listed = closure(ROOT / "stages" / f"{name}.py"), code_deps(stage)
+    """(modules the stage runs that its deps leave out, deps that are modules it does not run)."""
+    runs = [ROOT / "stages" / f"{name}.py", *launchers(stage)]
+    imported, listed = set().union(*(closure(path) for path in runs)), code_deps(stage)
     return sorted(imported - listed), sorted(listed - imported)
 
 

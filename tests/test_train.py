@@ -44,7 +44,7 @@ def test_a_checkpoint_and_an_evaluation_every_epoch(trained_run):
     assert [e["epoch"] for e in evals] == [1.0, 2.0]
     assert sorted(p.name for p in (trained / "out").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     metrics = json.loads((trained / "train.json").read_text())
-    assert metrics["global_step"] == 4 and metrics["world_size"] == 1
+    assert metrics["global_step"] == 4 and metrics["world_size"] == 1 and metrics["global_batch"] == 4
     speed = json.loads((trained / "speed.json").read_text())
     assert speed["tokens_per_second"] > 0 and speed["train_seconds"] > 0 and "peak_memory_gb" in speed
     assert not set(speed) & set(metrics)  # what varies by machine is only in the speed file
@@ -116,6 +116,17 @@ def test_flash_attention_falls_back_to_sdpa_without_a_gpu(capsys):
     kwargs = training.model_load_kwargs(training.TrainParams(attn_implementation="flash_attention_2"), has_cuda=False)
     assert kwargs == {"attn_implementation": "sdpa"}
     assert "flash_attention_2 -> sdpa" in capsys.readouterr().out
+
+
+def test_flash_attention_falls_back_to_sdpa_on_a_gpu_without_flash_attn(capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "flash_attn" else real(name, *a))
+    kwargs = training.model_load_kwargs(training.TrainParams(attn_implementation="flash_attention_2"), has_cuda=True)
+    assert kwargs == {"attn_implementation": "sdpa"}
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith("[train] flash-attn is not installed: train.attn_implementation flash_attention_2 -> sdpa")
 
 
 def test_dora_adds_magnitude_vectors(tiny_model_dir):

@@ -1,0 +1,80 @@
+"""Start a stage under `accelerate launch` as the `launch:` section of params.yaml says.
+
+    python -m sft.launch -m stages.train --model models/base ...
+
+The keys become accelerate's own flags (`--config_file`, `--num_processes`, `--num_machines`,
+`--machine_rank`, `--main_process_ip`, `--main_process_port`). Several processes or machines
+with a one-process config (distributed_type NO) mean DDP (`--multi_gpu`); FSDP and DeepSpeed
+configs keep their own type. Without a CUDA GPU the processes run on the CPU over gloo
+(ACCELERATE_USE_CPU, one thread each), so `dvc exp run -S launch.num_processes=2` trains DDP here
+as it does on a machine with GPUs. The keys are params of the train stage (dvc.lock, `dvc exp
+show`): changing the number of processes changes the global batch, so it reruns training.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sft.device import has_cuda
+from sft.params import UserError, load, run
+
+
+@dataclass
+class LaunchParams:
+    config_file: str = "configs/accelerate/single.yaml"  # multi_gpu, fsdp, deepspeed_zero3 beside it
+    num_processes: int = 1  # on this machine: one per GPU, or CPU processes over gloo without one
+    num_machines: int = 1
+    machine_rank: int = 0  # this machine's rank: 0 on the main one
+    main_process_ip: str | None = None  # the main machine's address, for num_machines > 1
+    main_process_port: int | None = None  # its port (accelerate's default: 29500)
+
+    def __post_init__(self):
+        if self.num_processes < 1 or self.num_machines < 1:
+            raise UserError("params.yaml: launch.num_processes and launch.num_machines must be at least 1")
+        if not 0 <= self.machine_rank < self.num_machines:
+            raise UserError(f"params.yaml: launch.machine_rank {self.machine_rank} must be in 0.."
+                            f"{self.num_machines - 1} (num_machines {self.num_machines})")
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise UserError("params.yaml: launch.main_process_ip is needed with num_machines > 1: the address of "
+                            "the machine with machine_rank 0")
+
+
+def distributed_type(config_file: str) -> str:
+    path = Path(config_file)
+    if not path.is_file():
+        raise UserError(f"params.yaml: launch.config_file {config_file} does not exist (see configs/accelerate/)")
+    return str((yaml.safe_load(path.read_text()) or {}).get("distributed_type", "NO"))
+
+
+def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], dict[str, str]]:
+    """accelerate's argv and the environment it needs, for `stage` (e.g. ["-m", "stages.train", ...])."""
+    argv = ["accelerate", "launch", "--config_file", p.config_file, "--num_processes", str(p.num_processes),
+            "--num_machines", str(p.num_machines), "--machine_rank", str(p.machine_rank)]
+    if p.main_process_ip:
+        argv += ["--main_process_ip", p.main_process_ip]
+    if p.main_process_port:
+        argv += ["--main_process_port", str(p.main_process_port)]
+    several = p.num_processes > 1 or p.num_machines > 1
+    if several and distributed_type(p.config_file) == "NO":
+        argv.append("--multi_gpu")  # DDP: one process a GPU, or CPU processes over gloo
+    env = {}
+    if several and not cuda:
+        env = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+        print(f"[launch] no CUDA GPU: {p.num_processes} processes on the CPU over gloo, one thread each", flush=True)
+    return argv + stage, env
+
+
+def main() -> None:
+    p = load("launch", LaunchParams)
+    argv, env = command(p, has_cuda(), sys.argv[1:])
+    print(f"[launch] {' '.join(argv)}", flush=True)
+    os.execvpe(argv[0], argv, {**os.environ, **env})
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,51 @@
+"""sft.launch: the `launch:` section as accelerate's flags; several processes mean DDP, over gloo
+on a CPU; bad multi-machine settings are one clear line."""
+
+import pytest
+
+from sft.launch import LaunchParams, command
+from sft.params import UserError
+
+SINGLE = "configs/accelerate/single.yaml"
+STAGE = ["-m", "stages.train", "--out", "models/train"]
+
+
+def test_one_process_is_plain_accelerate(monkeypatch, capsys):
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    argv, env = command(LaunchParams(), cuda=False, stage=STAGE)
+    assert argv == ["accelerate", "launch", "--config_file", SINGLE, "--num_processes", "1", "--num_machines", "1",
+                    "--machine_rank", "0", *STAGE]
+    assert env == {} and capsys.readouterr().out == ""
+
+
+def test_two_processes_on_a_cpu_are_ddp_over_gloo(monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    argv, env = command(LaunchParams(num_processes=2), cuda=False, stage=STAGE)
+    assert "--multi_gpu" in argv and argv[argv.index("--num_processes") + 1] == "2"
+    assert env == {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    argv, env = command(LaunchParams(num_processes=2), cuda=True, stage=STAGE)
+    assert "--multi_gpu" in argv and env == {}  # one process a GPU
+    # An FSDP config keeps its own distributed type: no --multi_gpu on top of it.
+    argv, _ = command(LaunchParams(config_file="configs/accelerate/fsdp.yaml", num_processes=2), True, STAGE)
+    assert "--multi_gpu" not in argv
+
+
+def test_several_machines(monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    p = LaunchParams(num_processes=8, num_machines=2, machine_rank=1, main_process_ip="10.0.0.1",
+                     main_process_port=29501)
+    argv, _ = command(p, cuda=True, stage=STAGE)
+    assert argv[argv.index("--machine_rank") + 1] == "1"
+    assert argv[argv.index("--main_process_ip") + 1] == "10.0.0.1" and "29501" in argv
+    with pytest.raises(UserError, match="launch.main_process_ip is needed with num_machines > 1"):
+        LaunchParams(num_machines=2)
+    with pytest.raises(UserError, match=r"launch.machine_rank 2 must be in 0..1"):
+        LaunchParams(num_machines=2, machine_rank=2, main_process_ip="10.0.0.1")
+    with pytest.raises(UserError, match="launch.config_file configs/nope.yaml does not exist"):
+        command(LaunchParams(config_file="configs/nope.yaml", num_processes=2), True, STAGE)
