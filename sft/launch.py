@@ -60,12 +60,17 @@ def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], d
     if p.main_process_port:
         argv += ["--main_process_port", str(p.main_process_port)]
     several = p.num_processes > 1 or p.num_machines > 1
-    if several and distributed_type(p.config_file) == "NO":
+    kind = distributed_type(p.config_file) if several else "NO"
+    if kind == "NO" and several:
         argv.append("--multi_gpu")  # DDP: one process a GPU, or CPU processes over gloo
     env = {}
     if several and not cuda:
         env = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
         print(f"[launch] no CUDA GPU: {p.num_processes} processes on the CPU over gloo, one thread each", flush=True)
+        if kind not in ("NO", "MULTI_GPU"):
+            # accelerate turns any distributed type into MULTI_CPU when it runs on the CPU.
+            print(f"[launch] no CUDA GPU: {kind} ({p.config_file}) runs as plain DDP on the CPU: nothing is "
+                  "sharded", flush=True)
     return argv + stage, env
 
 

@@ -34,6 +34,26 @@ def test_two_processes_on_a_cpu_are_ddp_over_gloo(monkeypatch):
     assert "--multi_gpu" not in argv
 
 
+def test_fsdp_on_a_cpu_says_it_runs_as_ddp(monkeypatch, capsys):
+    """accelerate runs every distributed type as MULTI_CPU on a CPU (seen with accelerate 1.15):
+    the launch says so rather than let a user believe the model was sharded."""
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    command(LaunchParams(config_file="configs/accelerate/fsdp.yaml", num_processes=2), cuda=False, stage=STAGE)
+    assert "FSDP (configs/accelerate/fsdp.yaml) runs as plain DDP on the CPU: nothing is sharded" in \
+        capsys.readouterr().out
+
+
+def test_fsdp_checkpoints_are_saved_whole():
+    """select and merge read checkpoints with from_pretrained, which a sharded FSDP state dict is not."""
+    import yaml
+    from conftest import ROOT
+
+    config = yaml.safe_load((ROOT / "configs" / "accelerate" / "fsdp.yaml").read_text())
+    assert config["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
 def test_several_machines(monkeypatch):
     from conftest import ROOT
 
