@@ -1,6 +1,7 @@
 """`make train-multi` without a GPU: a real 2-process DDP run over gloo on the CPU, run by DVC as an
 experiment (dvc exp run -S launch.num_processes=2, nothing else), so its launch settings are in dvc.lock."""
 
+import csv
 import json
 import os
 import subprocess
@@ -32,6 +33,10 @@ def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy):
     assert lock["params"]["params.yaml"]["launch"]["num_processes"] == 2
     assert yaml.safe_load((repo / "params.yaml").read_text())["launch"]["num_processes"] == 2
     assert "[launch] no CUDA GPU: 2 processes on the CPU over gloo" in done.stdout + done.stderr
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], cwd=repo, capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    rows = list(csv.DictReader(shown))
+    assert any(r.get("world_size") == "2" and r.get("launch.num_processes") == "2" for r in rows), shown[:3]
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "train"], cwd=repo,
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
