@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,3 +19,13 @@ def save(name: str, result: dict) -> str:
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     return str(out.relative_to(RESULTS.parents[1]))
+
+
+def run_side(script: str, side: str, steps: int) -> dict:
+    """One side of a comparison in a fresh process (its own peak memory): `script --side S --steps N`
+    prints its figures as the last line of JSON."""
+    done = subprocess.run([sys.executable, script, "--side", side, "--steps", str(steps)], cwd=RESULTS.parents[1],
+                          capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        sys.exit(f"{side} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from record import save
+from record import run_side, save
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -69,14 +67,6 @@ def measure(side: str, steps: int) -> dict:
             "tokens_per_second": round(seen / seconds, 1), "final_loss": trainer.state.log_history[-1].get("train_loss")}
 
 
-def run_side(side: str, steps: int) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--side", side, "--steps", str(steps)], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
-    if done.returncode != 0:
-        sys.exit(f"{side} run failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
@@ -93,7 +83,7 @@ def main() -> None:
     runs = []
     for i in range(args.repeats):  # alternate, and swap who goes first, against drift on a shared machine
         for side in (SIDES if i % 2 == 0 else SIDES[::-1]):
-            runs.append(run_side(side, args.steps))
+            runs.append(run_side(__file__, side, args.steps))
             print(f"turns: {side:13} {runs[-1]['tokens_per_second']:7.1f} tok/s", flush=True)
     last = [r for r in runs if r["side"] == "last"]
     every = [r for r in runs if r["side"] == "all_assistant"]
