@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,31 +88,29 @@ def main() -> None:
     tmp = args.workdir or Path(tempfile.mkdtemp(prefix=f"rehearse-{args.name}-"))
     keep = args.keep or args.workdir is not None
     started = time.time()
-    try:
-        repo = copy_repository(tmp / "repo")
-        subset = preset["prepare"].get("subset")
-        write_records(repo / "data" / "raw" / "standin" / (subset or ""), records)
-        model_dir = builder.build(tmp / "standin-model", preset["base"]["model_class"], standin.texts(records),
-                                  seed=args.seed)
-        params = rehearsal_params(preset, model_dir, "data/raw/standin")
-        (repo / "params.yaml").write_text(f"# presets/{args.name}.yaml for a rehearsal (python -m rehearsal)\n"
-                                          + yaml.safe_dump(params, sort_keys=False))
-        commit(repo, f"rehearse {args.name}")
-        print(f"[rehearse] {args.name}: {sum(map(len, records.values()))} stand-in records, tiny "
-              f"{preset['base']['model_class']} of {preset['base']['model_name_or_path']}'s family, in {repo}",
-              flush=True)
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env)
-        if done.returncode != 0:
-            print(f"rehearse {args.name}: FAILED (dvc repro exit status {done.returncode}); the copy is kept at "
-                  f"{repo}", flush=True)
-            sys.exit(done.returncode)
-        print(summary(args.name, repo, params, time.time() - started), flush=True)
-    finally:
-        if not keep and "done" in locals() and done.returncode == 0:
-            subprocess.run(["rm", "-rf", str(tmp)], check=False)
-        elif keep:
-            print(f"[rehearse] kept {tmp}", flush=True)
+    repo = copy_repository(tmp / "repo")
+    subset = preset["prepare"].get("subset")
+    write_records(repo / "data" / "raw" / "standin" / (subset or ""), records)
+    model_dir = builder.build(tmp / "standin-model", preset["base"]["model_class"], standin.texts(records),
+                              seed=args.seed)
+    params = rehearsal_params(preset, model_dir, "data/raw/standin")
+    (repo / "params.yaml").write_text(f"# presets/{args.name}.yaml for a rehearsal (python -m rehearsal)\n"
+                                      + yaml.safe_dump(params, sort_keys=False))
+    commit(repo, f"rehearse {args.name}")
+    print(f"[rehearse] {args.name}: {sum(map(len, records.values()))} stand-in records, tiny "
+          f"{preset['base']['model_class']} of {preset['base']['model_name_or_path']}'s family, in {repo}",
+          flush=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env)
+    if done.returncode != 0:
+        print(f"rehearse {args.name}: FAILED (dvc repro exit status {done.returncode}); the copy is kept at "
+              f"{repo}", flush=True)
+        sys.exit(done.returncode)
+    print(summary(args.name, repo, params, time.time() - started), flush=True)
+    if keep:
+        print(f"[rehearse] kept {tmp}", flush=True)
+    else:
+        shutil.rmtree(tmp)
 
 
 if __name__ == "__main__":

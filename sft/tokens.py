@@ -240,15 +240,19 @@ def label_share(counts: TokenCounts) -> float:
     return round(sum(counts.trained) / total, 4) if total else 0.0
 
 
-def marked_example(tokenizer, t: Tokenized) -> str:
-    """One record as the trainer sees it: «no loss» and ⟦trained⟧ spans in turn."""
-    spans, start = [], 0
+def runs(t: Tokenized) -> list[tuple[bool, list[int]]]:
+    """The record's tokens cut where the loss mask changes: (trained, token ids) in turn."""
+    out, start = [], 0
     for i in range(1, len(t.input_ids) + 1):
         if i == len(t.input_ids) or t.assistant_masks[i] != t.assistant_masks[start]:
-            text = tokenizer.decode(t.input_ids[start:i])
-            spans.append(f"⟦{text}⟧" if t.assistant_masks[start] else f"«{text}»")
+            out.append((bool(t.assistant_masks[start]), t.input_ids[start:i]))
             start = i
-    return "".join(spans)
+    return out
+
+
+def marked_example(tokenizer, t: Tokenized) -> str:
+    """One record as the trainer sees it: «no loss» and ⟦trained⟧ spans in turn."""
+    return "".join(f"⟦{tokenizer.decode(ids)}⟧" if trained else f"«{tokenizer.decode(ids)}»" for trained, ids in runs(t))
 
 
 def report(tokenizer, rows: list[dict], tokenized_rows: list[Tokenized], counts: dict[str, TokenCounts],

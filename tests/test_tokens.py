@@ -29,12 +29,9 @@ def row(turns, where="chat.jsonl:4"):
 
 def spans(tokenizer, t: tokens.Tokenized) -> tuple[list[str], list[str]]:
     """The decoded runs of trained and of untrained tokens, in order."""
-    trained, untrained, start = [], [], 0
-    for i in range(1, len(t.input_ids) + 1):
-        if i == len(t.input_ids) or t.assistant_masks[i] != t.assistant_masks[start]:
-            (trained if t.assistant_masks[start] else untrained).append(tokenizer.decode(t.input_ids[start:i]))
-            start = i
-    return trained, untrained
+    runs = tokens.runs(t)
+    return ([tokenizer.decode(ids) for trained, ids in runs if trained],
+            [tokenizer.decode(ids) for trained, ids in runs if not trained])
 
 
 @pytest.fixture
