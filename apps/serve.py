@@ -3,9 +3,11 @@
     python -m apps.serve --model models/merged --name local --host 127.0.0.1 --port 8080
 
 On a machine with a CUDA GPU and vllm installed it runs `vllm serve` (continuous batching,
-paged attention). Elsewhere it runs transformers' own OpenAI-compatible server (`transformers
-serve`, FastAPI + uvicorn) on the CPU, pinned to the one model, with two thin additions it
-lacks: the model is listed under `--name` on /v1/models, and an API key can be required.
+paged attention). On a CPU with llama.cpp installed (make llamacpp) it converts the model to a
+GGUF at its own precision and runs llama-cpp-python's OpenAI-compatible server (faster here:
+bench/results/generate.json); without llama.cpp, transformers' own server (`transformers
+serve`). Both are FastAPI apps run by uvicorn, pinned to the one model, with two thin additions:
+the model is listed under `--name` on /v1/models, and an API key can be required.
 
 Bound to 127.0.0.1 by default. Binding anything wider needs an API key: set the environment
 variable named by --api-key-env (default SERVE_API_KEY); clients send `Authorization: Bearer
@@ -75,6 +77,24 @@ def transformers_app(model: Path, name: str, api_key: str | None):
     return ModelAlias(serve.server.config.app, name, api_key), workdir
 
 
+def llamacpp_app(model: Path, name: str, api_key: str | None):
+    """llama-cpp-python's server on the model converted to a GGUF (its chat template, eos and
+    end-of-turn tokens inside) in a private working folder."""
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from sft import llamacpp
+
+    workdir = Path(tempfile.mkdtemp(prefix="sft-serve-"))
+    config = json.loads((model / "config.json").read_text())
+    outtype = llamacpp.OUTTYPE_OF_DTYPE.get(config.get("dtype") or config.get("torch_dtype"), "f16")
+    gguf = llamacpp.convert(model, workdir / llamacpp.gguf_name(outtype), outtype, name)
+    print(f"[serve] llama.cpp on the CPU: {model} converted to {gguf.name}", flush=True)
+    settings = ModelSettings(model=str(gguf), model_alias=name, n_ctx=4096, seed=0, verbose=False,
+                             n_threads=len(os.sched_getaffinity(0)))
+    return ModelAlias(create_app(server_settings=ServerSettings(), model_settings=[settings]), name, api_key), workdir
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Serve a model folder on an OpenAI-compatible endpoint.")
     ap.add_argument("--model", default="models/merged")
@@ -82,6 +102,8 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--api-key-env", default="SERVE_API_KEY", help="environment variable holding the API key")
+    ap.add_argument("--backend", default="auto", choices=("auto", "vllm", "llamacpp", "transformers"),
+                    help="auto: vLLM on a CUDA GPU, llama.cpp on a CPU where installed, else transformers")
     args = ap.parse_args()
 
     model = Path(args.model)
@@ -93,13 +115,14 @@ def main() -> None:
                         f"({args.api_key_env}=...) or keep --host 127.0.0.1")
     print(f"[serve] {model} as '{args.name}' on http://{args.host}:{args.port}/v1"
           f"{' (API key required)' if api_key else ''}", flush=True)
-    if serving_backend() == "vllm":
+    backend = serving_backend() if args.backend == "auto" else args.backend
+    if backend == "vllm":
         env = {**os.environ, **({"VLLM_API_KEY": api_key} if api_key else {})}
         os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port), env)
 
     import uvicorn
 
-    app, workdir = transformers_app(model, args.name, api_key)
+    app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

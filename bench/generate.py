@@ -1,4 +1,5 @@
-"""Benchmark: the evaluate stage's generation against one request at a time (target: >= 5x tokens/s).
+"""Benchmark: the evaluate stage's generation against one request at a time (target: >= 5x tokens/s),
+and llama.cpp (evaluate.backend: llamacpp) against both.
 
     python bench/generate.py [--prompts 32] [--repeats 2]
 
@@ -11,6 +12,10 @@ alternate in one process; the ratio is the median of the per-pair ratios. Replie
 Each pair also times our side with max_new_tokens=1 (reading the prompts only, "prefill"): the
 single side's time over that is the most any batching of these prompts could reach on this
 machine if decoding were free, since prefill is compute-bound and batching does not remove work.
+
+With llama-cpp-python installed (make llamacpp), a third side in each pair: the same model
+converted once to a GGUF at the same precision (evaluate.dtype; the conversion is timed apart),
+the same prompt token ids, greedy, one prompt at a time, as the llamacpp backend runs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +57,25 @@ def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
     return replies, speed["generated_tokens"], time.perf_counter() - started
 
 
+def llamacpp_side(llm, tokenizer, prompts, max_new_tokens):
+    from sft import llamacpp
+    from sft.generation import prompt_ids
+
+    started = time.perf_counter()
+    replies, speed = llamacpp.generate(llm, prompt_ids(tokenizer, prompts), max_new_tokens)
+    return replies, speed["generated_tokens"], time.perf_counter() - started
+
+
+def gguf_of(model_dir: Path, dtype: str, workdir: Path, n_ctx: int):
+    from sft import llamacpp
+
+    outtype = llamacpp.OUTTYPE_OF_DTYPE[dtype]
+    started = time.perf_counter()
+    gguf = llamacpp.convert(model_dir, workdir / llamacpp.gguf_name(outtype), outtype)
+    print(f"generate: converted {model_dir} to {gguf.name} in {time.perf_counter() - started:.1f} s", flush=True)
+    return llamacpp.load(gguf, n_ctx, all_logits=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=32)
@@ -59,7 +84,9 @@ def main() -> None:
     import torch
     import yaml
 
+    from sft import llamacpp
     from sft.device import use_cpu_cores
+    from sft.generation import prompt_ids
     from sft.models import load_for_inference
 
     use_cpu_cores()
@@ -68,14 +95,24 @@ def main() -> None:
     model, tokenizer = load_for_inference(ROOT / "models" / "merged", dtype=params["dtype"])
     records = [json.loads(line) for line in (ROOT / "data" / "prepared" / "test.jsonl").open()][:args.prompts]
     prompts = [r["prompt"] for r in records]
+    workdir = tempfile.TemporaryDirectory()
+    llm = None
+    if llamacpp.missing() is None:
+        n_ctx = max(len(i) for i in prompt_ids(tokenizer, prompts)) + params["max_new_tokens"]
+        llm = gguf_of(ROOT / "models" / "merged", params["dtype"], Path(workdir.name), n_ctx)
+    else:
+        print(f"generate: no llama.cpp side ({llamacpp.missing()})", flush=True)
     pairs = []
     for i in range(args.repeats):
         order = ("single", "ours") if i % 2 == 0 else ("ours", "single")
+        order = (*order, "llamacpp") if llm is not None else order
         speeds, replies, seconds = {}, {}, {}
         for side in order:
             if side == "ours":
                 replies[side], tokens, seconds[side] = batched(model, tokenizer, prompts, params["max_new_tokens"],
                                                                params["batch_size"])
+            elif side == "llamacpp":
+                replies[side], tokens, seconds[side] = llamacpp_side(llm, tokenizer, prompts, params["max_new_tokens"])
             else:
                 replies[side], tokens, seconds[side] = one_at_a_time(model, tokenizer, prompts,
                                                                      params["max_new_tokens"])
@@ -87,12 +124,22 @@ def main() -> None:
         pairs.append({**{f"{k}_tokens_per_second": round(v, 1) for k, v in speeds.items()},
                       "replies_equal": f"{agree}/{len(prompts)}", "prefill_seconds": round(prefill, 2),
                       "single_seconds": round(seconds["single"], 2), "ceiling": round(seconds["single"] / prefill, 2)})
+        if llm is not None:
+            same = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["llamacpp"], strict=True))
+            pairs[-1]["llamacpp_replies_equal_ours"] = f"{same}/{len(prompts)}"
     speedup = statistics.median(p["ours_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs)
     ceiling = statistics.median(p["ceiling"] for p in pairs)
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
               "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
               "ceiling_median": round(ceiling, 2),
               "target_speedup": 5}
+    if llm is not None:
+        result["llamacpp_over_ours_median"] = round(statistics.median(
+            p["llamacpp_tokens_per_second"] / p["ours_tokens_per_second"] for p in pairs), 2)
+        result["llamacpp_over_single_median"] = round(statistics.median(
+            p["llamacpp_tokens_per_second"] / p["single_tokens_per_second"] for p in pairs), 2)
+        print(f"generate: llama.cpp / ours {result['llamacpp_over_ours_median']:.2f}x, llama.cpp / one at a time "
+              f"{result['llamacpp_over_single_median']:.2f}x (median of {args.repeats} pairs)", flush=True)
     out = save("generate", result)
     print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x; "
           f"at most {ceiling:.2f}x here even with free decoding); "

@@ -11,7 +11,7 @@ import resource
 
 from sft.params import UserError
 
-GENERATION_BACKENDS = ("auto", "transformers", "vllm")
+GENERATION_BACKENDS = ("auto", "transformers", "vllm", "llamacpp")
 
 
 def has_cuda() -> bool:
@@ -22,6 +22,10 @@ def has_cuda() -> bool:
 
 def has_vllm() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+def has_llamacpp() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
 
 
 def inference_device() -> str:
@@ -60,15 +64,22 @@ def generation_backend(name: str, stage: str = "evaluate") -> str:
         why = "no CUDA GPU" if not has_cuda() else "vllm is not installed"
         print(f"[{stage}] {why}: {stage}.backend vllm -> transformers (see README, 'GPU settings')", flush=True)
         return "transformers"
+    if name == "llamacpp" and not has_llamacpp():
+        print(f"[{stage}] llama-cpp-python is not installed (make llamacpp): {stage}.backend llamacpp -> transformers",
+              flush=True)
+        return "transformers"
     if name == "auto":
         return "vllm" if vllm_ready else "transformers"
     return name
 
 
+
 def serving_backend() -> str:
-    """vLLM where a CUDA GPU and vllm are present; transformers' own server otherwise."""
+    """vLLM where a CUDA GPU and vllm are present; llama.cpp on a CPU where it is installed (it
+    answers faster there: bench/results/generate.json); transformers' own server otherwise."""
     if has_cuda() and has_vllm():
         return "vllm"
     if has_cuda():
         print("[serve] CUDA GPU but no vllm (see README, 'GPU settings'): serving with transformers", flush=True)
-    return "transformers"
+        return "transformers"
+    return "llamacpp" if has_llamacpp() else "transformers"

@@ -16,12 +16,12 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft import device
+from sft import device, llamacpp
 from sft.files import read_jsonl, write_json, write_jsonl
-from sft.generation import generate, generate_vllm
+from sft.generation import generate, generate_vllm, prompt_ids
 from sft.metrics import TaskMetric
 from sft.models import DTYPES, load_for_inference, load_tokenizer
-from sft.params import load, one_of, run
+from sft.params import UserError, load, one_of, run
 from sft.stats import interval
 from sft.task import Task, read_task
 
@@ -33,7 +33,7 @@ class EvaluateParams:
     max_new_tokens: int = 64  # gold queries are under 60 tokens; a longer reply is cut
     batch_size: int = 32  # prompts generated together (greedy, left padding; transformers backend)
     dtype: str = "float32"
-    backend: str = "auto"  # vLLM on a CUDA GPU with vllm installed, else transformers
+    backend: str = "auto"  # vLLM on a CUDA GPU with vllm installed, else transformers; or llamacpp (CPU, GGUF)
 
     def __post_init__(self):
         one_of("evaluate", "dtype", self.dtype, DTYPES)
@@ -44,10 +44,28 @@ def replies_of(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[s
     backend = device.generation_backend(p.backend)
     if backend == "vllm":
         replies, speed = generate_vllm(model_dir, load_tokenizer(model_dir), prompts, p.max_new_tokens, p.dtype)
+    elif backend == "llamacpp":
+        replies, speed = llamacpp_replies(model_dir, prompts, p)
     else:
         model, tokenizer = load_for_inference(model_dir, dtype=p.dtype)
         replies, speed = generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
     return replies, speed, backend
+
+
+def llamacpp_replies(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[str], dict]:
+    """The model converted to a GGUF at its own precision (evaluate.dtype), in a scratch folder,
+    answering through llama.cpp: the same prompt token ids, greedy, one prompt at a time."""
+    import tempfile
+
+    if (why := llamacpp.missing()) is not None:
+        raise UserError(why)
+    tokenizer = load_tokenizer(model_dir)
+    ids = prompt_ids(tokenizer, prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        outtype = llamacpp.OUTTYPE_OF_DTYPE[p.dtype]
+        gguf = llamacpp.convert(Path(model_dir), Path(tmp) / llamacpp.gguf_name(outtype), outtype)
+        llm = llamacpp.load(gguf, n_ctx=max(map(len, ids)) + p.max_new_tokens, all_logits=False)
+        return llamacpp.generate(llm, ids, p.max_new_tokens)
 
 
 def scored(task: Task, replies: list[str], records: list[dict]) -> dict:

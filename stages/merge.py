@@ -25,9 +25,10 @@ from pathlib import Path
 from sft.checkpoints import merged, selected_checkpoint, set_stops, trained_model
 from sft.device import has_cuda
 from sft.files import atomic_dir, read_jsonl, write_json
-from sft.generation import continuations, prompt_ids
+from sft.generation import prompt_ids
 from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, nf4_config, save_tokenizer
 from sft.params import UserError, load, one_of, read_section, run
+from sft.parity import next_token_logprobs, parity, reference
 
 
 @dataclass
@@ -40,43 +41,6 @@ class MergeParams:
 
     def __post_init__(self):
         one_of("merge", "dtype", self.dtype, DTYPES)
-
-
-def reference(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> list[tuple[list[int], object]]:
-    """Each prompt's greedy continuation and the next-token log-probabilities along it."""
-    conts = continuations(model, tokenizer, ids, max_new_tokens, batch_size=len(ids))
-    return [(cont, next_token_logprobs(model, prompt, cont)) for prompt, cont in zip(ids, conts, strict=True)]
-
-
-def next_token_logprobs(model, prompt: list[int], cont: list[int]):
-    import torch
-
-    seq = torch.tensor([prompt + cont], device=model.device)
-    with torch.inference_mode():
-        logits = model(input_ids=seq).logits[0, len(prompt) - 1:len(prompt) + len(cont) - 1]
-    return torch.log_softmax(logits.double(), dim=-1).cpu()  # float64: KL of near-equal models is ~1e-9
-
-
-DECIDED = 0.1  # nats between the trained model's first and second choice for a position to count
-
-
-def parity(expected: list[tuple[list[int], object]], model, ids: list[list[int]]) -> dict:
-    """Along the trained model's greedy continuations: how often the merged model picks the same
-    next token where the trained model's choice is decided (its top two differ by DECIDED nats or
-    more; a near-tie flips under any change of number format, so it measures nothing), and the
-    mean KL(trained || merged) over every position."""
-    agree = decided = positions = 0
-    kl_sum = 0.0
-    for (ref_cont, ref_logp), prompt in zip(expected, ids, strict=True):
-        logp = next_token_logprobs(model, prompt, ref_cont)
-        top = ref_logp.topk(2, dim=-1).values
-        clear = (top[:, 0] - top[:, 1]) >= DECIDED
-        agree += int(((logp.argmax(-1) == ref_logp.argmax(-1)) & clear).sum())
-        decided += int(clear.sum())
-        kl_sum += float((ref_logp.exp() * (ref_logp - logp)).sum())
-        positions += len(ref_cont)
-    return {"parity_prompts": len(ids), "greedy_agreement": round(agree / decided, 6) if decided else None,
-            "decided_positions": decided, "positions": positions, "mean_kl": kl_sum / max(positions, 1)}
 
 
 def parity_reference(method: str, p: MergeParams) -> str:
@@ -138,7 +102,7 @@ def main() -> None:
             shutil.copy(Path(args.base) / PIN_FILE, tmp / PIN_FILE)
         del model
         reloaded, _ = load_for_inference(tmp, dtype=p.dtype)
-        figures = {**parity(expected, reloaded, ids), "method": method,
+        figures = {**parity(expected, lambda prompt, cont: next_token_logprobs(reloaded, prompt, cont), ids), "method": method,
                    "checkpoint": str(checkpoint), "dtype": p.dtype, "parity_reference": parity_reference(method, p)}
         print(f"[merge] parity on {len(ids)} validation prompts against {figures['parity_reference']}: greedy "
               f"agreement {figures['greedy_agreement']} on {figures['decided_positions']} of {figures['positions']} "

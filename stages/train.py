@@ -1,12 +1,13 @@
 """train: supervised fine-tuning with trl's SFTTrainer (full, LoRA, or QLoRA with peft).
 
-    accelerate launch --config_file configs/accelerate/single.yaml -m stages.train \
+    python -m sft.launch -m stages.train \
         --model models/base --data data/prepared --out models/train --metrics metrics/train.json
 
 Reads `train:` of params.yaml (sft/training.py: the project's keys, and SFTConfig arguments under
 their trl/transformers names). Loss is on the completion only; evaluation on the validation
 split and a checkpoint every epoch by default. Checkpoints grow in <out>.partial, which a killed
 run leaves for the next run to resume from (sft/resume.py); the finished run is renamed to <out>.
+`sft.launch` runs it through `accelerate launch` with the `launch:` section's settings.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from sft import device, resume, tracking, training, volatile
+from sft.consolidate import consolidated_checkpoints
 from sft.files import write_json
 from sft.params import run
 
@@ -65,6 +67,7 @@ def main() -> None:
     if trainer.is_world_process_zero():
         trainer.save_state()
         tokenizer.save_pretrained(out)
+        consolidated_checkpoints(out, trainer.model, tokenizer)  # a sharded FSDP save, read by select and merge
         figures, speed = volatile.split(training.run_figures(trainer, started, trainer.train_dataset))
         resume.mark_complete(out, figures)
         # A random id, needed only to resume; a finished run is never resumed, and the output stays hashable.

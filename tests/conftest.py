@@ -47,12 +47,13 @@ def section_classes() -> dict:
     from sft.training import TrainParams
     from stages.base import BaseParams
     from stages.evaluate import EvaluateParams
+    from stages.export import ExportParams
     from stages.merge import MergeParams
     from stages.prepare import PrepareParams
     from stages.select import SelectParams
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
-            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams}
+            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "export": ExportParams}
 
 
 def tiny_params() -> dict:
@@ -213,7 +214,7 @@ train:
   max_length: 512
   logging_steps: 1
   seed: 0
-  activation_checkpointing: false
+  gradient_checkpointing: false
 select:
   metric: eval_loss
 merge:

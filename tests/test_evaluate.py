@@ -80,7 +80,7 @@ def test_backend_choice_without_a_gpu(capsys):
     assert "evaluate.backend vllm -> transformers" in capsys.readouterr().out
     with pytest.raises(UserError, match="evaluate.backend 'tgi'"):
         generation_backend("tgi")
-    with pytest.raises(UserError, match="evaluate.backend is 'tgi'; use one of auto, transformers, vllm"):
+    with pytest.raises(UserError, match="evaluate.backend is 'tgi'; use one of auto, transformers, vllm, llamacpp"):
         evaluate.EvaluateParams(backend="tgi")
 
 

@@ -1,6 +1,6 @@
-"""The GPU extra resolves with the project's pins for Linux x86_64, read from package metadata
-only (pip's dry run with platform options installs and builds nothing): a conflict fails CI
-before anyone meets it on a GPU machine."""
+"""The GPU extra (vLLM, liger, torchao) resolves with the project's pins and the serve extra for
+Linux x86_64, read from package metadata only (pip's dry run with platform options installs and
+builds nothing): a conflict fails CI before anyone meets it on a GPU machine."""
 
 import json
 import re
@@ -25,9 +25,10 @@ def pins(project: dict, names) -> list[str]:
     return [r for r in project["dependencies"] if r.split("==")[0].split("[")[0] in names]
 
 
-def test_the_gpu_extra_resolves_with_the_pinned_project(tmp_path):
+def test_vllm_and_the_gpu_extra_resolve_with_the_pinned_project(tmp_path):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = pins(project, CORE) + project["optional-dependencies"]["gpu"]
+    extras = project["optional-dependencies"]
+    wanted = pins(project, CORE) + extras["gpu"] + extras["serve"]  # all three share one .venv
     cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--report", str(tmp_path / "r.json"),
            "--target", str(tmp_path / "t"), "--only-binary=:all:", "--python-version", "3.11",
            "--implementation", "cp", *(f"--platform={p}" for p in PLATFORMS), *wanted]

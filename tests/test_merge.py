@@ -10,6 +10,7 @@ from conftest import TRAINED_PARAMS
 from sft import checkpoints
 from sft.models import load_folder
 from sft.params import UserError
+from sft.parity import parity
 from stages import merge, select
 
 
@@ -70,17 +71,15 @@ def test_stop_tokens_include_the_chat_templates_end_of_turn(tiny_model_dir):
     assert checkpoints.stop_tokens(model, tokenizer)[-1] == eot
 
 
-def test_parity_counts_agreement_where_the_trained_choice_is_decided(monkeypatch):
+def test_parity_counts_agreement_where_the_trained_choice_is_decided():
     """A near-tie flips under any change of number format (bf16, 4-bit): only positions where the
     trained model's choice is clear count toward greedy agreement; KL counts every position."""
     log = torch.log_softmax
     reference = log(torch.tensor([[5.0, 1.0, 0.0], [1.0, 0.99, 0.0], [0.0, 3.0, 0.0]], dtype=torch.float64), -1)
     merged = log(torch.tensor([[5.0, 1.0, 0.0], [0.99, 1.0, 0.0], [3.0, 0.0, 0.0]], dtype=torch.float64), -1)
-    monkeypatch.setattr(merge, "next_token_logprobs", lambda model, prompt, cont: merged)
-    figures = merge.parity([([0, 1, 1], reference)], model=None, ids=[[7]])
+    figures = parity([([0, 1, 1], reference)], lambda prompt, cont: merged, ids=[[7]])
     # Position 2 is a near-tie (0.01 nats): its flip is not counted; position 3 is a real disagreement.
     assert (figures["decided_positions"], figures["positions"], figures["greedy_agreement"]) == (2, 3, 0.5)
     assert figures["mean_kl"] > 0
     tie = log(torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64), -1)
-    monkeypatch.setattr(merge, "next_token_logprobs", lambda model, prompt, cont: tie)
-    assert merge.parity([([0], tie)], model=None, ids=[[7]])["greedy_agreement"] is None  # nothing decided
+    assert parity([([0], tie)], lambda prompt, cont: tie, ids=[[7]])["greedy_agreement"] is None  # nothing decided

@@ -76,7 +76,7 @@ def test_params_yaml_lists_every_key_at_its_default_in_code():
     ("train", "method", "qlora4", r"train.method is 'qlora4'; use one of full, lora, qlora"),
     ("train", "fused_lm_head", "sometimes", r"train.fused_lm_head is 'sometimes'; use one of auto, True, False"),
     ("evaluate", "max_new_tokens", "64", r"evaluate.max_new_tokens is str '64'; it must be int"),
-    ("evaluate", "backend", "tgi", r"evaluate.backend is 'tgi'; use one of auto, transformers, vllm"),
+    ("evaluate", "backend", "tgi", r"evaluate.backend is 'tgi'; use one of auto, transformers, vllm, llamacpp"),
     ("select", "greater_is_better", "no", r"select.greater_is_better is str 'no'; it must be bool or null"),
     ("prepare", "max_records", {"tain": 5}, r"prepare.max_records is 'tain'; use one of train, validation, test"),
     ("prepare", "on_too_long", "truncate", r"prepare.on_too_long is 'truncate'; use one of error, drop"),

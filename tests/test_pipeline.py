@@ -2,7 +2,10 @@
 nothing when nothing changed and only what depends on a change, and runs experiments."""
 
 import json
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import dvc, edit, stale
@@ -24,6 +27,19 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy):
     assert select["checkpoint"].startswith("models/train/checkpoint-") and len(select["candidates"]) == 2
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 4
     assert (repo / "models" / "merged" / "model.safetensors").is_file()
+    exported = json.loads((repo / "metrics" / "export.json").read_text())
+    assert exported["same_prompt_token_ids"] == exported["parity_prompts"] == 4, exported
+    assert {p.name for p in (repo / "models" / "gguf").iterdir()} == {"model-f16.gguf", "Modelfile", "README.md",
+                                                                      "loss.png"}
+    card = (repo / "models" / "gguf" / "README.md").read_text()
+    assert card.startswith("---\n") and f"| fine-tuned | {finetuned['execution_accuracy']:.3f}" in card
+
+    # make plots: a page that loads nothing from the network, and PNGs.
+    subprocess.run([sys.executable, "-m", "apps.plots", "--out", "dvc_plots"], cwd=repo, check=True,
+                   env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "<script src" not in page and "cdn.jsdelivr" not in page and "vegaEmbed" in page
+    assert (repo / "dvc_plots" / "loss.png").read_bytes()[:4] == b"\x89PNG"
 
     # Nothing changed: nothing runs.
     assert stale(repo) == set()

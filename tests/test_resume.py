@@ -27,7 +27,7 @@ train:
   max_length: 512
   logging_steps: 1
   seed: 0
-  activation_checkpointing: false
+  gradient_checkpointing: false
 """
 
 

@@ -1,5 +1,5 @@
-"""serve and chat against running servers: the CPU server (transformers serve) on loopback, called
-with the openai client, and the gradio page driven in headless Chromium. Every server a test
+"""serve and chat against running servers: both CPU servers (llama.cpp's, and transformers serve)
+on loopback, called with the openai client, and the gradio page driven in headless Chromium. Every server a test
 starts binds to 127.0.0.1, has a deadline and is stopped in a finally/teardown."""
 
 import json
@@ -11,6 +11,7 @@ import time
 import pytest
 from conftest import ROOT, free_port, start, stop, wait_for_http
 
+from sft import llamacpp
 from sft.generation import generate, prompt_ids
 from sft.models import load_folder
 
@@ -19,15 +20,17 @@ MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
             {"role": "user", "content": "How many rows are in table t?"}]
 
 
-def serve(model_dir, port, env=None, name="local"):
+def serve(model_dir, port, env=None, name="local", backend="auto"):
     return start([sys.executable, "-m", "apps.serve", "--model", str(model_dir), "--name", name,
-                  "--host", "127.0.0.1", "--port", str(port)], env=env)
+                  "--host", "127.0.0.1", "--port", str(port), "--backend", backend], env=env)
 
 
-@pytest.fixture(scope="module")
-def tiny_server(tiny_model_dir):
+@pytest.fixture(scope="module", params=["llamacpp", "transformers"])
+def tiny_server(tiny_model_dir, request):
+    if request.param == "llamacpp" and llamacpp.missing() is not None:
+        pytest.skip("llama.cpp is not installed (make llamacpp)")
     port = free_port()
-    proc = serve(tiny_model_dir, port, env={"SERVE_API_KEY": KEY})
+    proc = serve(tiny_model_dir, port, env={"SERVE_API_KEY": KEY}, backend=request.param)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc, headers={"Authorization": f"Bearer {KEY}"})
         yield f"http://127.0.0.1:{port}/v1"
@@ -153,3 +156,30 @@ def test_chat_page_streams_an_answer_in_headless_chromium(smollm_server, tmp_pat
         if browser is not None:
             browser.quit()
         stop(page)
+
+
+def test_a_bounded_load_is_answered_whole_and_unmixed(tiny_server, tiny_model_dir):
+    """8 concurrent clients, 40 requests, 5 minutes at most: every request answered, each with the
+    reply its own prompt gets alone (bench/serve_load.py measures the real model the same way)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from serve_load import load
+
+    prompts = [[{"role": "user", "content": f"Write a query for table t{i}."}] for i in range(8)]
+    figures = load(tiny_server, "local", prompts, clients=8, requests=40, max_tokens=8, limit=300, key=KEY)
+    print(f"load on the tiny model: {figures}")
+    assert figures["answered"] == 40 and figures["unfinished"] == 0 and figures["failed"] == 0, figures
+    assert figures["replies_not_as_alone"] == 0, figures
+    assert figures["latency_p50"] <= figures["latency_p90"] <= figures["latency_max"]
+
+
+def test_make_serve_takes_llama_cpp_on_a_cpu_where_installed(monkeypatch):
+    from sft import device
+
+    monkeypatch.setattr(device, "has_cuda", lambda: False)
+    monkeypatch.setattr(device, "has_llamacpp", lambda: True)
+    assert device.serving_backend() == "llamacpp"
+    monkeypatch.setattr(device, "has_llamacpp", lambda: False)
+    assert device.serving_backend() == "transformers"
+    monkeypatch.setattr(device, "has_cuda", lambda: True)
+    monkeypatch.setattr(device, "has_vllm", lambda: True)
+    assert device.serving_backend() == "vllm"

@@ -19,7 +19,7 @@ def sft_trainer(model_dir, data, out, **args):
 
     model, tokenizer = load_folder(model_dir)
     config = SFTConfig(output_dir=str(out), report_to="none", max_length=512, bf16=False, seed=0,
-                       activation_checkpointing=False, logging_steps=1, disable_tqdm=True, **args)
+                       gradient_checkpointing=False, logging_steps=1, disable_tqdm=True, **args)
     return SFTTrainer(model=model, args=config, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
 
 
@@ -94,7 +94,7 @@ def test_offline_wandb_run_and_the_progress_bar(tiny_model_dir, tmp_path, monkey
     pytest.importorskip("wandb")
     work = git_workdir(tmp_path / "work")  # DVCLive wants a commit
     (work / "params.yaml").write_text("prepare:\n  train_on: all_assistant\ntrain:\n  epochs: 1\n  per_device_train_batch_size: 2\n  max_length: 512\n"
-                                      "  activation_checkpointing: false\n  seed: 0\n")
+                                      "  gradient_checkpointing: false\n  seed: 0\n")
     prepared(work / "data", 4, 2)
     key = "sentinel" + "0" * 32
     for name, value in {"WANDB_PROJECT": "sft-test", "WANDB_MODE": "offline", "WANDB_DIR": str(work),

@@ -1,0 +1,142 @@
+"""The model card (README.md in the Hugging Face format, YAML header included), written with
+huggingface_hub's ModelCard from the run's own params and metrics: nothing in it is typed by hand
+or depends on the machine, so the same run gives the same bytes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+{{ base_model }} fine-tuned ({{ method }}) on {{ data_names }} with this repository's DVC pipeline
+(prepare, train, select, merge, evaluate, export).
+
+## Results
+
+Test split, {{ samples }} items, greedy decoding. 95% intervals in brackets; the difference is paired
+on the same items.
+
+| model | {{ metric }} |
+|---|---|
+| baseline ({{ base_model }}) | {{ baseline }} |
+| fine-tuned | {{ finetuned }} |
+| difference | {{ difference }} |
+{{ quantized }}
+## Training
+
+| setting | value |
+|---|---|
+{{ training_rows }}
+
+## Data
+
+{{ data_rows }}
+
+## Prompt format
+
+The model was trained on prompts rendered by its own chat template; one validation prompt as it
+sees it (the reply follows it):
+
+```text
+{{ prompt_example }}
+```
+
+Generation stops at {{ stops }}.
+
+## Use
+
+transformers:
+
+```python
+from transformers import pipeline
+
+chat = pipeline("text-generation", model="models/merged")
+print(chat([{"role": "user", "content": "..."}], max_new_tokens=128, do_sample=False)[0]["generated_text"][-1])
+```
+
+vLLM (an OpenAI-compatible server; `make serve` does this on a GPU):
+
+```bash
+vllm serve models/merged --served-model-name local
+```
+
+llama.cpp ({{ gguf }}):
+
+```bash
+llama-cli -m models/gguf/{{ gguf }} -cnv
+python -m llama_cpp.server --model models/gguf/{{ gguf }} --model_alias local
+```
+
+Ollama (the Modelfile's template and stops come from the same chat template):
+
+```bash
+cd models/gguf && ollama create {{ ollama_name }} -f Modelfile && ollama run {{ ollama_name }}
+```
+
+![training and validation loss](loss.png)
+"""
+
+
+@dataclass
+class RunFacts:
+    """What the card says, all read from the run's params and metrics files."""
+    base_model: str
+    license: str
+    datasets: list[dict]  # {dataset, subset, revision}
+    method: str
+    train_settings: dict
+    compare: dict  # metrics/compare.json
+    finetuned: dict  # metrics/finetuned.json
+    baseline: dict  # metrics/baseline.json
+    train_figures: dict  # metrics/train.json
+    prompt_example: str
+    stops: list[str]
+    gguf: str
+    quantized: dict | None = None  # the GGUF's own test figures, for quantized types
+
+
+def _figure(figures: dict, metric: str) -> str:
+    low, high = figures.get(f"{metric}_ci_low"), figures.get(f"{metric}_ci_high")
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return f"{figures[metric]:.3f}{interval}"
+
+
+def _difference(compare: dict) -> str:
+    """compare.json's paired difference (sft/stats.py) with its interval."""
+    return (f"{compare['difference']:+.3f} [{compare['difference_ci_low']:+.3f}, "
+            f"{compare['difference_ci_high']:+.3f}]")
+
+
+def model_card(facts: RunFacts, model_name: str):
+    """A huggingface_hub ModelCard: the header from ModelCardData (model-index with the task metric)."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    metric = facts.compare["metric"]
+    first = facts.datasets[0]
+    data = ModelCardData(
+        base_model=facts.base_model, license=facts.license, model_name=model_name,
+        datasets=[d["dataset"] for d in facts.datasets], pipeline_tag="text-generation", library_name="transformers",
+        tags=["sft", "trl", "dvc", facts.method, "gguf"],
+        eval_results=[EvalResult(task_type="text-generation", dataset_type=first["dataset"],
+                                 dataset_name=first["dataset"], dataset_config=first.get("subset"),
+                                 dataset_split="test", dataset_revision=first.get("revision"),
+                                 metric_type=metric, metric_name=metric, metric_value=facts.finetuned[metric])])
+    quantized = ""
+    if facts.quantized:
+        quantized = (f"| {facts.gguf} (llama.cpp) | {_figure(facts.quantized, metric)} |\n")
+    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(facts.train_settings.items()))
+    data_rows = "\n".join(f"- `{d['dataset']}`" + (f" subset `{d['subset']}`" if d.get("subset") else "")
+                          + (f" at revision `{d['revision']}`" if d.get("revision") else "") for d in facts.datasets)
+    return ModelCard.from_template(
+        data, template_str=CARD_TEMPLATE, model_name=model_name, base_model=facts.base_model, method=facts.method,
+        data_names=", ".join(f"`{d['dataset']}`" for d in facts.datasets), metric=metric,
+        samples=facts.finetuned.get("samples", "?"), baseline=_figure(facts.baseline, metric),
+        finetuned=_figure(facts.finetuned, metric), difference=_difference(facts.compare), quantized=quantized,
+        training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
+        stops=", ".join(f"`{s}`" for s in facts.stops), gguf=facts.gguf,
+        ollama_name=model_name.lower().replace(" ", "-").replace("/", "-"))

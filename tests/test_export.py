@@ -1,0 +1,208 @@
+"""The export stage's parts: the Ollama Modelfile derived from the chat template, the model card's
+header and figures, the offline plot page, and (with llama.cpp installed) a real GGUF of the tiny
+model checked against it."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from sft import llamacpp
+from sft.card import RunFacts, model_card
+from sft.modelfile import go_template, modelfile, rendered, stop_strings, turn_parts
+from sft.plots import DVC_PLACEHOLDER, loss_png, offline_template
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "List the tables."}],
+    [{"role": "system", "content": "You write SQL."}, {"role": "user", "content": "Count rows in t."},
+     {"role": "assistant", "content": "SELECT COUNT(*) FROM t;"}, {"role": "user", "content": "And in u?"}],
+    [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+     {"role": "assistant", "content": "d\n\ne"}, {"role": "user", "content": "{{ braces }}"}],
+]
+
+
+def test_the_modelfile_template_renders_every_conversation_as_the_chat_template(tokenizer_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    parts = turn_parts(tokenizer)
+    assert parts is not None
+    for conversation in CONVERSATIONS:
+        assert rendered(parts, conversation) == tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=True)
+    # SmolLM2's template writes its default system prompt when there is none: the Go template does too.
+    assert "You are a helpful AI assistant named SmolLM" in parts.no_system
+    assert go_template(parts) == (
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ else }}" + parts.no_system + "{{ end }}"
+        '{{ range .Messages }}{{ if eq .Role "user" }}<|im_start|>user\n{{ .Content }}<|im_end|>\n'
+        '{{ else if eq .Role "assistant" }}<|im_start|>assistant\n{{ .Content }}<|im_end|>\n{{ end }}{{ end }}'
+        "<|im_start|>assistant\n")
+
+
+def test_the_modelfile_stops_at_the_end_of_turn_and_names_the_gguf(tiny_model_dir):
+    from sft.models import load_folder
+
+    model, tokenizer = load_folder(tiny_model_dir)
+    text = modelfile("model-f16.gguf", turn_parts(tokenizer), stop_strings(model, tokenizer))
+    lines = text.splitlines()
+    assert lines[0] == "FROM ./model-f16.gguf"
+    assert 'PARAMETER stop "<|im_end|>"' in lines
+    assert text.count('TEMPLATE """') == 1 and text.rstrip().endswith('PARAMETER stop "<|im_end|>"')
+
+
+def test_a_template_that_folds_the_system_prompt_gets_no_modelfile_template(tmp_path):
+    """Gemma 3 writes the system message inside the first user turn: no per-role wrappers, so no
+    TEMPLATE (Ollama then uses the GGUF's own chat template); the stops are still derived."""
+    from rehearsal import gemma
+    from sft.models import load_folder
+
+    folder = gemma.build(tmp_path / "gemma", "AutoModelForCausalLM", ["select 1 from t", "hello there"] * 20,
+                         vocab_size=400)
+    model, tokenizer = load_folder(folder)
+    assert turn_parts(tokenizer) is None
+    text = modelfile("model-f16.gguf", None, stop_strings(model, tokenizer))
+    assert "TEMPLATE" not in text
+    assert 'PARAMETER stop "<eos>"' in text and 'PARAMETER stop "<end_of_turn>"' in text
+
+
+def facts(**changes) -> RunFacts:
+    base = dict(
+        base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0",
+        datasets=[{"dataset": "data/raw/sql", "subset": None, "revision": None}], method="lora",
+        train_settings={"epochs": 2, "learning_rate": 0.001, "method": "lora"},
+        compare={"metric": "execution_accuracy", "baseline": 0.05, "finetuned": 0.84, "difference": 0.79,
+                 "difference_ci_low": 0.73, "difference_ci_high": 0.85},
+        finetuned={"execution_accuracy": 0.84, "execution_accuracy_ci_low": 0.783, "execution_accuracy_ci_high": 0.884,
+                   "samples": 200},
+        baseline={"execution_accuracy": 0.05, "execution_accuracy_ci_low": 0.027, "execution_accuracy_ci_high": 0.09,
+                  "samples": 200},
+        train_figures={"global_step": 40}, prompt_example="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        stops=["<|im_end|>"], gguf="model-f16.gguf")
+    return RunFacts(**{**base, **changes})
+
+
+def test_the_model_card_header_and_figures_come_from_the_run():
+    from huggingface_hub import ModelCard
+
+    text = str(model_card(facts(), "sql-model"))
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and header["license"] == "apache-2.0"
+    assert header["datasets"] == ["data/raw/sql"] and header["pipeline_tag"] == "text-generation"
+    assert {"sft", "lora"} <= set(header["tags"])
+    [result] = header["model-index"][0]["results"]
+    assert result["metrics"][0] == {"type": "execution_accuracy", "value": 0.84, "name": "execution_accuracy"}
+    assert result["dataset"]["split"] == "test"
+    assert ModelCard(text).data.to_dict()["license"] == "apache-2.0"  # huggingface_hub reads it back
+    assert "| baseline (HuggingFaceTB/SmolLM2-135M-Instruct) | 0.050 [0.027, 0.090] |" in text
+    assert "| fine-tuned | 0.840 [0.783, 0.884] |" in text and "| difference | +0.790 [+0.730, +0.850] |" in text
+    for how in ("pipeline(", "vllm serve", "llama-cli -m models/gguf/model-f16.gguf", "ollama create sql-model"):
+        assert how in text
+    assert "| `learning_rate` | `0.001` |" in text and "`<|im_end|>`" in text
+    quantized = str(model_card(facts(gguf="model-q4_k_m.gguf", quantized={
+        "execution_accuracy": 0.8, "execution_accuracy_ci_low": 0.74, "execution_accuracy_ci_high": 0.85}), "m"))
+    assert "| model-q4_k_m.gguf (llama.cpp) | 0.800 [0.740, 0.850] |" in quantized
+
+
+def test_the_plot_page_loads_nothing_from_the_network_and_the_loss_draws(tmp_path):
+    page = offline_template()
+    assert DVC_PLACEHOLDER in page and "{scripts}" not in page  # dvc's CDN scripts have nowhere to go
+    assert "<script src" not in page and "cdn.jsdelivr" not in page
+    assert "vegaEmbed" in page and len(page) > 500_000  # vega, vega-lite and vega-embed inlined
+    for split, rows in (("train", "step\tloss\n1\t2.5\n2\t2.0\n"), ("eval", "step\tloss\n2\t2.2\n")):
+        (tmp_path / "live" / split).mkdir(parents=True)
+        (tmp_path / "live" / split / "loss.tsv").write_text(rows)
+    assert loss_png(tmp_path / "live", tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not loss_png(tmp_path / "nothing", tmp_path / "none.png") and not (tmp_path / "none.png").exists()
+
+
+needs_llamacpp = pytest.mark.skipif(llamacpp.missing() is not None, reason="llama.cpp is not installed (make llamacpp)")
+
+
+@pytest.fixture(scope="module")
+def decided_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with its final norm scaled up: a random model's next-token distribution is
+    nearly flat (no position is decided), a sharper one gives the parity check something to count."""
+    import torch
+
+    from sft.models import load_folder, save_tokenizer
+
+    model, tokenizer = load_folder(tiny_model_dir)
+    with torch.no_grad():
+        model.model.norm.weight.mul_(40)
+    out = tmp_path_factory.mktemp("decided")
+    model.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
+    return out
+
+
+@needs_llamacpp
+@pytest.mark.parametrize("outtype", ["f16", "q8_0", "q4_k_m"])
+def test_a_gguf_keeps_the_token_ids_greedy_choices_and_stop_of_its_model(decided_model_dir, tmp_path, outtype):
+    from functools import partial
+
+    import llama_cpp
+
+    from sft.checkpoints import stop_tokens
+    from sft.generation import prompt_ids, render_prompts
+    from sft.models import load_folder
+    from sft.parity import parity, reference
+
+    gguf = llamacpp.convert(decided_model_dir, tmp_path / llamacpp.gguf_name(outtype), outtype)
+    assert gguf.read_bytes()[:4] == b"GGUF" and not list(tmp_path.glob("*.f16.gguf"))  # the f16 step is gone
+    model, tokenizer = load_folder(decided_model_dir)
+    prompts = [c[:-1] if c[-1]["role"] == "assistant" else c for c in CONVERSATIONS]
+    ids = prompt_ids(tokenizer, prompts)
+    llm = llamacpp.load(gguf, n_ctx=512)
+    for text, expected in zip(render_prompts(tokenizer, prompts), ids, strict=True):
+        assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected
+    figures = parity(reference(model, tokenizer, ids, 16), partial(llamacpp.next_token_logprobs, llm), ids)
+    print(outtype, gguf.stat().st_size, figures)
+    assert figures["decided_positions"] >= 20, figures
+    if outtype == "q4_k_m":  # 4 bits lose something; the stage reports how much
+        assert figures["greedy_agreement"] >= 0.5 and figures["mean_kl"] > 1e-4, figures
+    else:
+        assert figures["greedy_agreement"] >= 0.9 and figures["mean_kl"] < 0.05, figures
+    assert llama_cpp.llama_vocab_is_eog(llm._model.vocab, stop_tokens(model, tokenizer)[-1])  # stops at <|im_end|>
+
+
+def test_a_gguf_is_named_by_the_run_not_by_its_folder(tiny_model_dir, tmp_path):
+    pytest.importorskip("gguf")
+    if llamacpp.converter() is None:
+        pytest.skip("llama.cpp's converter is not installed (make llamacpp)")
+    import shutil
+
+    from gguf import GGUFReader
+
+    other = shutil.copytree(tiny_model_dir, tmp_path / "another-folder")
+    hashes = set()
+    for folder in (tiny_model_dir, other):
+        gguf = llamacpp.convert(folder, tmp_path / f"{folder.name}.gguf", "f16", "sft-model")
+        assert GGUFReader(gguf).fields["general.name"].contents() == "sft-model"
+        hashes.add(gguf.read_bytes())
+    assert len(hashes) == 1  # same bytes from another folder: reproducible
+
+
+@needs_llamacpp
+def test_the_llamacpp_backend_answers_as_transformers_does(tiny_model_dir):
+    """evaluate.backend: llamacpp on the tiny model (float32, so an f32 GGUF): the same greedy replies."""
+    from sft.generation import generate
+    from sft.models import load_folder
+    from stages.evaluate import EvaluateParams, llamacpp_replies
+
+    prompts = [c[:-1] if c[-1]["role"] == "assistant" else c for c in CONVERSATIONS] * 2
+    p = EvaluateParams(max_new_tokens=8, backend="llamacpp")
+    replies, speed = llamacpp_replies(str(tiny_model_dir), prompts, p)
+    model, tokenizer = load_folder(tiny_model_dir)
+    expected, _ = generate(model, tokenizer, prompts, p.max_new_tokens, batch_size=4)
+    assert speed["generated_tokens"] > 0
+    assert sum(a == b for a, b in zip(replies, expected, strict=True)) >= len(prompts) - 1, (replies, expected)
+
+
+def test_the_llamacpp_backend_falls_back_with_one_line_without_llama_cpp(monkeypatch, capsys):
+    from sft import device
+
+    monkeypatch.setattr(device, "has_llamacpp", lambda: False)
+    assert device.generation_backend("llamacpp") == "transformers"
+    assert "evaluate.backend llamacpp -> transformers" in capsys.readouterr().out
