@@ -1,6 +1,6 @@
 """Benchmark: a bounded load test of the server `make serve` runs, on loopback.
 
-    python bench/serve_load.py [--clients 8] [--requests 40] [--limit 600] [--model models/merged]
+    python bench/serve_load.py [--clients 8] [--requests 40] [--limit 600] [--backends llamacpp,transformers]
 
 Starts `python -m apps.serve` on a free loopback port, then `--clients` threads send `--requests`
 chat completions in all (distinct test prompts, greedy, evaluate.max_new_tokens) under a time
@@ -68,9 +68,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serving(model: str, name: str, port: int) -> subprocess.Popen:
+def serving(model: str, name: str, port: int, backend: str) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "apps.serve", "--model", model, "--name", name,
-                             "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT)
+                             "--host", "127.0.0.1", "--port", str(port), "--backend", backend], cwd=ROOT)
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=8, help="distinct test prompts the requests cycle through")
     ap.add_argument("--limit", type=float, default=600, help="seconds for the whole load")
     ap.add_argument("--model", default="models/merged")
+    ap.add_argument("--backends", default="auto", help="comma-separated servers to load one after the other "
+                    "(auto: the one make serve runs; e.g. llamacpp,transformers to compare them)")
     args = ap.parse_args()
     import yaml
 
@@ -101,18 +103,22 @@ def main() -> None:
 
     max_tokens = yaml.safe_load((ROOT / "params.yaml").read_text())["evaluate"]["max_new_tokens"]
     records = [json.loads(line) for line in (ROOT / "data" / "prepared" / "test.jsonl").open()][:args.prompts]
-    port = free_port()
-    proc = serving(args.model, "local", port)
-    try:
-        result = load(f"http://127.0.0.1:{port}/v1", "local", [r["prompt"] for r in records], args.clients,
-                      args.requests, max_tokens, args.limit)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    result = {"benchmark": "serve_load", "server": serving_backend(), "model": args.model,
-              "max_tokens": max_tokens, **result}
+    servers = {}
+    for backend in args.backends.split(","):
+        port = free_port()
+        proc = serving(args.model, "local", port, backend)
+        try:
+            servers[serving_backend() if backend == "auto" else backend] = load(
+                f"http://127.0.0.1:{port}/v1", "local", [r["prompt"] for r in records], args.clients, args.requests,
+                max_tokens, args.limit)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        print(f"serve_load: {backend}: {list(servers.values())[-1]}", flush=True)
+    result = {"benchmark": "serve_load", "make_serve_runs": serving_backend(), "model": args.model,
+              "max_tokens": max_tokens, "servers": servers}
     out = save("serve_load", result)
-    print(f"serve_load: {result} -> {out}")
+    print(f"serve_load: -> {out}")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def reply(llm, ids: list[int], max_new_tokens: int) -> tuple[str, int, bool]:
     llm.reset()
     out = llm.create_completion(prompt=ids, max_tokens=max_new_tokens, temperature=0.0, top_k=1, seed=0)
     choice = out["choices"][0]
-    return choice["text"], out["usage"]["completion_tokens"], choice["finish_reason"] == "stop"
+    stopped = choice["finish_reason"] == "stop"
+    # The end-of-generation token is generated but not counted by llama.cpp; transformers counts it.
+    return choice["text"], out["usage"]["completion_tokens"] + stopped, stopped
 
 
 def generate(llm, ids: list[list[int]], max_new_tokens: int) -> tuple[list[str], dict]:
