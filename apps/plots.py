@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from sft.plots import offline_template
+from sft.plots import offline_template, with_font
 
 
 def charts() -> dict[str, dict]:
@@ -39,7 +39,7 @@ def main() -> None:
         template.write_text(offline_template(), encoding="utf-8")
         subprocess.run(["dvc", "plots", "show", "--html-template", str(template), "-o", str(out)], check=True)
     for name, spec in charts().items():
-        (out / f"{name}.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
+        (out / f"{name}.png").write_bytes(vl_convert.vegalite_to_png(with_font(spec), scale=2))
         print(f"[plots] {out / name}.png", flush=True)
     print(f"[plots] {out / 'index.html'} (opens offline)", flush=True)
 

@@ -8,6 +8,18 @@ from pathlib import Path
 
 # dvc plots show puts its charts' <div>s and scripts where this placeholder stands.
 DVC_PLACEHOLDER = "{plot_divs}"
+# A font that travels with the project (font-roboto's files): vega's default falls back on
+# whatever fonts the machine has, and the PNG's bytes would differ from machine to machine.
+FONT = "Roboto"
+
+
+def with_font(spec: dict) -> dict:
+    """`spec` drawn in FONT, the font registered with vl-convert from the font-roboto package."""
+    import font_roboto
+    import vl_convert
+
+    vl_convert.register_font_directory(font_roboto.font_directory)
+    return {**spec, "config": {**spec.get("config", {}), "font": FONT}}
 
 
 def loss_rows(folder: Path) -> list[dict]:
@@ -37,7 +49,7 @@ def loss_png(folder: Path, out: Path) -> bool:
     rows = loss_rows(folder)
     if not rows:
         return False
-    out.write_bytes(vl_convert.vegalite_to_png(loss_spec(rows), scale=2))
+    out.write_bytes(vl_convert.vegalite_to_png(with_font(loss_spec(rows)), scale=2))
     return True
 
 

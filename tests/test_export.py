@@ -10,7 +10,7 @@ import yaml
 from sft import llamacpp
 from sft.card import RunFacts, model_card
 from sft.modelfile import go_template, modelfile, rendered, stop_strings, turn_parts
-from sft.plots import DVC_PLACEHOLDER, loss_png, offline_template
+from sft.plots import DVC_PLACEHOLDER, loss_png, offline_template, with_font
 
 CONVERSATIONS = [
     [{"role": "user", "content": "List the tables."}],
@@ -112,6 +112,7 @@ def test_the_plot_page_loads_nothing_from_the_network_and_the_loss_draws(tmp_pat
     for split, rows in (("train", "step\tloss\n1\t2.5\n2\t2.0\n"), ("eval", "step\tloss\n2\t2.2\n")):
         (tmp_path / "live" / split).mkdir(parents=True)
         (tmp_path / "live" / split / "loss.tsv").write_text(rows)
+    assert with_font({"mark": "line"})["config"]["font"] == "Roboto"  # not the machine's own fonts
     assert loss_png(tmp_path / "live", tmp_path / "loss.png")
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not loss_png(tmp_path / "nothing", tmp_path / "none.png") and not (tmp_path / "none.png").exists()
@@ -206,3 +207,26 @@ def test_the_llamacpp_backend_falls_back_with_one_line_without_llama_cpp(monkeyp
     monkeypatch.setattr(device, "has_llamacpp", lambda: False)
     assert device.generation_backend("llamacpp") == "transformers"
     assert "evaluate.backend llamacpp -> transformers" in capsys.readouterr().out
+
+
+@needs_llamacpp
+def test_a_quantized_gguf_answers_the_test_split_scored_as_evaluate_scores(tiny_model_dir, tmp_path):
+    """What the stage adds for a quantized type: the GGUF's own task figures with an interval."""
+    import json
+    import shutil
+
+    from conftest import ROOT, prepared
+    from transformers import AutoTokenizer
+
+    from sft.task import load_task, task_json
+    from stages.export import quantized_figures
+
+    data = prepared(tmp_path / "data", n_train=1, n_val=6)
+    shutil.copy(data / "validation.jsonl", data / "test.jsonl")
+    (data / "task.json").write_text(json.dumps(task_json(load_task(ROOT / "prompts" / "sql"))))
+    gguf = llamacpp.convert(tiny_model_dir, tmp_path / "model-q8_0.gguf", "q8_0")
+    llm = llamacpp.load(gguf, n_ctx=1024, all_logits=False)
+    figures = quantized_figures(llm, AutoTokenizer.from_pretrained(tiny_model_dir), data, max_new_tokens=8)
+    assert figures["samples"] == 6 and 0.0 <= figures["execution_accuracy"] <= 1.0
+    assert figures["execution_accuracy_ci_low"] <= figures["execution_accuracy"] <= figures["execution_accuracy_ci_high"]
+    assert "tokens_per_second" not in figures  # machine-dependent: kept out of metrics/export.json
