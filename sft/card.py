@@ -89,11 +89,10 @@ class RunFacts:
     license: str
     datasets: list[dict]  # {dataset, subset, revision}
     method: str
-    train_settings: dict
+    train_settings: dict  # train: of params.yaml, with metrics/train.json's global_batch
     compare: dict  # metrics/compare.json
     finetuned: dict  # metrics/finetuned.json
     baseline: dict  # metrics/baseline.json
-    train_figures: dict  # metrics/train.json
     prompt_example: str
     stops: list[str]
     gguf: str

@@ -108,7 +108,7 @@ def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], g
     settings["global_batch"] = figures["train"].get("global_batch")
     return RunFacts(base_model=p.base_model or str(base.get("model_name_or_path")), license=p.license, datasets=sources,
                     method=str(train.get("method", "lora")), train_settings=settings, compare=figures["compare"],
-                    finetuned=figures["finetuned"], baseline=figures["baseline"], train_figures=figures["train"],
+                    finetuned=figures["finetuned"], baseline=figures["baseline"],
                     prompt_example=prompt, stops=stops, gguf=gguf, quantized=quantized)
 
 

@@ -76,7 +76,7 @@ def facts(**changes) -> RunFacts:
                    "samples": 200},
         baseline={"execution_accuracy": 0.05, "execution_accuracy_ci_low": 0.027, "execution_accuracy_ci_high": 0.09,
                   "samples": 200},
-        train_figures={"global_step": 40}, prompt_example="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
+        prompt_example="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
         stops=["<|im_end|>"], gguf="model-f16.gguf")
     return RunFacts(**{**base, **changes})
 
