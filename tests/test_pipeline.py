@@ -88,7 +88,7 @@ def test_a_dataset_with_a_declared_answer_runs_end_to_end_from_data_prompts_and_
         p["prepare"].update(dataset="data/raw/arithmetic", prompts="prompts/arithmetic")
 
     edit(repo, arithmetic)
-    dvc(repo, "repro")
+    dvc(repo, "repro", "compare")  # export is checked by the first test
     task = json.loads((repo / "data" / "prepared" / "task.json").read_text())
     assert task["metric"] == "answer_match" and task["settings"]["answer"]["compare"] == "numeric"
     for name in ("baseline", "finetuned"):
@@ -111,7 +111,7 @@ def test_a_mixture_with_multi_turn_records_runs_end_to_end(repo_copy):
             {"dataset": "data/raw/arithmetic-chat", "prompts": "prompts/arithmetic-chat", "weight": 0.5}])
 
     edit(repo, mixture)
-    dvc(repo, "repro")
+    dvc(repo, "repro", "compare")  # export is checked by the first test
     prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
     assert set(prepared["sources"]) == {"arithmetic", "arithmetic-chat"}
     assert sum(s["records"]["train"] for s in prepared["sources"].values()) == prepared["records"]["train"] == 8

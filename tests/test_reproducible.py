@@ -1,12 +1,13 @@
 """Reproducible bytes: the tiny graph run in two directories (different paths, one with
-HF_HUB_OFFLINE=1 and one without, different hash seeds) gives the same dvc.lock hash for every
-output. What varies by machine lives only in metrics/speed/, which no stage declares as an output."""
+HF_HUB_OFFLINE=1 and one without, different hash seeds, and the second on a simulated CPU without
+AVX-512 or AMX: ATen, MKL and oneDNN capped at AVX2) gives the same dvc.lock hash for every output. What varies by machine lives only in metrics/speed/, which no stage declares as an output."""
 
 import json
 
 import pytest
 import yaml
 from conftest import copy_repository, dvc
+from test_numerics import AVX2_CPU
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def test_two_directories_give_the_same_lock_for_every_output(tmp_path):
     first = copy_repository(tmp_path / "first")
     second = copy_repository(tmp_path / "elsewhere" / "second")
     dvc(first, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1"})
-    dvc(second, "repro", env={"HF_HUB_OFFLINE": None, "PYTHONHASHSEED": "2"})
+    dvc(second, "repro", env={"HF_HUB_OFFLINE": None, "PYTHONHASHSEED": "2", **AVX2_CPU})
 
     a, b = lock_outputs(first), lock_outputs(second)
     assert {"models/base", "models/train", "models/merged", "metrics/train", "metrics/train.json",
