@@ -13,6 +13,9 @@ LLAMACPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -
 	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
 LLAMACPP_KEY := $(shell echo '$(LLAMACPP) $(LLAMACPP_FLAGS)' | sha256sum | cut -c1-12)
 LLAMACPP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/sft-pipeline/llama-cpp-python-$(LLAMACPP_KEY)
+LLAMACPP_VERSION := $(lastword $(subst ==, ,$(LLAMACPP)))
+LLAMACPP_SDIST := $(LLAMACPP_CACHE)/llama_cpp_python-$(LLAMACPP_VERSION).tar.gz
+LLAMACPP_WHEEL := $(LLAMACPP_CACHE)/llama_cpp_python-$(LLAMACPP_VERSION)-py3-none-linux_x86_64.whl
 NPROC ?= 2
 ACCELERATE_CONFIG ?=
 MODEL ?= models/merged
@@ -21,16 +24,22 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 
 .PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-setup: $(VENV)/.installed $(VENV)/.llamacpp ## create .venv and install pinned packages (torch first; llama.cpp built once a machine; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
+setup: ## create .venv and install pinned packages (torch first; llama.cpp built once a machine, beside the installs; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
+	@$(MAKE) -s --no-print-directory -j2 $(VENV)/.installed $(LLAMACPP_WHEEL)
+	@$(MAKE) -s --no-print-directory $(VENV)/.llamacpp
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "installing the pinned packages into $(VENV) (a few minutes the first time)"
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,track,serve]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
@@ -39,29 +48,31 @@ $(VENV)/.installed: pyproject.toml
 	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi
 	touch $@
 
-llamacpp: $(VENV)/.installed $(VENV)/.llamacpp ## install llama-cpp-python (a C++ build, cached per machine) and llama.cpp's GGUF converter into .venv
+llamacpp: setup ## install llama-cpp-python (a C++ build, cached per machine) and llama.cpp's GGUF converter into .venv
 
 # One source distribution: pip builds it, and it holds the converter (vendor/llama.cpp:
 # convert_hf_to_gguf.py, conversion/, gguf-py/) that the wheel leaves out. The build targets a
 # portable instruction set, x86-64-v3 (AVX2, FMA, F16C, BMI2), never -march=native: a native build
 # on an AMX CPU crashed in q8_0 and k-quant decoding, and native code differs machine to machine.
 # No multimodal library (mtmd): the project loads text models only. The sdist and the built wheel
-# are kept in LLAMACPP_CACHE, keyed by version and flags, so later set-ups on this machine reuse them.
-$(VENV)/.llamacpp: $(VENV)/.installed
-	@set -e; cache="$(LLAMACPP_CACHE)"; mkdir -p "$$cache"; \
-	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
-	sdist=$$(ls "$$cache"/llama_cpp_python-*.tar.gz 2>/dev/null || true); \
-	if [ -z "$$sdist" ]; then $(BIN)/pip download -q --no-deps --no-binary :all: $(LLAMACPP) -d "$$tmp/dl" && \
-		mv "$$tmp"/dl/llama_cpp_python-*.tar.gz "$$cache/" && sdist=$$(ls "$$cache"/llama_cpp_python-*.tar.gz); fi; \
-	tar -xzf "$$sdist" -C "$$tmp" && src=$$(ls -d "$$tmp"/llama_cpp_python-*/vendor/llama.cpp) && \
+# are kept in LLAMACPP_CACHE, keyed by version and flags, so later set-ups on this machine reuse
+# them; the build needs only the venv's pip, so `make setup` runs it beside the package installs.
+$(LLAMACPP_SDIST): | $(BIN)/python
+	@set -e; mkdir -p "$(LLAMACPP_CACHE)"; tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
+	$(BIN)/pip download -q --no-deps --no-binary :all: $(LLAMACPP) -d "$$tmp" && mv "$$tmp"/llama_cpp_python-*.tar.gz $@
+
+$(LLAMACPP_WHEEL): $(LLAMACPP_SDIST)
+	@echo "building llama-cpp-python for x86-64-v3 (C++; about 5 minutes on 2 cores, once a machine)"
+	@set -e; tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
+	CMAKE_ARGS="$(LLAMACPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/pip wheel -q --no-deps $< -w "$$tmp" && mv "$$tmp"/llama_cpp_python-*.whl $@
+
+$(VENV)/.llamacpp: $(VENV)/.installed $(LLAMACPP_WHEEL)
+	@set -e; tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT; \
+	tar -xzf $(LLAMACPP_SDIST) -C "$$tmp" && src=$$(ls -d "$$tmp"/llama_cpp_python-*/vendor/llama.cpp) && \
 	mkdir -p $(VENV)/share/llama.cpp && \
-	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/; \
-	wheel=$$(ls "$$cache"/llama_cpp_python-*.whl 2>/dev/null || true); \
-	if [ -z "$$wheel" ]; then echo "building llama-cpp-python for x86-64-v3 (C++; about 6 minutes on 2 cores, once a machine)"; \
-		CMAKE_ARGS="$(LLAMACPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/pip wheel -q --no-deps "$$sdist" -w "$$tmp/wheel" && mv "$$tmp"/wheel/llama_cpp_python-*.whl "$$cache/" && \
-		wheel=$$(ls "$$cache"/llama_cpp_python-*.whl); else echo "llama-cpp-python: the wheel built before on this machine ($$wheel)"; fi; \
-	$(BIN)/pip install -q "llama-cpp-python[server] @ file://$$wheel"
+	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/
+	$(BIN)/pip install -q "llama-cpp-python[server] @ file://$(LLAMACPP_WHEEL)"
 	touch $@
 
 repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun, export included
@@ -86,11 +97,13 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp presets/$(NAME).yaml params.yaml
 	@echo "params.yaml is now the $(NAME) preset; run: make repro (needs the hub; see the preset's header)"
 
-test: setup ## run every test, end-to-end ones included (what CI runs)
-	pytest -q $(PYTEST_ARGS)
+# pytest-xdist: one worker a core (TEST_WORKERS=0 runs them in this process); a module's tests, and
+# the modules that share one finished run, stay on one worker (tests/conftest.py).
+test: setup ## run every test, end-to-end ones included (what CI runs), one worker a core
+	pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)
-	pytest -q -m "not slow" $(PYTEST_ARGS)
+	pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
 	dvc exp run train -S launch.num_processes=$(NPROC) $(if $(ACCELERATE_CONFIG),-S launch.config_file=$(ACCELERATE_CONFIG))

@@ -17,9 +17,30 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = ROOT / "presets" / "tiny.yaml"
+# What a CPU without AVX-512 shows each library: its dispatch caps, not the project's pins
+# (MKL_ENABLE_INSTRUCTIONS limits MKL's dispatch as the CPU would; MKL_CBWR is the pin).
+AVX2_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (make test), the workers share the cores instead of each taking all of them:
+# oversubscribed OpenMP threads spin against each other. The bytes do not depend on the thread
+# count (sft/numerics.py pins MKL's strict mode), only the speed does.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config, items):
+    """For `pytest -n N --dist loadgroup`: a module's tests stay on one worker (its module-scoped
+    fixtures are built once), a module marked xdist_group joins its group, and modules with slow
+    tests are handed out first, so that no long test starts last."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module keeps its order
 
 
 def smollm_folder() -> Path:
@@ -82,6 +103,24 @@ def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
     from rehearsal.workspace import copy_repository as copied
 
     return copied(dest, params)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny graph run once (`dvc repro`, export included) in a committed copy of the
+    repository, shared by the tests that start from a finished run (they run in one xdist group,
+    "tiny_run"). Read it, or change a copy of it (run_copy); never change it."""
+    repo = copy_repository(tmp_path_factory.mktemp("tiny-run") / "repo")
+    dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1"})
+    return repo
+
+
+def run_copy(run: Path, dest: Path) -> Path:
+    """A copy of a finished run that a test may change: workspace, git history and DVC cache; not
+    DVC's state database, which is keyed by inode."""
+    copied = Path(shutil.copytree(run, dest, symlinks=True))
+    shutil.rmtree(copied / ".dvc" / "tmp", ignore_errors=True)
+    return copied
 
 
 @pytest.fixture

@@ -7,12 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from conftest import AVX2_CPU
 
 from sft.numerics import OPT_OUT, PINS, pin_numerics
-
-# What a CPU without AVX-512 shows each library: its dispatch caps, not the project's pins
-# (MKL_ENABLE_INSTRUCTIONS limits MKL's dispatch as the CPU would; MKL_CBWR is the pin).
-AVX2_CPU = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 STEPS = """
 import hashlib, sys

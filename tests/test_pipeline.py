@@ -8,14 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dvc, edit, stale
+from conftest import dvc, edit, run_copy, stale
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 
-def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy):
-    repo = repo_copy
-    dvc(repo, "repro")
+def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
+    repo = run_copy(tiny_run, tmp_path / "repo")  # `dvc repro` of the whole graph, export included
     baseline = json.loads((repo / "metrics" / "baseline.json").read_text())
     finetuned = json.loads((repo / "metrics" / "finetuned.json").read_text())
     for m in (baseline, finetuned):
@@ -66,7 +65,7 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy):
     # An experiment, its figures beside the workspace's.
     subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo, check=True)
-    dvc(repo, "exp", "run", "-S", "train.epochs=1")
+    dvc(repo, "exp", "run", "compare", "-S", "train.epochs=1")  # export was checked above
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 2
     shown = json.loads(dvc(repo, "exp", "show", "--json"))
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
@@ -79,30 +78,11 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(repo_copy):
     assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch experiment
 
 
-def test_a_dataset_with_a_declared_answer_runs_end_to_end_from_data_prompts_and_params(repo_copy):
-    """Arithmetic word problems whose answers end '#### N': a data folder, prompts/arithmetic/
-    (templates and a task.yaml that declares the metric) and params; no Python."""
-    repo = repo_copy
-
-    def arithmetic(p):
-        p["prepare"].update(dataset="data/raw/arithmetic", prompts="prompts/arithmetic")
-
-    edit(repo, arithmetic)
-    dvc(repo, "repro", "compare")  # export is checked by the first test
-    task = json.loads((repo / "data" / "prepared" / "task.json").read_text())
-    assert task["metric"] == "answer_match" and task["settings"]["answer"]["compare"] == "numeric"
-    for name in ("baseline", "finetuned"):
-        m = json.loads((repo / "metrics" / f"{name}.json").read_text())
-        assert m["samples"] == 6 and {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "unparseable_rate"} <= set(m)
-        rows = [json.loads(line) for line in (repo / "metrics" / "predictions" / f"{name}.jsonl").open()]
-        assert all(r["expected"] and r["gold"].endswith(f"#### {r['expected']}") for r in rows)
-    compare = json.loads((repo / "metrics" / "compare.json").read_text())
-    assert compare["metric"] == "accuracy" and "mcnemar_p" in compare
-
-
-def test_a_mixture_with_multi_turn_records_runs_end_to_end(repo_copy):
-    """Two sources through the whole graph: single-turn arithmetic (templates) and multi-turn
-    arithmetic (messages), every assistant turn trained, both scored with the one declared metric."""
+def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end(repo_copy):
+    """Two sources through the whole graph from data, prompts and params alone (no Python):
+    single-turn arithmetic word problems (templates) and multi-turn ones (messages), whose answers
+    end '#### N'; every assistant turn trained, both scored with the metric prompts/arithmetic/task.yaml
+    declares."""
     repo = repo_copy
 
     def mixture(p):
@@ -121,6 +101,13 @@ def test_a_mixture_with_multi_turn_records_runs_end_to_end(repo_copy):
     audit = (repo / "data" / "prepared" / "audit.md").read_text()
     answers = [sum(t["role"] == "assistant" for t in r["prompt"] + r["completion"]) for r in train[:3]]
     assert [part.count("⟦") for part in audit.split("## train record")[1:]] == answers  # every answer a span
-    for name in ("baseline", "finetuned"):
-        assert json.loads((repo / "metrics" / f"{name}.json").read_text())["samples"] == 6
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] > 0
+    task = json.loads((repo / "data" / "prepared" / "task.json").read_text())
+    assert task["metric"] == "answer_match" and task["settings"]["answer"]["compare"] == "numeric"
+    for name in ("baseline", "finetuned"):
+        m = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert m["samples"] == 6 and {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "unparseable_rate"} <= set(m)
+        rows = [json.loads(line) for line in (repo / "metrics" / "predictions" / f"{name}.jsonl").open()]
+        assert all(r["expected"] and r["gold"].endswith(f"#### {r['expected']}") for r in rows)
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["metric"] == "accuracy" and "mcnemar_p" in compare

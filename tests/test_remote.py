@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_repository, dvc, free_port
+from conftest import dvc, free_port, run_copy
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "team-cache"
@@ -146,19 +146,17 @@ def local_cache_bad(repo: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def team(s3, tmp_path_factory):
+def team(s3, tiny_run, tmp_path_factory):
     """origin (a bare git repository), clone A that ran the pipeline, all on the S3 remote."""
     root = tmp_path_factory.mktemp("team")
     origin = root / "origin.git"
     subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
-    a = copy_repository(root / "a")  # on the tiny configuration, branch main
+    a = run_copy(tiny_run, root / "a")  # the tiny configuration after `dvc repro`, branch main
     dvc(a, "remote", "add", "-d", "team", f"s3://{BUCKET}/cache")
     dvc(a, "remote", "modify", "team", "endpointurl", s3.url)
-    git(a, "add", "-A")
-    git(a, "commit", "-qm", "team repository")
-    dvc(a, "repro")
-    git(a, "add", "dvc.lock", "metrics/speed")  # the lock, and the run's speed (not a DVC output: git keeps it)
-    git(a, "commit", "-qm", "pipeline results")
+    # The remote, the lock and the run's speed (not a DVC output: git keeps it).
+    git(a, "add", ".dvc/config", "dvc.lock", "metrics/speed")
+    git(a, "commit", "-qm", "team repository with the pipeline's results")
     git(a, "remote", "add", "origin", str(origin))
     git(a, "push", "-q", "origin", "main")
     assert "pushed" in dvc(a, "push", "--run-cache")  # what `make push` runs
@@ -197,7 +195,7 @@ def test_second_clone_pulls_the_run_cache_and_runs_nothing(team):
 
 def test_an_experiment_pushed_from_one_clone_is_applied_in_the_other(team):
     root, a, origin = team
-    dvc(a, "exp", "run", "-S", "train.epochs=1", "--name", "one-epoch")
+    dvc(a, "exp", "run", "compare", "-S", "train.epochs=1", "--name", "one-epoch")  # not export: no figure of it is read
     dvc(a, "exp", "push", "origin", "one-epoch")
     b = root / "b-exp"
     subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(b)], check=True)

@@ -6,10 +6,9 @@ import json
 
 import pytest
 import yaml
-from conftest import copy_repository, dvc
-from test_numerics import AVX2_CPU
+from conftest import AVX2_CPU, copy_repository, dvc
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
 SPEED = ("metrics/speed/train.json", "metrics/speed/baseline.json", "metrics/speed/finetuned.json")
 
@@ -19,10 +18,9 @@ def lock_outputs(repo) -> dict[str, str]:
     return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
-def test_two_directories_give_the_same_lock_for_every_output(tmp_path):
-    first = copy_repository(tmp_path / "first")
+def test_two_directories_give_the_same_lock_for_every_output(tiny_run, tmp_path):
+    first = tiny_run  # run with HF_HUB_OFFLINE=1 and PYTHONHASHSEED=1, on this machine's CPU
     second = copy_repository(tmp_path / "elsewhere" / "second")
-    dvc(first, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1"})
     dvc(second, "repro", env={"HF_HUB_OFFLINE": None, "PYTHONHASHSEED": "2", **AVX2_CPU})
 
     a, b = lock_outputs(first), lock_outputs(second)

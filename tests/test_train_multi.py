@@ -18,7 +18,7 @@ def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy):
     repo = repo_copy
     venv = Path(sys.prefix)
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
-    done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={venv}", "-o", f"{venv}/.installed"],
+    done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={venv}", "-o", "setup"],
                           cwd=repo, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
