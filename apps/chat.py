@@ -5,7 +5,9 @@
 Talks to the OpenAI-compatible endpoint of `make serve` through the `openai` client and streams
 the reply. The system prompt is the task's own (from the prepared test split, as trained), a
 few test questions are offered as examples, and temperature starts at 0 (greedy, as evaluated).
-Bound to 127.0.0.1:7860; no public gradio share link unless --share is given.
+Bound to 127.0.0.1:7860; no public gradio share link unless --share is given. The page calls the
+server with the user's key, so beyond loopback or with --share it asks for a login (gradio's own),
+the `user:password` in the environment variable named by --auth-env (default CHAT_AUTH).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import os
 from pathlib import Path
 
+from apps.gate import LOOPBACK
 from sft.files import read_jsonl
 from sft.params import UserError, run
 
@@ -27,6 +30,18 @@ def task_prompts(data: Path, examples: int) -> tuple[str, list[str]]:
     system = next((m["content"] for m in records[0]["prompt"] if m["role"] == "system"), "") if records else ""
     questions = [next(m["content"] for m in r["prompt"] if m["role"] == "user") for r in records]
     return system, questions
+
+
+def page_auth(host: str, share: bool, auth_env: str) -> list[tuple[str, str]] | None:
+    """The login a page reachable beyond this machine needs (None on loopback without --share)."""
+    if host in LOOPBACK and not share:
+        return None
+    user, _, password = (os.environ.get(auth_env) or "").partition(":")
+    if not user or not password:
+        reach = "--share opens it to the internet" if share else f"--host {host} reaches beyond this machine"
+        raise UserError(f"{reach} and the page calls the server with your key: set a login in the environment "
+                        f"({auth_env}=user:password) or keep --host 127.0.0.1 without --share")
+    return [(user, password)]
 
 
 def reply_stream(client, model: str):
@@ -73,7 +88,9 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--share", action="store_true", help="open a public gradio link (exposes the model)")
     ap.add_argument("--api-key-env", default="SERVE_API_KEY")
+    ap.add_argument("--auth-env", default="CHAT_AUTH", help="environment variable holding user:password")
     args = ap.parse_args()
+    auth = page_auth(args.host, args.share, args.auth_env)
 
     from openai import OpenAI
 
@@ -81,7 +98,7 @@ def main() -> None:
     # The openai client insists on a key; a loopback server without one ignores it.
     client = OpenAI(base_url=args.endpoint, api_key=os.environ.get(args.api_key_env) or "none")
     page(client, args.model, system, examples).launch(server_name=args.host, server_port=args.port,
-                                                      share=args.share)
+                                                      share=args.share, auth=auth)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ On a machine with a CUDA GPU and vllm installed it runs `vllm serve` (continuous
 paged attention). On a CPU with llama.cpp installed (make llamacpp) it converts the model to a
 GGUF at its own precision and runs llama-cpp-python's OpenAI-compatible server (faster here:
 bench/results/generate.json); without llama.cpp, transformers' own server (`transformers
-serve`). Both are FastAPI apps run by uvicorn, pinned to the one model, with two thin additions:
-the model is listed under `--name` on /v1/models, and an API key can be required.
+serve`). Both are FastAPI apps run by uvicorn, pinned to the one model, behind apps.gate: the
+model is listed under `--name` on /v1/models, an API key can be required, and requests from other
+web pages (a foreign Origin or Host), oversized bodies, replies over --max-tokens and generations
+past --max-in-flight are refused.
 
 Bound to 127.0.0.1 by default. Binding anything wider needs an API key: set the environment
 variable named by --api-key-env (default SERVE_API_KEY); clients send `Authorization: Bearer
@@ -21,47 +23,23 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
+from apps.gate import LOOPBACK, Gate, Limits
 from sft.device import serving_backend
 from sft.params import UserError, run
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-
-def vllm_command(model: str, name: str, host: str, port: int) -> list[str]:
-    # vllm reads the key from VLLM_API_KEY itself; it is not put on the command line.
+def vllm_command(model: str, name: str, host: str, port: int, limits: Limits) -> list[str]:
+    # vllm reads the key from VLLM_API_KEY itself; it is not put on the command line. Its own CORS
+    # answers only the hosts served and its scheduler queues generations; the Host check and the
+    # body and max_tokens caps are the gate's, on the CPU backends only.
+    origins = [f"{scheme}://{h if ':' not in h else f'[{h}]'}:{port}" for h in limits.hosts for scheme in ("http", "https")]
     return ["vllm", "serve", model, "--served-model-name", name, "--host", host, "--port", str(port),
-            "--generation-config", "auto"]
+            "--generation-config", "auto", "--allowed-origins", json.dumps(origins)]
 
 
-class ModelAlias:
-    """ASGI wrapper: /v1/models names the pinned model as clients call it, and with a key set
-    every request must carry it. Everything else goes to transformers' server untouched."""
-
-    def __init__(self, app, name: str, api_key: str | None):
-        self.app, self.name, self.api_key = app, name, api_key
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http":
-            if self.api_key and dict(scope["headers"]).get(b"authorization") != f"Bearer {self.api_key}".encode():
-                return await self.reply(send, 401, {"error": {"message": "missing or wrong API key",
-                                                              "type": "invalid_request_error"}})
-            if scope["path"].rstrip("/") == "/v1/models" and scope["method"] == "GET":
-                return await self.reply(send, 200, {"object": "list", "data": [
-                    {"id": self.name, "object": "model", "created": int(time.time()), "owned_by": "sft-pipeline"}]})
-        return await self.app(scope, receive, send)
-
-    @staticmethod
-    async def reply(send, status: int, body: dict):
-        data = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
-        await send({"type": "http.response.body", "body": data})
-
-
-def transformers_app(model: Path, name: str, api_key: str | None):
+def transformers_app(model: Path, name: str, api_key: str | None, limits: Limits):
     """transformers' server pinned to the model under `name`: requests name the model `name`,
     and a link called `name` in a private working folder points at the model folder."""
     from transformers.cli.serve import Serve
@@ -74,10 +52,10 @@ def transformers_app(model: Path, name: str, api_key: str | None):
     (workdir / name).symlink_to(model.resolve(), target_is_directory=True)
     os.chdir(workdir)
     serve = Unstarted(force_model=name, device="auto", dtype="auto", non_blocking=True, log_level="warning")
-    return ModelAlias(serve.server.config.app, name, api_key), workdir
+    return Gate(serve.server.config.app, name, api_key, limits), workdir
 
 
-def llamacpp_app(model: Path, name: str, api_key: str | None):
+def llamacpp_app(model: Path, name: str, api_key: str | None, limits: Limits):
     """llama-cpp-python's server on the model converted to a GGUF (its chat template, eos and
     end-of-turn tokens inside) in a private working folder."""
     from llama_cpp.server.app import create_app
@@ -92,7 +70,8 @@ def llamacpp_app(model: Path, name: str, api_key: str | None):
     print(f"[serve] llama.cpp on the CPU: {model} converted to {gguf.name}", flush=True)
     settings = ModelSettings(model=str(gguf), model_alias=name, n_ctx=4096, seed=0, verbose=False,
                              n_threads=len(os.sched_getaffinity(0)))
-    return ModelAlias(create_app(server_settings=ServerSettings(), model_settings=[settings]), name, api_key), workdir
+    app = create_app(server_settings=ServerSettings(), model_settings=[settings])
+    return Gate(app, name, api_key, limits), workdir
 
 
 def main() -> None:
@@ -104,6 +83,11 @@ def main() -> None:
     ap.add_argument("--api-key-env", default="SERVE_API_KEY", help="environment variable holding the API key")
     ap.add_argument("--backend", default="auto", choices=("auto", "vllm", "llamacpp", "transformers"),
                     help="auto: vLLM on a CUDA GPU, llama.cpp on a CPU where installed, else transformers")
+    ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                    help="a host name clients reach the server by, beyond loopback and --host (repeatable)")
+    ap.add_argument("--max-tokens", type=int, default=Limits.max_tokens, help="the most tokens one reply may ask for")
+    ap.add_argument("--max-in-flight", type=int, default=Limits.max_in_flight,
+                    help="generations at once; more are answered 429")
     args = ap.parse_args()
 
     model = Path(args.model)
@@ -113,16 +97,21 @@ def main() -> None:
     if args.host not in LOOPBACK and not api_key:
         raise UserError(f"--host {args.host} reaches beyond this machine: set an API key in the environment "
                         f"({args.api_key_env}=...) or keep --host 127.0.0.1")
+    if args.max_tokens < 1 or args.max_in_flight < 1:
+        raise UserError("--max-tokens and --max-in-flight must be at least 1")
+    named = [h.lower() for h in (args.host, *args.allow_host) if h not in ("0.0.0.0", "::", "")]
+    limits = Limits(hosts=tuple(dict.fromkeys((*LOOPBACK, *named))), max_tokens=args.max_tokens,
+                    max_in_flight=args.max_in_flight)
     print(f"[serve] {model} as '{args.name}' on http://{args.host}:{args.port}/v1"
           f"{' (API key required)' if api_key else ''}", flush=True)
     backend = serving_backend() if args.backend == "auto" else args.backend
     if backend == "vllm":
         env = {**os.environ, **({"VLLM_API_KEY": api_key} if api_key else {})}
-        os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port), env)
+        os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port, limits), env)
 
     import uvicorn
 
-    app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key)
+    app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key, limits)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

@@ -61,10 +61,10 @@ def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     """Execution match on the record's SQLite tables: a query returns the gold query's rows (in the
     same order only when the gold orders them); a statement that changes data or schema leaves the
     database as the gold statement does."""
-    changes = sql.changes_data(gold)
-    query = sql.extract_sql(prediction, changes)
     context = references["sql_context"]
-    ordered = "order by" in gold.lower()
+    changes = sql.changes_data(gold, context)
+    query = sql.extract_sql(prediction, changes)
+    ordered = sql.orders_rows(gold)
     expected = sql.outcome(context, gold, ordered, changes)
     got = sql.outcome(context, query, ordered, changes) if query else None
     exact = sql.normalize_sql(query) == sql.normalize_sql(gold)
@@ -140,7 +140,7 @@ def parsed_json(text: str):
     fenced = JSON_FENCE.search(text)
     try:
         return json.loads(fenced.group(1) if fenced else text.strip())
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's stack: no answer
         return None
 
 
@@ -193,7 +193,8 @@ def rouge_and_chrf(prediction: str, gold: str, references: dict) -> dict:
     if not text:
         return {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0, "chrf": 0.0, "unparseable": 1.0, "answer": ""}
     scores = _rouge.score(gold, text)
-    return {**{k: round(v.fmeasure, 6) for k, v in scores.items()},
+    # rouge-score gives an int 0 when either side has no words; figures are floats (aggregate reads them).
+    return {**{k: float(round(v.fmeasure, 6)) for k, v in scores.items()},
             "chrf": round(sacrebleu.sentence_chrf(text, [gold]).score / 100, 6), "unparseable": 0.0, "answer": text}
 
 
@@ -211,5 +212,24 @@ def aggregate(per_record: list[dict]) -> dict:
 
 def score_all(name: str, predictions: list[str], golds: list[str], references: list[dict],
               settings: dict | None = None) -> list[dict]:
-    score = metric_named(name).score
-    return [score(p, g, r, **(settings or {})) for p, g, r in zip(predictions, golds, references, strict=True)]
+    """Every record's figures. A record whose scoring fails (a reply no scorer foresaw) scores 0 on
+    every figure, counts as unparseable and is marked `scoring_error`; the others go on."""
+    metric = metric_named(name)
+    scored = [scored_or_error(metric, p, g, r, settings or {})
+              for p, g, r in zip(predictions, golds, references, strict=True)]
+    if not any(isinstance(s, Exception) for s in scored):
+        return scored
+    errors = [s for s in scored if isinstance(s, Exception)]
+    print(f"[metrics] {name}: {len(errors)} of {len(scored)} records could not be scored (first: "
+          f"{type(errors[0]).__name__}: {str(errors[0])[:200]!r}); counted wrong, as scoring_error", flush=True)
+    keys = next((s for s in scored if not isinstance(s, Exception)), {metric.primary: 0.0})
+    failed = {k: (0.0 if isinstance(v, float) else "") for k, v in keys.items()} | {"unparseable": 1.0}
+    return [{**failed, "scoring_error": 1.0} if isinstance(s, Exception) else {**s, "scoring_error": 0.0}
+            for s in scored]
+
+
+def scored_or_error(metric: TaskMetric, prediction: str, gold: str, references: dict, settings: dict):
+    try:
+        return metric.score(prediction, gold, references, **settings)
+    except Exception as error:  # noqa: BLE001 - any reply, any bytes: one record fails, never the stage
+        return error

@@ -228,3 +228,11 @@ def test_every_registered_metric_is_reachable_through_evaluate_with_its_settings
         direct = score_all(name, predictions, golds, contexts, settings)
         assert result["per_record"] == direct, name
         assert result["unparseable_rate"] == 0.5, name  # the second reply of each case has no answer in it
+
+
+def test_a_summary_reply_with_no_words_scores_float_zeros_that_aggregate_keeps():
+    from sft.metrics import aggregate, score_all
+
+    scored = score_all("summary", ["!!! ...", "Ein Leitsatz."], ["Ein Leitsatz."] * 2, [{}, {}])
+    assert scored[0]["rougeL"] == 0.0 and isinstance(scored[0]["rougeL"], float)
+    assert aggregate(scored)["rougeL"] == 0.5

@@ -183,3 +183,55 @@ def test_make_serve_takes_llama_cpp_on_a_cpu_where_installed(monkeypatch):
     monkeypatch.setattr(device, "has_cuda", lambda: True)
     monkeypatch.setattr(device, "has_vllm", lambda: True)
     assert device.serving_backend() == "vllm"
+
+
+def raw_request(base_url, path, body=None, headers=None):
+    """Status and body of a request as a browser page might send it (urllib, no client library)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(base_url.removesuffix("/v1") + path, data=body, headers=headers or {},
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+def test_a_foreign_page_rebound_host_or_oversized_request_is_refused_by_the_served_app(tiny_server):
+    body = json.dumps({"model": "local", "messages": MESSAGES, "max_tokens": 2}).encode()
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    assert raw_request(tiny_server, "/v1/chat/completions", body, auth)[0] == 200
+    assert raw_request(tiny_server, "/v1/chat/completions", body, {**auth, "Origin": "https://evil.example"})[0] == 403
+    assert raw_request(tiny_server, "/v1/chat/completions", body, {**auth, "Host": "evil.example"})[0] == 421
+    over = json.dumps({"model": "local", "messages": MESSAGES, "max_tokens": 10**6}).encode()
+    assert raw_request(tiny_server, "/v1/chat/completions", over, auth)[0] == 400
+    assert raw_request(tiny_server, "/v1/chat/completions", b"x" * 2_000_000, auth)[0] == 413
+
+
+@pytest.mark.parametrize("args", [["--host", "0.0.0.0"], ["--share"]])
+def test_a_chat_page_beyond_loopback_needs_a_login(args, tmp_path):
+    proc = start([sys.executable, "-m", "apps.chat", "--data", str(tmp_path), *args], env={"CHAT_AUTH": ""})
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        stop(proc)
+    assert proc.returncode == 2 and "CHAT_AUTH=user:password" in out and "Traceback" not in out
+
+
+def test_a_chat_login_comes_from_the_environment(monkeypatch):
+    from apps.chat import page_auth
+
+    monkeypatch.setenv("CHAT_AUTH", "ana:pa:ss")
+    assert page_auth("0.0.0.0", False, "CHAT_AUTH") == [("ana", "pa:ss")]
+    assert page_auth("127.0.0.1", False, "CHAT_AUTH") is None
+
+
+def test_vllm_answers_only_the_served_hosts_origins():
+    from apps.gate import Limits
+    from apps.serve import vllm_command
+
+    command = vllm_command("m", "local", "127.0.0.1", 8080, Limits(hosts=("127.0.0.1", "::1")))
+    origins = json.loads(command[command.index("--allowed-origins") + 1])
+    assert "http://127.0.0.1:8080" in origins and "http://[::1]:8080" in origins and "*" not in origins
