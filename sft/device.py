@@ -51,7 +51,18 @@ def peak_memory_bytes() -> int:
 
     if has_cuda():
         return torch.cuda.max_memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return peak_resident_bytes()
+
+
+def peak_resident_bytes() -> int:
+    """This process's own peak resident memory. Linux's ru_maxrss carries the parent's peak across
+    exec (a stage launched by accelerate, a probe run by pytest would report theirs), VmHWM does not."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        scale = 1 if os.uname().sysname == "Darwin" else 1024  # bytes on macOS, KiB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def generation_backend(name: str, stage: str = "evaluate") -> str:

@@ -45,7 +45,7 @@ def replies(count: int, seed: int = 0) -> list[str]:
 
 
 PROBE = """
-import json, resource, sys, time
+import json, sys, time
 sys.setrecursionlimit(10_000)
 from sft.metrics import METRICS, score_all
 from tests.test_fuzz import CONTEXT, GOLDS, SETTINGS, replies
@@ -60,7 +60,8 @@ for name in METRICS:
                  "with_primary": sum(isinstance(s.get(primary), float) for s in scored),
                  "correct": sum(s[primary] == 1.0 for s in scored),
                  "errors": sum(s.get("scoring_error", 0.0) for s in scored)}
-out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from sft.device import peak_resident_bytes
+out["peak_mb"] = peak_resident_bytes() / 2**20
 print(json.dumps(out))
 """
 

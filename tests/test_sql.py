@@ -29,7 +29,7 @@ HOSTILE = {  # reply: each would take gigabytes, or raise, without the bounds
 }
 
 PROBE = """
-import json, resource, sys, time
+import json, sys, time
 from sft.metrics import sql_execution
 cases, tables = json.loads(sys.stdin.read())
 out = {}
@@ -38,9 +38,22 @@ for name, reply in cases.items():
     start = time.perf_counter()
     scored = sql_execution(reply, gold, {"sql_context": tables})
     out[name] = [scored["execution_accuracy"], scored["execution_error_rate"], time.perf_counter() - start]
-out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from sft.device import peak_resident_bytes
+out["peak_mb"] = peak_resident_bytes() / 2**20
 print(json.dumps(out))
 """
+
+
+def test_a_probe_reports_its_own_peak_memory_not_its_parents():
+    # CI's first red: ru_maxrss carries the parent's peak across exec, so a probe run by a pytest
+    # worker that had peaked at 1.4 GB "used" 1.4 GB.
+    parent = ("import subprocess, sys\nheld = bytearray(600 * 2**20)\nfor i in range(0, len(held), 4096): held[i] = 1\n"
+              "del held\nchild = 'from sft.device import peak_resident_bytes; print(peak_resident_bytes() / 2**20)'\n"
+              "print(subprocess.run([sys.executable, '-c', child], capture_output=True, text=True, check=True).stdout)")
+    done = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={"PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout) < 100
 
 
 def test_hostile_replies_are_scored_wrong_in_bounded_time_and_memory():
