@@ -83,7 +83,8 @@ export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a mode
 
 smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	git ls-files -z --cached --others --exclude-standard | xargs -0 -I{} sh -c 'test ! -e "{}" || cp -P --parents "{}" "$$0"' "$$tmp" && \
+	git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do \
+		if [ -e "$$f" ] || [ -L "$$f" ]; then cp -P --parents -- "$$f" "$$tmp"; fi; done && \
 	cp presets/tiny.yaml "$$tmp/params.yaml" && cd "$$tmp" && git init -q && git add -A && \
 	git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke && \
 	dvc repro && dvc metrics show metrics/compare.json metrics/train.json

@@ -6,6 +6,7 @@ rendered by the model's own chat template, exactly as training rendered it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Container
 
 from sft.checkpoints import stop_tokens
 
@@ -20,8 +21,12 @@ def prompt_ids(tokenizer, prompts: list[list[dict]]) -> list[list[int]]:
     return tokenizer(render_prompts(tokenizer, prompts), add_special_tokens=False)["input_ids"]
 
 
-def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, batch_size: int) -> list[list[int]]:
-    """Greedy continuation of each prompt (token ids, up to and including the stop token)."""
+def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, batch_size: int,
+                  skip: Container[int] = (), done: Callable[[dict[int, list[int]]], None] | None = None
+                  ) -> list[list[int]]:
+    """Greedy continuation of each prompt (token ids, up to and including the stop token). A batch
+    whose prompts are all in `skip` is not generated (its rows stay empty); `done` gets each
+    generated batch as it ends. The batches are the same whatever is skipped, so are the replies."""
     import torch
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -32,6 +37,8 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
     model.eval()
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
+        if all(i in skip for i in idx):
+            continue
         width = max(len(ids[i]) for i in idx)
         input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
         mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
@@ -41,15 +48,26 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
         for i, row in zip(idx, generated.tolist(), strict=True):
             end = next((n + 1 for n, t in enumerate(row) if t in stops), len(row))
             out[i] = row[:end]
+        if done is not None:
+            done({i: out[i] for i in idx})
     return out
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-             batch_size: int) -> tuple[list[str], dict]:
-    """transformers backend: replies in the order of `prompts`, and throughput figures."""
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
+             known: dict[int, str] | None = None,
+             keep: Callable[[dict[int, str]], None] | None = None) -> tuple[list[str], dict]:
+    """transformers backend: replies in the order of `prompts`, and throughput figures. Replies in
+    `known` (by index) are not generated again; `keep` gets each new batch's replies as it ends."""
+    known = known or {}
+
+    def decoded(rows: dict[int, list[int]]) -> dict[int, str]:
+        return {i: tokenizer.decode(row, skip_special_tokens=True) for i, row in rows.items()}
+
     started = time.time()
-    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size)
-    replies = [tokenizer.decode(row, skip_special_tokens=True) for row in rows]
+    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size, known,
+                         None if keep is None else lambda batch: keep(decoded(batch)))
+    replies = [known[i] if i in known and not row else tokenizer.decode(row, skip_special_tokens=True)
+               for i, row in enumerate(rows)]
     return replies, throughput(sum(len(r) for r in rows), time.time() - started)
 
 

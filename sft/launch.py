@@ -9,11 +9,17 @@ configs keep their own type. Without a CUDA GPU the processes run on the CPU ove
 (ACCELERATE_USE_CPU, one thread each), so `dvc exp run -S launch.num_processes=2` trains DDP here
 as it does on a machine with GPUs. The keys are params of the train stage (dvc.lock, `dvc exp
 show`): changing the number of processes changes the global batch, so it reruns training.
+
+The stage's own params are checked here first, so a bad value is one line before any process
+starts; accelerate runs in this process, so a child's failure ends the launch with the child's
+exit status and its one line, not under the launcher's traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from sft.device import has_cuda
-from sft.params import UserError, load, run
+from sft.params import UserError, load, ranged, run
 
 
 @dataclass
@@ -31,7 +37,7 @@ class LaunchParams:
     num_machines: int = 1
     machine_rank: int = 0  # this machine's rank: 0 on the main one
     main_process_ip: str | None = None  # the main machine's address, for num_machines > 1
-    main_process_port: int | None = None  # its port (accelerate's default: 29500)
+    main_process_port: int | None = ranged(None, low=1, high=65535)  # its port (accelerate's default: 29500)
 
     def __post_init__(self):
         if self.num_processes < 1 or self.num_machines < 1:
@@ -74,11 +80,41 @@ def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], d
     return argv + stage, env
 
 
+# What checks the params of a stage started here, before any process starts.
+PARAM_CHECKS = {"stages.train": "sft.training:load_params"}
+
+
+def check_stage_params(stage: list[str]) -> None:
+    module = stage[stage.index("-m") + 1] if "-m" in stage[:-1] else None
+    if module in PARAM_CHECKS:
+        where, name = PARAM_CHECKS[module].split(":")
+        getattr(importlib.import_module(where), name)(announce=False)
+
+
+def exit_status(argv: list[str]) -> int:
+    """accelerate launch, in this process; the children's exit status, without its traceback."""
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    try:
+        launch_command(launch_command_parser().parse_args(argv[2:]))
+    except subprocess.CalledProcessError as e:
+        return e.returncode
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        print(f"[launch] process {rank} ended with exit status {failure.exitcode} (its error is above)",
+              file=sys.stderr, flush=True)
+        return failure.exitcode if failure.exitcode > 0 else 1
+    return 0
+
+
 def main() -> None:
     p = load("launch", LaunchParams)
+    check_stage_params(sys.argv[1:])
     argv, env = command(p, has_cuda(), sys.argv[1:])
     print(f"[launch] {' '.join(argv)}", flush=True)
-    os.execvpe(argv[0], argv, {**os.environ, **env})
+    os.environ.update(env)
+    sys.exit(exit_status(argv))
 
 
 if __name__ == "__main__":

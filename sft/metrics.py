@@ -65,7 +65,7 @@ def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     changes = sql.changes_data(gold, context)
     query = sql.extract_sql(prediction, changes)
     ordered = sql.orders_rows(gold)
-    expected = sql.outcome(context, gold, ordered, changes)
+    expected = sql.gold_outcome(context, gold, ordered, changes)  # Unscorable: counted as a scoring_error
     got = sql.outcome(context, query, ordered, changes) if query else None
     exact = sql.normalize_sql(query) == sql.normalize_sql(gold)
     # Gold SQL in another dialect (gretelai has some) cannot run here: judged by exact match only.

@@ -1,5 +1,5 @@
-"""Read one section of params.yaml into a typed object: unknown keys and values of the wrong type
-are errors when the section is loaded, before a stage touches the disk."""
+"""Read one section of params.yaml into a typed object: unknown keys, values of the wrong type or
+out of range, and secrets are errors when the section is loaded, before a stage touches the disk."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ import dataclasses
 import difflib
 import enum
 import json
+import math
+import re
 import sys
 import types
 import typing
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
@@ -28,6 +31,25 @@ def closest(key: str, valid: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+# Keys that name a credential. params.yaml is committed, and a stage's params go into dvc.lock, its
+# log, the model card and every checkpoint's training_args.bin. (eos_token, pad_token: not secrets.)
+SECRET_KEY = re.compile(r"(^|_)(api_key|access_key|secret|secret_key|password|passwd|credentials?)$"
+                        r"|(^|_)(hub|hf|auth|access|api|bearer|wandb)_token$|^token$", re.IGNORECASE)
+SECRET_ENV = {"hub": "HF_TOKEN", "hf": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
+
+
+def refuse_secrets(values: Any, where: str) -> None:
+    """No credential in params, at any depth; the message names the key, never the value."""
+    items = values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
+    for key, value in items:
+        name = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+        if isinstance(key, str) and SECRET_KEY.search(key):
+            env = next((v for k, v in SECRET_ENV.items() if k in key.lower()), "the library's environment variable")
+            raise UserError(f"{name} is a secret: params go into git, dvc.lock, logs and checkpoints; delete it "
+                            f"and set {env} in the environment instead")
+        refuse_secrets(value, name)
+
+
 def read_section(section: str, path: str = PARAMS_FILE) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:
@@ -36,9 +58,46 @@ def read_section(section: str, path: str = PARAMS_FILE) -> dict[str, Any]:
         raise UserError(f"{path}: not found; run the stage from the repository root") from e
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(params, dict):
+        raise UserError(f"{path}: must be a mapping of sections (base:, prepare:, train:, ...)")
     if section not in params:
         raise UserError(f"{path}: no '{section}:' section{closest(section, params)}")
-    return params[section] or {}
+    values = params[section] or {}
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: {section}: must be a mapping of keys, found {type_name(type(values))}")
+    refuse_secrets(values, f"{path}: {section}")
+    return values
+
+
+@dataclass(frozen=True)
+class Range:
+    """Where a number param must lie: low/high inclusive, above/below exclusive; NaN never fits."""
+    low: float | None = None
+    high: float | None = None
+    above: float | None = None
+    below: float | None = None
+
+    def holds(self, value: float) -> bool:
+        return not math.isnan(value) and all((
+            self.low is None or value >= self.low, self.high is None or value <= self.high,
+            self.above is None or value > self.above, self.below is None or value < self.below))
+
+    def __str__(self) -> str:
+        parts = [f">= {self.low}" if self.low is not None else "", f"> {self.above}" if self.above is not None else "",
+                 f"<= {self.high}" if self.high is not None else "", f"< {self.below}" if self.below is not None else ""]
+        return " and ".join(p for p in parts if p)
+
+
+def ranged(default: Any, **bounds: float) -> Any:
+    """A dataclass field whose value must lie in Range(**bounds) (None, where allowed, passes)."""
+    return dataclasses.field(default=default, metadata={"range": Range(**bounds)})
+
+
+def check_ranges(values: dict[str, Any], ranges: dict[str, Range], where: str) -> None:
+    for key, value in values.items():
+        if key in ranges and isinstance(value, int | float) and not isinstance(value, bool) \
+                and not ranges[key].holds(value):
+            raise UserError(f"{where}.{key} is {value!r}; it must be {ranges[key]}")
 
 
 def type_name(kind) -> str:
@@ -59,6 +118,10 @@ def fits(value: Any, kind) -> bool:
         return value is None
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
+        # transformers writes `SchedulerType | str`: the string is one of the enum's values
+        named = [k for k in args if isinstance(k, type) and issubclass(k, enum.Enum)]
+        if named and isinstance(value, str):
+            return any(fits(value, k) for k in named)
         return any(fits(value, k) for k in args)
     if origin is typing.Literal:
         return value in args
@@ -75,7 +138,7 @@ def fits(value: Any, kind) -> bool:
     if kind in (str, dict, list):
         return isinstance(value, kind)
     if isinstance(kind, type) and issubclass(kind, enum.Enum):
-        return isinstance(value, str)
+        return isinstance(value, str) and value in {member.value for member in kind}
     return isinstance(value, str) or (isinstance(kind, type) and isinstance(value, kind))
 
 
@@ -84,7 +147,12 @@ def check_types(values: dict[str, Any], annotations: dict[str, Any], where: str)
         if key in annotations and not fits(value, annotations[key]):
             hint = " (YAML reads 1e-3 as text: write 1.0e-3)" if isinstance(value, str) and looks_numeric(value) else ""
             raise UserError(f"{where}.{key} is {type_name(type(value))} {value!r}; it must be "
-                            f"{type_name(annotations[key])}{hint}")
+                            f"{type_name(annotations[key])}{choices_of(annotations[key])}{hint}")
+
+
+def choices_of(kind) -> str:
+    named = [k for k in (typing.get_args(kind) or (kind,)) if isinstance(k, type) and issubclass(k, enum.Enum)]
+    return f", one of {', '.join(m.value for m in named[0])}" if named else ""
 
 
 def looks_numeric(text: str) -> bool:
@@ -109,7 +177,12 @@ def from_dict(cls: type[T], values: dict[str, Any], where: str, extra_valid: Ite
             raise UserError(f"{where}: unknown key '{key}'{closest(key, fields | extra_valid)}")
     own = {k: v for k, v in values.items() if k in fields}
     check_types(own, typing.get_type_hints(cls), where)
+    check_ranges(own, ranges_of(cls), where)
     return cls(**own)
+
+
+def ranges_of(cls) -> dict[str, Range]:
+    return {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
 
 
 def load(section: str, cls: type[T], path: str = PARAMS_FILE) -> T:

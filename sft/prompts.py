@@ -1,6 +1,7 @@
 """Render records through prompts/<dataset>/{system,user,assistant}.jinja into chat messages.
 
-Templates run in a sandbox with undefined variables as errors. Dataset-specific tidying is a
+Templates run in jinja's immutable sandbox (no template can change what another sees) with
+undefined variables as errors; any error rendering a record is one line naming the template. Dataset-specific tidying is a
 filter here (e.g. `{{ sql | format_sql }}`), never a branch on the dataset's name.
 """
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 import jinja2.meta
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from sft.params import UserError
 
@@ -57,10 +58,14 @@ class Templates:
             if name in record and record[name] is None:
                 raise UserError(f"{where}: field '{name}' is null; {template} needs it: fill it or drop the record")
         try:
-            return self.by_role[role].render(**record).strip()
+            # The record as one mapping, not keywords: a column may be called anything, `self` too.
+            return self.by_role[role].render(record).strip()
         except jinja2.UndefinedError as e:
             raise UserError(f"{where}: {template}: {e.message}; the record has {sorted(record)}: "
                             "fix the template or the data") from None
+        except Exception as e:  # a refused attribute, an include, a filter given the wrong type: the template's
+            message = str(e).splitlines()[0][:300] if str(e) else ""
+            raise UserError(f"{where}: {template}: {type(e).__name__}: {message}; fix the template") from None
 
 
 def load_templates(folder: str | Path) -> Templates | None:
@@ -68,7 +73,7 @@ def load_templates(folder: str | Path) -> Templates | None:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"prompts folder {folder} does not exist; see prompts/ for examples")
-    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     env.filters.update(FILTERS)
     by_role, variables = {}, {}
     for role in ROLES:

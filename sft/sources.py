@@ -7,6 +7,7 @@ through `datasets`, as does a hub id (at a pinned revision).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,16 +110,26 @@ def hub(dataset: str, subset: str | None, revision: str | None) -> dict[str, lis
             for name, split in loaded.items()}
 
 
-def looks_local(dataset: str) -> bool:
-    return dataset.startswith((".", "/")) or Path(dataset).suffix in FORMATS or Path(dataset).parts[0] == "data"
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name, as the hub names every dataset
+HUB_PREFIX = "hf:"  # `hf:squad`: a hub id without an owner (the hub's oldest datasets), said explicitly
+
+
+def hub_id(dataset: str) -> str | None:
+    """The hub id `dataset` names, or None for a local path: `owner/name` (that does not exist
+    here) or `hf:<id>`; anything else is a file or folder."""
+    if dataset.startswith(HUB_PREFIX):
+        return dataset.removeprefix(HUB_PREFIX)
+    local_shape = dataset.startswith((".", "/", "~")) or Path(dataset).suffix in FORMATS or Path(dataset).parts[0] == "data"
+    return dataset if HUB_ID.fullmatch(dataset) and not local_shape else None
 
 
 def load(dataset: str, subset: str | None = None, revision: str | None = None) -> dict[str, list[Record]]:
     """Records per split ('train', 'validation', 'test') from a local path or the hub."""
-    if Path(dataset).exists():
+    if not dataset.startswith(HUB_PREFIX) and Path(dataset).exists():
         return local(dataset, subset)
-    if looks_local(dataset):
+    if (name := hub_id(dataset)) is None:
         parent = Path(dataset).parent
         near = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
-        raise UserError(f"prepare.dataset '{dataset}': no such file or folder; {parent}/ holds {near}")
-    return hub(dataset, subset, revision)
+        raise UserError(f"prepare.dataset '{dataset}': no such file or folder ({parent}/ holds {near}); a hub "
+                        f"dataset is named owner/name, or {HUB_PREFIX}<name> for one without an owner")
+    return hub(name, subset, revision)

@@ -228,3 +228,26 @@ def outcome(context: str, query: str, ordered: bool, changes: bool):
         return state_after(context, query) if changes else comparable(run_query(context, query), ordered)
     except FAILURES:
         return None
+
+
+class Unscorable(Exception):
+    """The record's own SQL (context or gold) passed a bound or was refused: no reply can be judged on it."""
+
+
+# What SQLite says when a bound stops a statement or the authorizer refuses one; any other failure
+# of the gold (a syntax error, an unknown function) is another dialect, judged by exact match.
+BOUND_MESSAGES = re.compile(r"interrupted|not authorized|authorization denied|too big|out of memory|too many attached|"
+                            r"database or disk is full|the result passed", re.IGNORECASE)
+
+
+def gold_outcome(context: str, gold: str, ordered: bool, changes: bool):
+    """The gold's outcome, None for a gold in another dialect; Unscorable where the context or the gold
+    passed a bound or was refused (an endless CTE, ATTACH, VACUUM INTO, a gigabyte blob)."""
+    try:
+        return state_after(context, gold) if changes else comparable(run_query(context, gold), ordered)
+    except MemoryError as e:
+        raise Unscorable("the record's SQL ran out of its memory bound") from e
+    except FAILURES as e:
+        if BOUND_MESSAGES.search(str(e)):
+            raise Unscorable(f"the record's SQL passed a bound or was refused: {str(e)[:200]}") from None
+        return None

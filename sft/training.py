@@ -18,27 +18,41 @@ from sft import tokens
 from sft.device import peak_memory_bytes
 from sft.files import read_jsonl
 from sft.models import nf4_config
-from sft.params import UserError, check_types, from_dict, log_params, one_of, read_section
+from sft.params import Range, UserError, check_ranges, check_types, from_dict, log_params, one_of, ranged, read_section
 
 METHODS = ("full", "lora", "qlora")
+ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
+# SFTConfig arguments whose range transformers checks only once training runs, or never.
+SFT_RANGES = {
+    "learning_rate": Range(above=0), "per_device_train_batch_size": Range(low=1),
+    "per_device_eval_batch_size": Range(low=1), "gradient_accumulation_steps": Range(low=1),
+    "warmup_steps": Range(low=0), "warmup_ratio": Range(low=0, high=1), "max_length": Range(low=1),
+    "logging_steps": Range(above=0), "eval_steps": Range(above=0), "save_steps": Range(above=0),
+    "save_total_limit": Range(low=1), "weight_decay": Range(low=0), "max_grad_norm": Range(low=0),
+    "adam_beta1": Range(low=0, below=1), "adam_beta2": Range(low=0, below=1), "adam_epsilon": Range(above=0),
+    "label_smoothing_factor": Range(low=0, below=1), "neftune_noise_alpha": Range(low=0),
+    "dataloader_num_workers": Range(low=0), "max_steps": Range(low=-1),
+}
 
 
 @dataclass
 class TrainParams:
     method: str = "lora"  # full | lora | qlora (LoRA on a base loaded in 4-bit NF4 by bitsandbytes)
-    epochs: float = 2  # passed on as num_train_epochs (`dvc exp run -S train.epochs=10`)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
+    epochs: float = ranged(2, above=0)  # passed on as num_train_epochs (`dvc exp run -S train.epochs=10`)
+    lora_r: int = ranged(16, low=1)
+    lora_alpha: int = ranged(32, above=0)
+    lora_dropout: float = ranged(0.0, low=0, below=1)
     lora_target_modules: str | list[str] = "all-linear"
     use_dora: bool = False  # DoRA (weight-decomposed LoRA): often better at low rank, slower a step
     attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
-    keep_stale: int = 2  # interrupted runs set aside in models/train.stale/ when params or data change (newest kept)
+    keep_stale: int = ranged(2, low=0)  # interrupted runs set aside in models/train.stale/ when params or data change (newest kept)
 
     def __post_init__(self):
         one_of("train", "method", self.method, METHODS)
         one_of("train", "fused_lm_head", self.fused_lm_head, ("auto", True, False))
+        if "/" not in self.attn_implementation:  # owner/name: a kernel from the hub's kernels library
+            one_of("train", "attn_implementation", self.attn_implementation, ATTENTION)
 
 
 # Defaults that differ from SFTConfig's, each for a reason; params.yaml overrides any of them.
@@ -59,7 +73,7 @@ SFT_DEFAULTS = {
 TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm", "keep_stale")
 
 
-def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
+def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[TrainParams, dict]:
     from trl import SFTConfig
 
     values = read_section("train", path)
@@ -67,8 +81,15 @@ def load_params(path: str = "params.yaml") -> tuple[TrainParams, dict]:
     p = from_dict(TrainParams, values, f"{path}: train", extra_valid=sft_fields)
     passed = {k: v for k, v in values.items() if k in sft_fields}
     check_types(passed, typing.get_type_hints(SFTConfig), f"{path}: train")
+    check_ranges(passed, SFT_RANGES, f"{path}: train")
+    for f in dataclasses.fields(SFTConfig):  # transformers lists some fields' choices, checks them only later
+        if f.name in passed and "choices" in f.metadata:
+            one_of("train", f.name, passed[f.name], f.metadata["choices"])
+    if passed.get("max_steps", -1) == 0:
+        raise UserError(f"{path}: train.max_steps is 0: nothing would be trained; -1 (epochs decide) or more")
     sft = {**SFT_DEFAULTS, **passed}
-    log_params("train", {**dataclasses.asdict(p), **sft})
+    if announce:
+        log_params("train", {**dataclasses.asdict(p), **sft})
     return p, sft
 
 

@@ -10,6 +10,7 @@ With `base.random_init` the weights are random and the config shrunk (tests, `ma
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ class BaseParams:
     def __post_init__(self):
         one_of("base", "dtype", self.dtype, models.DTYPES)
         one_of("base", "model_class", self.model_class, models.MODEL_CLASSES)
+        if self.gguf_sha256 is not None and not re.fullmatch("[0-9a-f]{64}", self.gguf_sha256):
+            raise UserError(f"params.yaml: base.gguf_sha256 is {self.gguf_sha256!r}; it must be 64 lower-case hex "
+                            "digits (sha256sum of the file), or null")
 
 
 def check_pin(source: str, p: BaseParams) -> str | None:

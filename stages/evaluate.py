@@ -13,15 +13,15 @@ generation speed, which varies by machine, to metrics/speed/<name>.json.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sft import device, llamacpp
+from sft import checkpoints, device, generation, llamacpp, models, replies
 from sft.files import read_jsonl, write_json, write_jsonl
 from sft.generation import generate, generate_vllm, prompt_ids
 from sft.metrics import TaskMetric
 from sft.models import DTYPES, load_for_inference, load_tokenizer
-from sft.params import UserError, load, one_of, run
+from sft.params import UserError, load, one_of, ranged, run
 from sft.stats import interval
 from sft.task import Task, read_task
 
@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class EvaluateParams:
-    max_new_tokens: int = 64  # gold queries are under 60 tokens; a longer reply is cut
-    batch_size: int = 32  # prompts generated together (greedy, left padding; transformers backend)
+    max_new_tokens: int = ranged(64, low=1)  # gold queries are under 60 tokens; a longer reply is cut
+    batch_size: int = ranged(32, low=1)  # prompts generated together (greedy, left padding; transformers backend)
     dtype: str = "float32"
     backend: str = "auto"  # vLLM on a CUDA GPU with vllm installed, else transformers; or llamacpp (CPU, GGUF)
 
@@ -40,16 +40,45 @@ class EvaluateParams:
         one_of("evaluate", "backend", self.backend, device.GENERATION_BACKENDS)
 
 
-def replies_of(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[str], dict, str]:
+def replies_of(model_dir: str, prompts: list, p: EvaluateParams, kept_in: Path,
+               name: str) -> tuple[list[str], dict, str]:
+    """Every prompt's reply: those kept by an earlier run of the same model, prompts and settings
+    (sft/replies.py) are read back, the rest generated and kept as they come, before any scoring."""
     backend = device.generation_backend(p.backend)
-    if backend == "vllm":
-        replies, speed = generate_vllm(model_dir, load_tokenizer(model_dir), prompts, p.max_new_tokens, p.dtype)
-    elif backend == "llamacpp":
-        replies, speed = llamacpp_replies(model_dir, prompts, p)
-    else:
+    kept = kept_replies(model_dir, prompts, p, backend, kept_in, name)
+    known = kept.known()
+    if known:
+        print(f"[evaluate] {len(known)} of {len(prompts)} replies kept by an earlier run ({kept.path})", flush=True)
+    if len(known) == len(prompts):
+        answered, speed = [known[i] for i in range(len(prompts))], generation.throughput(0, 0)
+    elif backend == "transformers":
         model, tokenizer = load_for_inference(model_dir, dtype=p.dtype)
-        replies, speed = generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size)
-    return replies, speed, backend
+        answered, speed = generate(model, tokenizer, prompts, p.max_new_tokens, p.batch_size, known, kept.keep)
+    else:
+        new, speed = missing_replies(model_dir, prompts, p, backend, known)
+        kept.keep(new)
+        answered = [{**known, **new}[i] for i in range(len(prompts))]
+    return [replies.as_text(r) for r in answered], {**speed, "kept_replies": len(known)}, backend
+
+
+def kept_replies(model_dir: str, prompts: list, p: EvaluateParams, backend: str, kept_in: Path,
+                 name: str) -> replies.Kept:
+    """Where this model's replies to these prompts, with these settings and code, are kept."""
+    code = [Path(m.__file__) for m in (generation, llamacpp, checkpoints, models)]
+    key = replies.digest(model_dir, prompts, {**asdict(p), "backend": backend}, code)
+    return replies.Kept(kept_in, name, key, len(prompts))
+
+
+def missing_replies(model_dir: str, prompts: list, p: EvaluateParams, backend: str,
+                    known: dict[int, str]) -> tuple[dict[int, str], dict]:
+    """vLLM and llama.cpp answer each prompt on its own: only the prompts without a reply are asked."""
+    missing = [i for i in range(len(prompts)) if i not in known]
+    asked = [prompts[i] for i in missing]
+    if backend == "vllm":
+        new, speed = generate_vllm(model_dir, load_tokenizer(model_dir), asked, p.max_new_tokens, p.dtype)
+    else:
+        new, speed = llamacpp_replies(model_dir, asked, p)
+    return dict(zip(missing, new, strict=True)), speed
 
 
 def llamacpp_replies(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[list[str], dict]:
@@ -68,12 +97,12 @@ def llamacpp_replies(model_dir: str, prompts: list, p: EvaluateParams) -> tuple[
         return llamacpp.generate(llm, ids, p.max_new_tokens)
 
 
-def scored(task: Task, replies: list[str], records: list[dict]) -> dict:
+def scored(task: Task, answered: list[str], records: list[dict]) -> dict:
     """The task metric through its local evaluate module (loaded by path: no hub needed)."""
     import evaluate
 
     module = evaluate.load(str(ROOT / "task_metrics" / task.metric))
-    return module.compute(predictions=replies, references=[r["completion"][0]["content"] for r in records],
+    return module.compute(predictions=answered, references=[r["completion"][0]["content"] for r in records],
                           contexts=[r["references"] for r in records], settings=task.settings)
 
 
@@ -97,6 +126,8 @@ def main() -> None:
     ap.add_argument("--name", required=True, help="baseline or finetuned: names the output files")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="metrics")
+    ap.add_argument("--kept", default=None, help="where replies are kept before scoring (default: "
+                    "<out>/replies.partial; not an output: a rerun reads them back instead of generating)")
     args = ap.parse_args()
     p = load("evaluate", EvaluateParams)
 
@@ -104,10 +135,11 @@ def main() -> None:
     records = read_jsonl(data / "test.jsonl")
     task = read_task(data)
     metric = task.task_metric  # an unknown metric stops here, before minutes of generation
-    replies, speed, backend = replies_of(args.model, [r["prompt"] for r in records], p)
-    result = scored(task, replies, records)
+    answered, speed, backend = replies_of(args.model, [r["prompt"] for r in records], p,
+                                          Path(args.kept or Path(args.out) / "replies.partial"), args.name)
+    result = scored(task, answered, records)
     predictions = [{"id": r["id"], "prediction": reply, "gold": r["completion"][0]["content"], **s}
-                   for r, reply, s in zip(records, replies, result["per_record"], strict=True)]
+                   for r, reply, s in zip(records, answered, result["per_record"], strict=True)]
     metrics = headline_figures(result, metric)
     out = Path(args.out)
     write_jsonl(out / "predictions" / f"{args.name}.jsonl", predictions)

@@ -33,7 +33,7 @@ from sft.generation import prompt_ids, render_prompts
 from sft.metrics import aggregate, score_all
 from sft.modelfile import modelfile, stop_strings, turn_parts
 from sft.models import load_for_inference
-from sft.params import UserError, load, one_of, read_section, run
+from sft.params import UserError, load, one_of, ranged, read_section, run
 from sft.parity import parity, reference
 from sft.plots import loss_png
 from sft.stats import interval
@@ -43,10 +43,10 @@ from sft.task import read_task
 @dataclass
 class ExportParams:
     outtype: str = "f16"  # f32 | f16 | bf16 | q8_0 (llama.cpp's converter) | q4_k_m, q5_k_m, q6_k, ... (its quantizer)
-    parity_prompts: int = 8  # validation prompts of the parity check
-    parity_max_new_tokens: int = 32
-    min_greedy_agreement: float = 0.9  # share of decided positions where the GGUF picks the merged model's token
-    test_max_new_tokens: int = 64  # quantized types: the test split's replies, scored by the task metric
+    parity_prompts: int = ranged(8, low=1)  # validation prompts of the parity check
+    parity_max_new_tokens: int = ranged(32, low=1)
+    min_greedy_agreement: float = ranged(0.9, low=0, high=1)  # share of decided positions where the GGUF picks the merged model's token
+    test_max_new_tokens: int = ranged(64, low=1)  # quantized types: the test split's replies, scored by the task metric
     # The card's base_model, a hub id (the embedded default's); None: base.model_name_or_path
     base_model: str | None = "HuggingFaceTB/SmolLM2-135M-Instruct"
     license: str = "apache-2.0"  # the model card's license: the base model's (gemma for Gemma)
@@ -88,7 +88,7 @@ def check(figures: dict, p: ExportParams) -> None:
     if figures["same_prompt_token_ids"] < figures["parity_prompts"]:
         problems.append(f"the GGUF's tokenizer encodes {figures['parity_prompts'] - figures['same_prompt_token_ids']}"
                         " rendered prompts differently from training")
-    if figures["greedy_agreement"] is not None and figures["greedy_agreement"] < p.min_greedy_agreement:
+    if figures["greedy_agreement"] is not None and not figures["greedy_agreement"] >= p.min_greedy_agreement:
         problems.append(f"greedy agreement {figures['greedy_agreement']:.3f} < export.min_greedy_agreement "
                         f"{p.min_greedy_agreement}")
     if figures["replies_ending_at_end_of_turn"] and not figures["gguf_stopped"]:
@@ -147,8 +147,8 @@ def main() -> None:
         if quantized:
             figures["test"] = quantized
         print(f"[export] {name}: {figures}", flush=True)
+        check(figures, p)  # before the figures are written: metrics only for a GGUF that is kept
         write_json(args.figures, {**figures, "thresholds": {"min_greedy_agreement": p.min_greedy_agreement}})
-        check(figures, p)
         parts = turn_parts(tokenizer)
         if parts is None:
             print("[export] the chat template does not split into per-role wrappers: the Modelfile has no TEMPLATE, "

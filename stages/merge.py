@@ -27,17 +27,17 @@ from sft.device import has_cuda
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
 from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, nf4_config, save_tokenizer
-from sft.params import UserError, load, one_of, read_section, run
+from sft.params import UserError, load, one_of, ranged, read_section, run
 from sft.parity import next_token_logprobs, parity, reference
 
 
 @dataclass
 class MergeParams:
     dtype: str = "float32"  # weights of the merged model; merge at full precision, never into 4-bit
-    parity_prompts: int = 8  # validation prompts of the parity check
-    parity_max_new_tokens: int = 32
-    max_mean_kl: float = 0.01  # nats; fp32 merges measure ~1e-9, bf16 ones ~1e-3
-    min_greedy_agreement: float = 0.9  # share of generated tokens the two models agree on
+    parity_prompts: int = ranged(8, low=1)  # validation prompts of the parity check
+    parity_max_new_tokens: int = ranged(32, low=1)
+    max_mean_kl: float = ranged(0.01, low=0)  # nats; fp32 merges measure ~1e-9, bf16 ones ~1e-3
+    min_greedy_agreement: float = ranged(0.9, low=0, high=1)  # share of generated tokens the two models agree on
 
     def __post_init__(self):
         one_of("merge", "dtype", self.dtype, DTYPES)
@@ -54,9 +54,9 @@ def parity_reference(method: str, p: MergeParams) -> str:
 
 def check(figures: dict, p: MergeParams) -> None:
     problems = []
-    if figures["mean_kl"] > p.max_mean_kl:
+    if not figures["mean_kl"] <= p.max_mean_kl:  # NaN fails too
         problems.append(f"mean KL {figures['mean_kl']:.3g} > merge.max_mean_kl {p.max_mean_kl}")
-    if figures["greedy_agreement"] is not None and figures["greedy_agreement"] < p.min_greedy_agreement:
+    if figures["greedy_agreement"] is not None and not figures["greedy_agreement"] >= p.min_greedy_agreement:
         problems.append(f"greedy agreement {figures['greedy_agreement']:.3f} < merge.min_greedy_agreement "
                         f"{p.min_greedy_agreement}")
     if problems:
@@ -107,9 +107,9 @@ def main() -> None:
         print(f"[merge] parity on {len(ids)} validation prompts against {figures['parity_reference']}: greedy "
               f"agreement {figures['greedy_agreement']} on {figures['decided_positions']} of {figures['positions']} "
               f"positions where its choice is decided, mean KL {figures['mean_kl']:.3g}", flush=True)
+        check(figures, p)  # before the figures are written: metrics only for a model that is kept
         write_json(args.metrics, {**figures, "thresholds": {k: v for k, v in asdict(p).items()
                                                               if k.startswith(("max_", "min_"))}})
-        check(figures, p)
     print(f"[merge] wrote {args.out}", flush=True)
 
 

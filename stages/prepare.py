@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sft import hub, mixture, shapes, sources, tokens
 from sft.files import write_json, write_jsonl, write_text
-from sft.params import UserError, load, log_params, one_of, read_section, run
+from sft.params import UserError, load, log_params, one_of, ranged, read_section, run
 from sft.prompts import Templates, load_templates
 from sft.sources import Record
 from sft.task import TASK_FILE, check_golds, load_task, task_json
@@ -43,7 +43,7 @@ class PrepareParams:
     split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # only train exists
     on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
     train_on: str = "all_assistant"  # which assistant turns carry loss: all_assistant | last (the completion only)
-    audit_examples: int = 3  # rendered examples in audit.md
+    audit_examples: int = ranged(3, low=0)  # rendered examples in audit.md
     datasets: list = field(default_factory=list)  # a mixture (sft/mixture.py): [{dataset, subset, revision, prompts,
     #   weight}, ...] in place of dataset/subset/revision; empty: the single dataset above
     eval_sources: str = "all"  # a mixture's validation and test records: from every source (all) | the first only
@@ -53,8 +53,19 @@ class PrepareParams:
         one_of("prepare", "shape", self.shape, ("auto", *shapes.CONVERTERS))
         one_of("prepare", "train_on", self.train_on, tokens.TRAIN_ON)
         one_of("prepare", "eval_sources", self.eval_sources, mixture.EVAL_SOURCES)
-        for split in self.max_records:
+        for split, count in self.max_records.items():
             one_of("prepare", "max_records", split, SPLITS)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise UserError(f"params.yaml: prepare.max_records.{split} is {count!r}; it must be a whole number "
+                                "of records, at least 1 (leave the split out to keep all)")
+        for split, share in self.split_fractions.items():
+            one_of("prepare", "split_fractions", split, ("validation", "test"))
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+                raise UserError(f"params.yaml: prepare.split_fractions.{split} is {share!r}; it must be a share of "
+                                "the train split, >= 0 and < 1")
+        if sum(self.split_fractions.values()) >= 1:
+            raise UserError(f"params.yaml: prepare.split_fractions sum to {sum(self.split_fractions.values())}; "
+                            "they must leave records for train (sum < 1)")
 
 
 def split_records(raw: dict[str, list[Record]], p: PrepareParams) -> dict[str, list[Record]]:
@@ -101,6 +112,18 @@ def convert(records: list[Record], p: PrepareParams, templates: Templates | None
         rows.append({"id": f"{prefix}{rid}" if prefix else rid, "prompt": prompt, "completion": completion,
                      "references": {k: r.fields.get(k) for k in references}, WHERE: r.where, SOURCE: source})
     return rows
+
+
+def check_unique_ids(rows: list[dict], split: str) -> None:
+    """Predictions are paired by id (compare, select): two records of a split may not share one.
+    A record a mixture draws twice is the same record (same origin), not a clash."""
+    first: dict = {}
+    for row in rows:
+        where = first.setdefault(row["id"], row[WHERE])
+        if where != row[WHERE]:
+            raise UserError(f"{row[WHERE]}: id {row['id']!r} is also the id of {where} ({split} split); ids must be "
+                            "unique within a split: fix the data, or drop the id column (records are then named by "
+                            "where they come from)")
 
 
 def mixed(mix: list[mixture.Source], p: PrepareParams) -> tuple[dict[str, list[tuple[int, Record]]], list[dict]]:
@@ -163,7 +186,7 @@ def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: st
 def resolved_revisions(mix: list[mixture.Source]) -> dict:
     """The commit each hub dataset's revision resolved to, where the hub answered (nothing offline,
     so an offline run's metrics do not depend on the network)."""
-    found = {s.name: hub.resolved_revision(s.dataset, s.revision, "dataset") for s in mix}
+    found = {s.name: hub.resolved_revision(name, s.revision, "dataset") for s in mix if (name := sources.hub_id(s.dataset))}
     return {"resolved_revisions": {k: v for k, v in found.items() if v}} if any(found.values()) else {}
 
 
@@ -202,6 +225,8 @@ def main() -> None:
     rng = random.Random(p.seed)
     rows = {name: converted(subset(splits[name], p.max_records.get(name), rng), p, mix, templates, task.references,
                             scored=name != "train") for name in SPLITS}
+    for name in SPLITS:
+        check_unique_ids(rows[name], name)
     rows, overlap = without_overlap(rows)
     tokenizer = tokens.fast_tokenizer(args.model)
     tokenized, too_long = {}, {}

@@ -24,7 +24,7 @@ from sft.files import read_jsonl, write_json
 from sft.generation import generate
 from sft.metrics import aggregate, score_all
 from sft.models import DTYPES
-from sft.params import UserError, load, one_of, run
+from sft.params import UserError, load, one_of, ranged, run
 from sft.task import read_task
 
 
@@ -32,9 +32,9 @@ from sft.task import read_task
 class SelectParams:
     metric: str = "eval_loss"  # a key of the trainer's evaluation logs, or a figure of the task metric
     greater_is_better: bool | None = None  # None: false for names ending in 'loss', true otherwise
-    samples: int = 32  # validation prompts generated per checkpoint when selecting by a task figure
-    max_new_tokens: int = 64  # a reply longer than this is cut (and most likely wrong)
-    batch_size: int = 16  # prompts generated together
+    samples: int = ranged(32, low=1)  # validation prompts generated per checkpoint when selecting by a task figure
+    max_new_tokens: int = ranged(64, low=1)  # a reply longer than this is cut (and most likely wrong)
+    batch_size: int = ranged(16, low=1)  # prompts generated together
     dtype: str = "float32"  # the candidates' weights while generating
 
     def __post_init__(self):
@@ -70,6 +70,7 @@ def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> li
     """Each candidate scored by the task metric on the first `p.samples` validation records."""
     records = read_jsonl(data / "validation.jsonl")[:p.samples]
     task = read_task(data)
+    check_metric(p, task, records)
     scored = []
     for row in rows:
         model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype)
@@ -77,13 +78,22 @@ def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> li
                               p.batch_size)
         figures = aggregate(score_all(task.metric, replies, [r["completion"][0]["content"] for r in records],
                                       [r["references"] for r in records], task.settings))
-        if p.metric not in figures:
-            raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
-                            f"the task metric {task.metric}: {sorted(figures)} (or eval_loss)")
         print(f"[select] {row['checkpoint']}: {p.metric} {figures[p.metric]:.4f} on {len(records)} "
               "validation records", flush=True)
         scored.append({**row, p.metric: figures[p.metric], "select_samples": len(records)})
     return scored
+
+
+def check_metric(p: SelectParams, task, records: list[dict]) -> None:
+    """Before any checkpoint generates: the figures the task metric gives, from the first gold
+    scored against itself."""
+    if not records:
+        raise UserError("validation.jsonl has no records: select by a task figure needs some (or use eval_loss)")
+    gold = records[0]["completion"][0]["content"]
+    figures = aggregate(score_all(task.metric, [gold], [gold], [records[0]["references"]], task.settings))
+    if p.metric not in figures:
+        raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
+                        f"the task metric {task.metric}: {sorted(figures)} (or eval_loss)")
 
 
 def best(rows: list[dict], p: SelectParams) -> dict:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 import time
 from pathlib import Path
 
-from sft import device, resume, tracking, training, volatile
+from sft import device, models, resume, tokens, tracking, training, volatile
 from sft.consolidate import consolidated_checkpoints
 from sft.files import write_json
 from sft.params import run
@@ -49,14 +50,12 @@ def main() -> None:
                   if k not in training.TRACKING_KEYS}
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
                                              Path(args.model)])
-    # Only the main process clears or creates the folder; the others wait, then read the same plan.
-    checkpoint = resume.plan(out, digest, p.keep_stale) if config.process_index == 0 else None
+    # Only the main process clears or creates the folder and decides; every rank follows its plan.
+    checkpoint = resume.plan(out, digest, p.keep_stale, launched(config)) if config.process_index == 0 else None
     if config.world_size > 1:
-        from accelerate import PartialState
+        from accelerate.utils import broadcast_object_list
 
-        PartialState().wait_for_everyone()
-        if config.process_index != 0:
-            checkpoint = None if (out / resume.COMPLETE).is_file() else resume.last_checkpoint(out)
+        checkpoint = broadcast_object_list([checkpoint])[0]
     if "wandb" in config.report_to and config.process_index == 0:
         tracking.continue_wandb_run(out)
     trainer, tokenizer = training.make_trainer(p, config, args.model, Path(args.data), has_cuda, turns,
@@ -77,6 +76,17 @@ def main() -> None:
         write_json(args.metrics, figures)
         write_json(args.speed, speed)
         print(f"[train] wrote {args.out} and {args.metrics}: {figures}; {speed}", flush=True)
+
+
+def launched(config) -> dict:
+    """How this run is launched and the digest of the code that trains it: resume only the same."""
+    from accelerate import PartialState
+
+    code = [Path(module.__file__) for module in (sys.modules[__name__], training, tokens, models, resume)]
+    return {"world_size": config.world_size, "distributed_type": str(PartialState().distributed_type),
+            "fsdp": os.environ.get("ACCELERATE_USE_FSDP", "false"),
+            "deepspeed": os.environ.get("ACCELERATE_USE_DEEPSPEED", "false"),
+            "code": resume.code_digest(code)}
 
 
 if __name__ == "__main__":

@@ -109,10 +109,15 @@ def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
 def tiny_run(tmp_path_factory) -> Path:
     """The whole tiny graph run once (`dvc repro`, export included) in a committed copy of the
     repository, shared by the tests that start from a finished run (they run in one xdist group,
-    "tiny_run"). Read it, or change a copy of it (run_copy); never change it."""
+    "tiny_run"). Read it, or change a copy of it (run_copy); never change it. Tokens are planted in
+    its environment, as a user's would be (PLANTED_SECRETS); its log is beside it, repro.log."""
     repo = copy_repository(tmp_path_factory.mktemp("tiny-run") / "repo")
-    dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1"})
+    log = dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1", **PLANTED_SECRETS})
+    (repo.parent / "repro.log").write_text(log)
     return repo
+
+
+PLANTED_SECRETS = {"HF_TOKEN": "hf_PlantedToken4c1d9e", "WANDB_API_KEY": "PlantedWandbKey7b2f0a"}
 
 
 def run_copy(run: Path, dest: Path) -> Path:

@@ -2,6 +2,8 @@
 predictions written, the GPU used when there is one, vLLM falling back without one."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -98,7 +100,122 @@ def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(models, "load_pretrained", load_pretrained)
     with pytest.raises(RuntimeError, match="placement seen"):
-        evaluate.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"))
+        evaluate.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"),
+                            tmp_path / "kept", "baseline")
     with pytest.raises(RuntimeError, match="placement seen"):  # select and merge load through here
         checkpoints.trained_model(str(tiny_model_dir), tmp_path, "float32")
     assert placed == ["cuda", "cuda"]
+
+
+def sql_split(tmp_path, contexts: list[str], gold: str = "SELECT COUNT(*) FROM t;") -> Path:
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    rows = [{"id": i, "prompt": [*PROMPT[:1], {"role": "user", "content": f"Question {i}?" + " more" * i}],
+             "completion": [{"role": "assistant", "content": gold}], "references": {"sql_context": context}}
+            for i, context in enumerate(contexts)]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "task.json").write_text(json.dumps({"metric": "sql_execution", "references": ["sql_context"]}))
+    return data
+
+
+def run_evaluate(tmp_path, model, data, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(model), "--name", "finetuned", "--data", str(data),
+                                     "--out", "metrics"])
+    evaluate.main()
+    return (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").read_text()
+
+
+CONTEXT = "CREATE TABLE t (id INT); INSERT INTO t VALUES (1), (2);"
+
+
+def test_replies_are_kept_before_scoring_so_a_failed_or_killed_run_never_generates_them_again(
+        tiny_model_dir, tmp_path, monkeypatch):
+    (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 4\n  batch_size: 2\n")
+    data = sql_split(tmp_path, [CONTEXT] * 5)
+    straight = run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
+    for kept in (tmp_path / "metrics" / "replies.partial").iterdir():
+        kept.unlink()
+
+    # Killed after the first batch of two: those two replies are on disk, nothing was scored.
+    real_keep = evaluate.replies.Kept.keep
+    def killed_after_one_batch(self, batch):
+        real_keep(self, batch)
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate.replies.Kept, "keep", killed_after_one_batch)
+    with pytest.raises(KeyboardInterrupt):
+        run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
+    monkeypatch.setattr(evaluate.replies.Kept, "keep", real_keep)
+
+    # Then scoring fails: the three other replies are generated once and kept.
+    generated = []
+    real_generate = evaluate.generate
+    monkeypatch.setattr(evaluate, "generate", lambda *a: generated.append(a[5]) or real_generate(*a))
+    monkeypatch.setattr(evaluate, "scored", lambda *a: (_ for _ in ()).throw(RuntimeError("scorer bug")))
+    with pytest.raises(RuntimeError, match="scorer bug"):
+        run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
+    assert len(generated) == 1 and len(generated[0]) == 2  # it knew the 2 kept replies
+
+    # A fixed scorer reads every reply back: no model is loaded, the predictions are the straight run's.
+    monkeypatch.undo()
+    monkeypatch.setattr(evaluate, "load_for_inference", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch) == straight
+    speed = json.loads((tmp_path / "metrics" / "speed" / "finetuned.json").read_text())
+    assert speed["kept_replies"] == 5 and speed["generated_tokens"] == 0
+
+    # Another setting decides other replies: they are not read back.
+    (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 3\n  batch_size: 2\n")
+    with pytest.raises(pytest.fail.Exception, match="a model was loaded"):
+        run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
+
+
+HOSTILE_REPLIES = ["SELECT zeroblob(999999999) FROM t;", "SELECT randomblob(20000000) FROM t, t a, t b, t c;",
+                   "SELECT 1;\x00 DROP TABLE t;", "SELECT '\ud800';", "ATTACH DATABASE '{out}/r.db' AS y; "
+                   "CREATE TABLE y.z (a);", "VACUUM INTO '{out}/v.db';", "SELECT load_extension('{out}/x.so');",
+                   "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r;",
+                   "x" * 5_000_000]
+HOSTILE_CONTEXTS = [CONTEXT + " ATTACH DATABASE '{out}/c.db' AS y; CREATE TABLE y.z (a);",
+                    CONTEXT + " VACUUM INTO '{out}/cv.db';",
+                    CONTEXT + " WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r;"]
+
+
+def test_evaluate_scores_hostile_replies_and_contexts_wrong_in_bounded_time_and_memory(tiny_model_dir, tmp_path):
+    """Replies with allocation bombs, NUL bytes, surrogates, ATTACH and VACUUM INTO, on a split whose
+    own contexts attach, vacuum into files and never end: the stage completes, its peak memory
+    stays bounded, no file appears outside its outputs, and every hostile record scores wrong."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    replies = [r.replace("{out}", str(outside)) for r in HOSTILE_REPLIES] + ["SELECT COUNT(*) FROM t;"] * 3
+    contexts = [CONTEXT] * len(HOSTILE_REPLIES) + [c.replace("{out}", str(outside)) for c in HOSTILE_CONTEXTS]
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text("evaluate:\n  max_new_tokens: 4\n")
+    data = sql_split(work, contexts)
+    p = evaluate.EvaluateParams(max_new_tokens=4)
+    prompts = [json.loads(line)["prompt"] for line in (data / "test.jsonl").read_text().splitlines()]
+    kept = evaluate.kept_replies(str(tiny_model_dir), prompts, p, "transformers", work / "metrics" / "replies.partial",
+                                 "finetuned")
+    kept.keep(dict(enumerate(replies)))  # as if the model had answered so
+    before = {p for p in work.rglob("*")}
+    # The stage in a process of its own, reporting its own peak memory (VmHWM) when it ends.
+    probe = ("import runpy, sys; sys.argv = sys.argv[1:]\ntry:\n runpy.run_module('stages.evaluate', run_name='__main__')\n"
+             "finally:\n print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", probe, "evaluate", "--model", str(tiny_model_dir), "--name",
+                           "finetuned", "--data", str(data), "--out", "metrics"], cwd=work, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    peak_mb = int(done.stderr.split("VmHWM:")[1].split()[0]) / 1024
+    assert peak_mb < 2500, f"peak memory {peak_mb:.0f} MB"
+    assert list(outside.iterdir()) == []
+    made = {str(p.relative_to(work)) for p in set(work.rglob("*")) - before if p.is_file()}
+    assert made == {"metrics/finetuned.json", "metrics/predictions/finetuned.jsonl", "metrics/confusion/finetuned.json",
+                    "metrics/speed/finetuned.json"}
+    rows = [json.loads(line) for line in (work / "metrics" / "predictions" / "finetuned.jsonl").read_text().splitlines()]
+    assert [r["execution_accuracy"] for r in rows] == [0.0] * (len(HOSTILE_REPLIES) + 3), rows
+    assert [r["scoring_error"] for r in rows[-3:]] == [1.0] * 3  # the record's own SQL passed a bound: counted
+    assert "kept by an earlier run" in done.stdout

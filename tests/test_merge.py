@@ -46,15 +46,19 @@ def test_merge_parity_failure_keeps_the_old_folder(trained_copy, tiny_model_dir,
     trained = trained_copy
     monkeypatch.chdir(trained)
     (trained / "select.json").write_text(json.dumps({"checkpoint": "out/checkpoint-2"}))
-    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("merge:\n", "merge:\n  max_mean_kl: -1.0\n"))
+    (trained / "params.yaml").write_text(TRAINED_PARAMS)
     (trained / "merged-old").mkdir(exist_ok=True)
     (trained / "merged-old" / "marker").write_text("old")
+    # A NaN KL (a merge into overflowing weights) fails the check: NaN > threshold would not.
+    real = merge.parity
+    monkeypatch.setattr(merge, "parity", lambda *a: {**real(*a), "mean_kl": float("nan")})
     monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
                                      "--data", "data", "--out", "merged-old", "--metrics", "merge-failed.json"])
-    with pytest.raises(UserError, match="merge parity check failed: mean KL .* > merge.max_mean_kl -1.0"):
+    with pytest.raises(UserError, match="merge parity check failed: mean KL nan > merge.max_mean_kl 0.01"):
         merge.main()
     assert (trained / "merged-old" / "marker").read_text() == "old"
     assert not (trained / ".merged-old.tmp").exists()
+    assert not (trained / "merge-failed.json").exists(), "figures are written only for a merged folder that is kept"
 
 
 def test_stop_tokens_include_the_chat_templates_end_of_turn(tiny_model_dir):

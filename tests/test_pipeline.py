@@ -111,3 +111,17 @@ def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end
         assert all(r["expected"] and r["gold"].endswith(f"#### {r['expected']}") for r in rows)
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["metric"] == "accuracy" and "mcnemar_p" in compare
+
+
+def test_no_token_in_the_environment_reaches_an_output_the_cache_the_lock_or_the_log(tiny_run):
+    """The run had HF_TOKEN and WANDB_API_KEY set: neither is in any file it wrote (checkpoints'
+    training_args.bin, the model card, dvc.lock, the DVC cache) nor in its log."""
+    from conftest import PLANTED_SECRETS
+
+    planted = [value.encode() for value in PLANTED_SECRETS.values()]
+    log = (tiny_run.parent / "repro.log").read_bytes()
+    assert b"[train] params" in log and b"[export] wrote" in log
+    files = [p for p in tiny_run.rglob("*") if p.is_file() and p.relative_to(tiny_run).parts[0] != ".git"]
+    assert any(p.name == "training_args.bin" for p in files) and (tiny_run / "models/gguf/README.md").is_file()
+    assert [str(p) for p in files if any(secret in p.read_bytes() for secret in planted)] == []
+    assert not any(secret in log for secret in planted)

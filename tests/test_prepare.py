@@ -128,8 +128,44 @@ def test_unknown_dataset_and_subset_list_what_exists(tmp_path):
     (tmp_path / "de_fr").mkdir()
     with pytest.raises(UserError, match=r"no subset 'fr_it'.*available: \['de_fr', 'fr_de'\]"):
         sources.load(str(tmp_path), subset="fr_it")
-    with pytest.raises(UserError, match=r"no such file or folder; .* holds \['de_fr', 'fr_de'\]"):
+    with pytest.raises(UserError, match=r"no such file or folder \(.* holds \['de_fr', 'fr_de'\]\)"):
         sources.load(str(tmp_path / "nope.jsonl"))
+
+
+@pytest.mark.parametrize("dataset, hub_id", [
+    ("gretelai/synthetic_text_to_sql", "gretelai/synthetic_text_to_sql"),  # owner/name, not here: the hub
+    ("hf:squad", "squad"),  # an owner-less hub dataset, said explicitly
+    ("mydata", None), ("my_data/train.jsonl", None), ("./a/b", None), ("data/raw/x", None), ("a/b/c", None),
+])
+def test_a_hub_id_is_owner_slash_name_or_says_hf(dataset, hub_id):
+    assert sources.hub_id(dataset) == hub_id
+
+
+def test_a_missing_local_folder_is_an_error_not_a_hub_dataset(tmp_path, monkeypatch):
+    """A bare name used to be tried on the hub: a typo of a local folder loaded someone's dataset."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mydata").mkdir()
+    monkeypatch.setattr(sources, "hub", lambda *a: pytest.fail("the hub was asked"))
+    with pytest.raises(UserError, match=r"prepare.dataset 'mydat': no such file or folder \(\./ holds \['mydata'\]\); "
+                                        r"a hub dataset is named owner/name, or hf:<name>"):
+        sources.load("mydat")
+
+
+def test_duplicate_ids_in_a_split_are_an_error_naming_both_records(tmp_path, tokenizer_dir):
+    data = tmp_path / "d"
+    data.mkdir()
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "completion": "a"} for i in range(6)]
+    rows[4]["id"] = "r1"
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (data / "test.jsonl").write_text(json.dumps({"id": "r1", "prompt": "t", "completion": "a"}) + "\n")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.yaml").write_text("metric: exact_match\n")
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0.2}\n")
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert re.search(r"d/train.jsonl:5: id 'r1' is also the id of .*d/train.jsonl:2 \(\w+ split\); ids must be "
+                     "unique within a split", done.stderr), done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def write_params(tmp_path, dataset, prompts, extra="", max_length=512):
@@ -317,3 +353,32 @@ def test_a_split_emptied_by_the_overlap_check_is_an_error(tmp_path, tokenizer_di
     done = run_prepare(tmp_path, tokenizer_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "no train records are left (of 4: 4 share a prompt with a test record" in done.stderr
+
+
+@pytest.mark.parametrize("system, user, problem", [
+    # A template that changes a list changes what the next template and the metric see: refused.
+    ("{{ tags.append('leak') }}Be brief.", "{{ q }} {{ tags }}", "system.jinja: SecurityError: access to attribute "
+                                                               "'append' of 'list' object is unsafe"),
+    ("Be brief.", "{{ q.__class__.__mro__ }}", "user.jinja: SecurityError: access to attribute '__class__'"),
+    ("Be brief.", "{% include 'secret.txt' %}", "user.jinja: TypeError: no loader for this environment specified"),
+    ("Be brief.", "{{ n | format_sql }}", "user.jinja: TypeError: Expected text"),
+])
+def test_a_template_error_is_one_line_naming_the_template(tmp_path, system, user, problem):
+    (tmp_path / "system.jinja").write_text(system)
+    (tmp_path / "user.jinja").write_text(user)
+    (tmp_path / "assistant.jinja").write_text("{{ a }}")
+    record = {"q": "How many?", "tags": [], "n": 3, "a": "SELECT 1;"}
+    with pytest.raises(UserError) as raised:
+        load_templates(tmp_path).messages(record, "data.jsonl:4")
+    message = str(raised.value)
+    assert message.startswith(f"data.jsonl:4: {tmp_path}/") and problem in message and "\n" not in message
+    assert record["tags"] == []
+
+
+def test_a_column_may_have_any_name(tmp_path):
+    """Records go to the template as one mapping: a column named `self` used to be a keyword clash."""
+    (tmp_path / "user.jinja").write_text("{{ question }}")
+    (tmp_path / "assistant.jinja").write_text("{{ answer }}")
+    record = {"self": "x", "question": "Who?", "answer": "Me.", "environment": "y"}
+    prompt, completion = load_templates(tmp_path).messages(record, "data.jsonl:1")
+    assert prompt == [{"role": "user", "content": "Who?"}] and completion[0]["content"] == "Me."

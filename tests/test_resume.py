@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, git_workdir, prepared
@@ -158,3 +159,84 @@ def test_kill_then_more_epochs_starts_clean_and_keeps_the_killed_runs_checkpoint
     [kept] = (work / "out.stale").iterdir()
     assert (kept / "checkpoint-12" / "trainer_state.json").is_file()
     assert json.loads((work / "out" / "trainer_state.json").read_text())["global_step"] == 48
+
+
+def test_another_launch_or_other_training_code_starts_clean(tmp_path, capsys):
+    """A killed 1-process run is not resumed as a 4-process (or FSDP) run, nor by edited code."""
+    out = tmp_path / "train.partial"
+    one = {"world_size": 1, "distributed_type": "NO", "code": "c1"}
+    resume.plan(out, "a" * 64, run=one)
+    checkpoint(out, 5)
+    assert resume.plan(out, "a" * 64, run=one) == out / "checkpoint-5"
+    for other in ({**one, "world_size": 4}, {**one, "code": "c2"}):
+        assert resume.plan(out, "a" * 64, run=other) is None
+        assert "it ran with another launch or other training code; starting clean" in capsys.readouterr().out
+        assert not (out / "checkpoint-5").exists()
+        checkpoint(out, 5)
+
+
+def test_code_digest_follows_the_bytes_of_the_code(tmp_path):
+    (tmp_path / "train.py").write_text("a = 1\n")
+    first = resume.code_digest([tmp_path / "train.py"])
+    (tmp_path / "train.py").write_text("a = 2\n")
+    assert resume.code_digest([tmp_path / "train.py"]) != first
+
+
+def test_a_cut_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    out = tmp_path / "train.partial"
+    resume.plan(out, "a" * 64)
+    for step in (5, 10):
+        checkpoint(out, step)
+        save_file({"w": torch.zeros(64)}, out / f"checkpoint-{step}" / "adapter_model.safetensors")
+        torch.save({"state": {}}, out / f"checkpoint-{step}" / "optimizer.pt")
+    assert resume.plan(out, "a" * 64) == out / "checkpoint-10"
+    weights = out / "checkpoint-10" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])  # killed mid-write, or a full disk
+    assert resume.plan(out, "a" * 64) == out / "checkpoint-5"
+    said = capsys.readouterr().out
+    assert "checkpoint-10 cannot be resumed from (adapter_model.safetensors is cut short); trying the one before" \
+        in said and "resuming from " + str(out / "checkpoint-5") in said
+    optimizer = out / "checkpoint-5" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:100])
+    (out / "checkpoint-5" / "trainer_state.json").write_text('{"global_step": ')
+    assert resume.last_checkpoint(out) is None  # nothing readable: the run starts clean
+    assert resume.plan(out, "a" * 64) is None
+    assert "none of its checkpoints can be read; starting clean" in capsys.readouterr().out
+
+
+def test_a_folder_the_stage_did_not_make_is_never_deleted(tmp_path):
+    out = tmp_path / "train.partial"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(resume.UserError, match="train.partial exists and was not made by the train stage"):
+        resume.plan(out, "a" * 64)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_publish_moves_a_finished_run_across_filesystems(tmp_path, monkeypatch):
+    """os.replace cannot cross filesystems (--scratch on another disk): the run is copied beside
+    the output, renamed into place, and only then is the scratch folder removed."""
+    import errno
+
+    scratch, out = tmp_path / "scratch" / "run", tmp_path / "models" / "train"
+    resume.plan(scratch, "a" * 64, run={"code": "c"})
+    checkpoint(scratch, 5)
+    resume.mark_complete(scratch, {"eval_loss": 1.0})
+    out.mkdir(parents=True)
+    (out / "old").write_text("the previous output")
+    real = resume.os.replace
+
+    def across(src, dst):
+        if Path(src).parent.parent == tmp_path / "scratch":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real(src, dst)
+
+    monkeypatch.setattr(resume.os, "replace", across)
+    resume.publish(scratch, out)
+    assert (out / "checkpoint-5" / "trainer_state.json").is_file() and (out / resume.COMPLETE).is_file()
+    assert not (out / "old").exists() and not scratch.exists()
+    assert not (out / resume.RUN).exists()  # how the run was launched is not part of the output
+    assert sorted(p.name for p in out.parent.iterdir()) == ["train"]

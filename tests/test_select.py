@@ -71,5 +71,6 @@ def test_select_by_a_task_figure_generates_on_validation_records(trained_copy, t
 
     (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  metric: eval_loss\n", "  metric: bleu\n  samples: 1\n"
                                                         "  max_new_tokens: 2\n"))
+    monkeypatch.setattr(select, "trained_model", lambda *a, **k: pytest.fail("a checkpoint was loaded"))
     with pytest.raises(UserError, match="select.metric 'bleu' is neither a trainer log key nor a figure"):
-        select.main()
+        select.main()  # before any checkpoint is loaded or generates

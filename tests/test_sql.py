@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 from sft import sql
-from sft.metrics import sql_execution
+from sft.metrics import score_all, sql_execution
 
 TABLES = "CREATE TABLE t (id INTEGER, name TEXT, price REAL); INSERT INTO t VALUES (1, 'a;b', 2.0), (2, 'Mug', 3.5);"
 ROWS = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r LIMIT 5000)"
@@ -74,9 +74,14 @@ def test_hostile_replies_are_scored_wrong_in_bounded_time_and_memory():
 ])
 def test_the_datasets_own_sql_writes_no_file(context, tmp_path):
     path = tmp_path / "written.db"
-    scored = sql_execution("SELECT name FROM t;", "SELECT name FROM t;", {"sql_context": context.format(path=path)})
+    # The record's database cannot be built: it is unscorable (counted as a scoring_error), not judged
+    # by exact match as a gold in another dialect would be.
+    with pytest.raises(sql.Unscorable, match="passed a bound or was refused: (not authorized|authorization denied)"):
+        sql_execution("SELECT name FROM t;", "SELECT name FROM t;", {"sql_context": context.format(path=path)})
     assert not path.exists()
-    assert scored["execution_error_rate"] == 1.0  # the record's database cannot be built: nothing ran
+    [scored] = score_all("sql_execution", ["SELECT name FROM t;"], ["SELECT name FROM t;"],
+                         [{"sql_context": context.format(path=path)}])
+    assert scored["execution_accuracy"] == 0.0 and scored["scoring_error"] == 1.0 and not path.exists()
     reply = sql_execution(f"ATTACH DATABASE '{path}' AS y;", "CREATE TABLE u (a);", {"sql_context": TABLES})
     assert not path.exists() and reply["execution_error_rate"] == 1.0
 
@@ -85,6 +90,17 @@ def test_a_context_that_never_ends_is_stopped_by_the_budget():
     context = TABLES + "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r;"
     with pytest.raises(sqlite3.OperationalError, match="interrupted"):
         sql.database(context)
+
+
+def test_a_gold_over_the_budget_is_unscorable_not_an_exact_match():
+    """Only a gold SQLite cannot parse or run (another dialect) falls back to exact match; one stopped
+    by a bound would otherwise score a copy of itself correct and anything else wrong, silently."""
+    endless = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r) SELECT count(*) FROM r;"
+    [scored] = score_all("sql_execution", [endless], [endless], [{"sql_context": TABLES}])
+    assert scored["execution_accuracy"] == 0.0 and scored["scoring_error"] == 1.0
+    dialect = "SELECT name FROM t WHERE name ILIKE 'm%';"  # PostgreSQL's ILIKE: a syntax error here
+    [scored] = score_all("sql_execution", [dialect], [dialect], [{"sql_context": TABLES}])
+    assert scored["execution_accuracy"] == 1.0 and "scoring_error" not in scored
 
 
 def test_a_pragma_other_than_table_info_is_refused():

@@ -1,0 +1,120 @@
+"""A bad value of every key of params.yaml: the stage that reads it, started as dvc.yaml starts it,
+exits with status 2 and one line naming the key, before it touches the disk (its outputs from an
+earlier run unchanged; for train, before accelerate starts any process)."""
+
+import importlib
+import math
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from sft.params import run
+
+# One bad value a key: out of range or not a choice where the key has one, else the wrong type.
+BAD = {
+    "base": {"model_name_or_path": 5, "gguf_file": ["a.gguf"], "gguf_sha256": "b179c95", "revision": 7,
+             "dtype": "fp8", "model_class": "AutoModel", "random_init": [32], "seed": "zero"},
+    "prepare": {"dataset": [], "subset": 3, "revision": 1.5, "prompts": None, "shape": "csv", "seed": 1.5,
+                "max_records": {"train": -1}, "split_fractions": {"validation": 1.5}, "on_too_long": "truncate",
+                "train_on": "first", "audit_examples": -1, "datasets": "a,b", "eval_sources": "some"},
+    "launch": {"config_file": 5, "num_processes": 0, "num_machines": 0, "machine_rank": -1, "main_process_ip": 5,
+               "main_process_port": 70000},
+    "train": {"method": "bogus", "epochs": 0, "lora_r": 0, "lora_alpha": 0, "lora_dropout": 1.5,
+              "lora_target_modules": 5, "use_dora": "yes", "attn_implementation": "flash", "fused_lm_head": "sometimes",
+              "keep_stale": -1, "learning_rate": -1.0e-3, "lr_scheduler_type": "cosin", "warmup_steps": -1,
+              "per_device_train_batch_size": 0, "per_device_eval_batch_size": 0, "gradient_accumulation_steps": 0,
+              "train_sampling_strategy": "by_length", "max_length": 0, "gradient_checkpointing": "yes",
+              "logging_steps": 0, "seed": "x", "bf16": "yes"},
+    "select": {"metric": 5, "greater_is_better": "no", "samples": 0, "max_new_tokens": 0, "batch_size": 0,
+               "dtype": "fp16"},
+    "merge": {"dtype": "fp16", "parity_prompts": 0, "parity_max_new_tokens": 0, "max_mean_kl": -1.0,
+              "min_greedy_agreement": 1.5},
+    "evaluate": {"max_new_tokens": 0, "batch_size": 0, "dtype": "half", "backend": "tgi"},
+    "export": {"outtype": "q3", "parity_prompts": 0, "parity_max_new_tokens": 0, "min_greedy_agreement": -0.1,
+               "test_max_new_tokens": 0, "base_model": 5, "license": 5, "model_name": 5},
+}
+
+# Bad values that are not one key's type or range: NaN, fractions together, secrets, nesting.
+MORE = [
+    ("merge", "max_mean_kl", math.nan, "merge.max_mean_kl"),
+    ("export", "min_greedy_agreement", math.nan, "export.min_greedy_agreement"),
+    ("prepare", "max_records", {"test": 2.5}, "prepare.max_records.test"),
+    ("prepare", "max_records", {"tain": 5}, "prepare.max_records"),
+    ("prepare", "split_fractions", {"valid": 0.1}, "prepare.split_fractions"),
+    ("prepare", "split_fractions", {"validation": 0.6, "test": 0.5}, "prepare.split_fractions sum to 1.1"),
+    ("train", "max_steps", 0, "train.max_steps"),
+    ("train", "optim", "adamw_torch_fusd", "train.optim"),
+    ("train", "hub_token", "hf_PlantedInParams0e1f", "train.hub_token is a secret"),
+    ("train", "report_to", {"wandb_api_key": "PlantedInParams9c8d"}, "train.report_to.wandb_api_key is a secret"),
+    ("prepare", "datasets", [{"dataset": "x", "token": "PlantedInParams77aa"}], "prepare.datasets[0].token is a secret"),
+    ("base", "hf_token", "hf_PlantedInParams5b5b", "base.hf_token is a secret"),
+]
+
+
+def stage_commands() -> dict[str, tuple[str, list[str], list[str]]]:
+    """Each params section -> the first stage of dvc.yaml that reads it whole: (module, argv, outputs)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    by_section = {}
+    for name, stage in stages.items():
+        if "foreach" in stage:  # evaluate: its first item
+            key, item = next(iter(stage["foreach"].items()))
+            stage = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", item).replace("${key}", key))
+        words = stage["cmd"].split()
+        assert words[:2] == ["python", "-m"], name
+        outputs = [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", []) + stage.get("metrics", [])]
+        for section in stage.get("params", []):
+            if isinstance(section, str) and "." not in section:
+                by_section.setdefault(section, (words[2], words[3:], outputs))
+    return by_section
+
+
+def test_every_key_of_params_yaml_has_a_bad_value_here():
+    from conftest import section_classes
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert set(BAD) == set(params)
+    for section, values in params.items():
+        assert set(BAD[section]) == set(values), section
+        assert set(section_classes()[section].__dataclass_fields__) <= set(values), section
+    assert set(stage_commands()) == set(params), "every section is read whole by a stage of dvc.yaml"
+
+
+def run_stage(tmp_path, monkeypatch, capsys, section: str, key: str, value) -> str:
+    """The stage reading `section`, run in a folder holding an earlier run's outputs and params.yaml
+    with `key` set to `value`; returns its stderr once it has exited 2 leaving every file as it was."""
+    module, argv, outputs = stage_commands()[section]
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    for output in outputs:  # a file, or a folder holding one
+        path = tmp_path / output / "earlier" if "." not in output.split("/")[-1] else tmp_path / output
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("an earlier run's output")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", [module, *argv])
+    monkeypatch.setattr("os.execvpe", lambda *a: pytest.fail("accelerate was started"))
+    monkeypatch.setattr("sft.launch.exit_status", lambda *a: pytest.fail("accelerate was started"))
+    with pytest.raises(SystemExit) as stopped:
+        run(importlib.import_module(module).main)
+    assert stopped.value.code == 2
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    return err
+
+
+@pytest.mark.parametrize("section, key", [(s, k) for s, keys in BAD.items() for k in keys])
+def test_a_bad_value_of_every_key_stops_its_stage_with_one_line(tmp_path, monkeypatch, capsys, section, key):
+    err = run_stage(tmp_path, monkeypatch, capsys, section, key, BAD[section][key])
+    assert f"{section}.{key}" in err
+
+
+@pytest.mark.parametrize("section, key, value, named", MORE)
+def test_nan_fractions_and_secrets_stop_the_stage_with_one_line(tmp_path, monkeypatch, capsys, section, key, value,
+                                                               named):
+    err = run_stage(tmp_path, monkeypatch, capsys, section, key, value)
+    assert named in err
+    assert "Planted" not in err  # a secret's key is named, never its value
