@@ -31,8 +31,12 @@ def main() -> None:
     if over := load("overhead"):
         parts.append(f"no-op repro {over['median_seconds']['repro']} s, status {over['median_seconds']['status']} s "
                      "(target < 3 s)")
-    mfu = load("mfu")
-    parts.append(f"MFU {mfu['mfu']:.1%} on {mfu['device']} (target 40%)" if mfu else "MFU not measured (no GPU)")
+    gpus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("gpu-*.json"))]
+    for gpu in gpus:
+        best = max(gpu["train"], key=lambda side: side["tokens_per_second"])
+        parts.append(f"MFU {best['mfu']:.1%} on {gpu['device']} ({best['side']}; target 40%)")
+    if not gpus:
+        parts.append("MFU not measured (no GPU)")
     print("bench: " + "; ".join(parts))
 
 

@@ -67,13 +67,13 @@ def peak_resident_bytes() -> int:
 
 def generation_backend(name: str, stage: str = "evaluate") -> str:
     """auto -> vLLM where a CUDA GPU and vllm are present, else transformers. Asking for vLLM
-    without them falls back to transformers with one line (README, 'GPU settings')."""
+    without them falls back to transformers with one line (docs/gpu-settings.md)."""
     if name not in GENERATION_BACKENDS:
         raise UserError(f"params.yaml: {stage}.backend '{name}' is not one of {GENERATION_BACKENDS}")
     vllm_ready = has_cuda() and has_vllm()
     if name == "vllm" and not vllm_ready:
         why = "no CUDA GPU" if not has_cuda() else "vllm is not installed"
-        print(f"[{stage}] {why}: {stage}.backend vllm -> transformers (see README, 'GPU settings')", flush=True)
+        print(f"[{stage}] {why}: {stage}.backend vllm -> transformers (see docs/gpu-settings.md)", flush=True)
         return "transformers"
     if name == "llamacpp" and not has_llamacpp():
         print(f"[{stage}] llama-cpp-python is not installed (make llamacpp): {stage}.backend llamacpp -> transformers",
@@ -91,6 +91,6 @@ def serving_backend() -> str:
     if has_cuda() and has_vllm():
         return "vllm"
     if has_cuda():
-        print("[serve] CUDA GPU but no vllm (see README, 'GPU settings'): serving with transformers", flush=True)
+        print("[serve] CUDA GPU but no vllm (see docs/gpu-settings.md): serving with transformers", flush=True)
         return "transformers"
     return "llamacpp" if has_llamacpp() else "transformers"

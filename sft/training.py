@@ -98,10 +98,30 @@ CPU_FALLBACKS = {"bf16": False, "fp16": False, "use_liger_kernel": False}
 GPU_OPTIMIZERS = ("adamw_torch_4bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused")
 
 
+# GPU settings that need a package of the GPU extra, and what each becomes without it.
+NEEDS_PACKAGE = {("use_liger_kernel", True): ("liger_kernel", False), ("optim", "adamw_torch_4bit"): ("torchao", "adamw_torch"),
+                 ("optim", "paged_adamw_8bit"): ("bitsandbytes", "adamw_torch"),
+                 ("optim", "paged_adamw_32bit"): ("bitsandbytes", "adamw_torch"),
+                 ("optim", "adamw_bnb_8bit"): ("bitsandbytes", "adamw_torch")}
+
+
+def without_missing_packages(sft: dict) -> dict:
+    """On a CUDA machine without the GPU extra (liger-kernel, torchao, bitsandbytes), the settings
+    that need it fall back, each with one line saying so, instead of failing in the trainer."""
+    sft = {**sft}
+    for (key, value), (package, fallback) in NEEDS_PACKAGE.items():
+        if sft.get(key) == value and importlib.util.find_spec(package) is None:
+            print(f"[train] {package} is not installed: train.{key} {value} -> {fallback} (make setup installs "
+                  "the GPU extra on a CUDA machine; see docs/gpu-settings.md)", flush=True)
+            sft[key] = fallback
+    return sft
+
+
 def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
-    """On a CPU, GPU-only settings fall back (fp32, no liger), each with one line saying so."""
+    """On a CPU, GPU-only settings fall back (fp32, no liger), each with one line saying so; on a
+    GPU, those whose package is missing."""
     if has_cuda:
-        return sft
+        return without_missing_packages(sft)
     sft = {**sft}
     if sft.get("optim") in GPU_OPTIMIZERS:
         print(f"[train] no CUDA GPU: train.optim {sft['optim']} -> adamw_torch", flush=True)
@@ -109,7 +129,7 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     for key, fallback in CPU_FALLBACKS.items():
         # SFTConfig's own default for bf16 is true; the CPU run must not depend on params naming it.
         if sft.get(key, key == "bf16") != fallback:
-            print(f"[train] no CUDA GPU: train.{key} -> {fallback} (see README, 'GPU settings')", flush=True)
+            print(f"[train] no CUDA GPU: train.{key} -> {fallback} (see docs/gpu-settings.md)", flush=True)
         sft[key] = fallback
     return sft
 

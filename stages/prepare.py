@@ -186,7 +186,7 @@ def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: st
 def resolved_revisions(mix: list[mixture.Source]) -> dict:
     """The commit each hub dataset's revision resolved to, where the hub answered (nothing offline,
     so an offline run's metrics do not depend on the network)."""
-    found = {s.name: hub.resolved_revision(name, s.revision, "dataset") for s in mix if (name := sources.hub_id(s.dataset))}
+    found = {s.name: hub.resolved_revision(sources.hub_id(s.dataset) or s.dataset, s.revision, "dataset") for s in mix}
     return {"resolved_revisions": {k: v for k, v in found.items() if v}} if any(found.values()) else {}
 
 

@@ -1,6 +1,8 @@
 """sft.launch: the `launch:` section as accelerate's flags; several processes mean DDP, over gloo
 on a CPU; bad multi-machine settings are one clear line."""
 
+import os
+
 import pytest
 
 from sft.launch import LaunchParams, command
@@ -67,5 +69,30 @@ def test_several_machines(monkeypatch):
         LaunchParams(num_machines=2)
     with pytest.raises(UserError, match=r"launch.machine_rank 2 must be in 0..1"):
         LaunchParams(num_machines=2, machine_rank=2, main_process_ip="10.0.0.1")
-    with pytest.raises(UserError, match="launch.config_file configs/nope.yaml does not exist"):
-        command(LaunchParams(config_file="configs/nope.yaml", num_processes=2), True, STAGE)
+    for processes in (1, 2):  # one process reads the file too: accelerate's traceback otherwise
+        with pytest.raises(UserError, match="launch.config_file configs/nope.yaml does not exist"):
+            command(LaunchParams(config_file="configs/nope.yaml", num_processes=processes), True, STAGE)
+
+
+def test_a_failing_stage_ends_the_launch_with_its_one_line_and_status_not_a_traceback(tmp_path, tiny_model_dir):
+    """accelerate's launcher re-raises a child's failure as CalledProcessError with a traceback
+    under the child's one-line error; the launch ends with the child's own line and exit status."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, git_workdir, prepared
+
+    work = git_workdir(tmp_path / "work")
+    prepared(work / "data")
+    (work / "configs").symlink_to(ROOT / "configs")
+    # train's own section is fine (checked before accelerate starts); the child then reads
+    # prepare.train_on, which this params.yaml lacks: a UserError in the child.
+    (work / "params.yaml").write_text("launch:\n  num_processes: 1\ntrain:\n  epochs: 1\n")
+    done = subprocess.run([sys.executable, "-m", "sft.launch", "-m", "stages.train", "--model", str(tiny_model_dir),
+                           "--data", "data", "--out", "out", "--metrics", "m.json", "--live", "live"],
+                          cwd=work, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == "error: params.yaml: no 'prepare:' section"
+    assert not (work / "out").exists() and not (work / "m.json").exists()

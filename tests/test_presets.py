@@ -68,7 +68,9 @@ def test_presets_carry_the_workshop_settings():
 def test_preset_prepares_stand_in_records(name, tmp_path, tokenizer_dir, monkeypatch):
     params = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
     records = [{**STAND_INS[name], "copy": i} for i in range(6)]
-    for i, r in enumerate(records):  # distinct prompts, so the split overlap check keeps them all
+    for i, r in enumerate(records):  # distinct prompts and ids, so the split overlap check keeps them all
+        if "id" in r:
+            r["id"] = f"{r['id']}-{i}"
         if "messages" in r:
             r["messages"] = [dict(m) for m in r["messages"]]
             r["messages"][1]["content"] += f" #{i}"

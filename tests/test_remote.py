@@ -124,8 +124,11 @@ def git(repo, *args):
 
 
 def digests(repo: Path) -> dict[str, str]:
+    """Every file of the output folders, but the scratch ones (models/train.partial, the replies
+    kept by evaluate): a stage's own, never shared through the remote."""
     return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for out in OUTPUTS for p in sorted((repo / out).rglob("*")) if p.is_file()}
+            for out in OUTPUTS for p in sorted((repo / out).rglob("*"))
+            if p.is_file() and not any(part.endswith(".partial") for part in p.relative_to(repo).parts)}
 
 
 def content_addressed_ok(objects: dict[str, bytes]) -> list[str]:

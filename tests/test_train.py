@@ -71,9 +71,27 @@ def test_gpu_only_settings_fall_back_on_a_cpu_with_one_line_each(capsys):
     sft = training.without_gpu_only_settings({"use_liger_kernel": True, "learning_rate": 1e-3}, has_cuda=False)
     assert sft == {"use_liger_kernel": False, "learning_rate": 1e-3, "bf16": False, "fp16": False}
     lines = capsys.readouterr().out.splitlines()
-    assert lines == ["[train] no CUDA GPU: train.bf16 -> False (see README, 'GPU settings')",
-                     "[train] no CUDA GPU: train.use_liger_kernel -> False (see README, 'GPU settings')"]
+    assert lines == ["[train] no CUDA GPU: train.bf16 -> False (see docs/gpu-settings.md)",
+                     "[train] no CUDA GPU: train.use_liger_kernel -> False (see docs/gpu-settings.md)"]
     assert training.without_gpu_only_settings({"bf16": True}, has_cuda=True) == {"bf16": True}
+
+
+@pytest.mark.parametrize("key, value, package, fallback", [
+    ("use_liger_kernel", True, "liger_kernel", False), ("optim", "adamw_torch_4bit", "torchao", "adamw_torch"),
+    ("optim", "paged_adamw_8bit", "bitsandbytes", "adamw_torch"),
+])
+def test_gpu_settings_fall_back_on_a_gpu_without_their_package(monkeypatch, capsys, key, value, package, fallback):
+    """A CUDA machine whose first `make setup` did not install the GPU extra: one line, no traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == package else real(name, *a))
+    sft = training.without_gpu_only_settings({key: value, "bf16": True}, has_cuda=True)
+    assert sft == {key: fallback, "bf16": True}
+    assert capsys.readouterr().out == (f"[train] {package} is not installed: train.{key} {value} -> {fallback} "
+                                       "(make setup installs the GPU extra on a CUDA machine; see docs/gpu-settings.md)\n")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())  # installed: kept as asked
+    assert training.without_gpu_only_settings({key: value}, has_cuda=True) == {key: value}
 
 
 def test_plain_loss_on_a_cpu_equals_trl_fused_loss(tiny_model_dir, tmp_path):
