@@ -35,6 +35,18 @@ def trained_model(base: str | Path, checkpoint: Path, dtype: str, **load_kwargs)
     return model, load_tokenizer(base)
 
 
+def adapter_on_dequantized_base(base: str | Path, checkpoint: Path, dtype: str, quantization_config):
+    """QLoRA's adapter on the base's own 4-bit weights, dequantized to `dtype`: dequant(W4) + BA is
+    the function training learned, so merging into it keeps that function. Merging into the
+    full-precision W instead would add the quantization error W - dequant(W4) to every layer."""
+    import torch
+    from peft import PeftModel
+
+    model, tokenizer = load_for_inference(base, dtype=dtype, quantization_config=quantization_config)
+    model = model.dequantize(dtype=getattr(torch, dtype))
+    return PeftModel.from_pretrained(model, checkpoint), tokenizer
+
+
 def merged(model):
     """The adapter folded into the base weights; a full fine-tune is already whole."""
     if hasattr(model, "merge_and_unload"):

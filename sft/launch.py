@@ -73,6 +73,11 @@ def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], d
     if kind == "NO" and several:
         argv.append("--multi_gpu")  # DDP: one process a GPU, or CPU processes over gloo
     env = {}
+    if not several and cuda:
+        # One process sees one GPU: on a machine with several, transformers' Trainer would wrap the
+        # model in DataParallel over all of them (which a 4-bit model does not survive) and count
+        # the global batch wrong. The first of the GPUs the user made visible, else GPU 0.
+        env = {"CUDA_VISIBLE_DEVICES": (os.environ.get("CUDA_VISIBLE_DEVICES") or "0").split(",")[0]}
     if several and not cuda:
         env = {"ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
         print(f"[launch] no CUDA GPU: {p.num_processes} processes on the CPU over gloo, one thread each", flush=True)

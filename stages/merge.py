@@ -4,9 +4,11 @@
         --out models/merged --metrics metrics/merge.json
 
 Reads `merge:` and `train.method` of params.yaml. The base is loaded as training loaded it
-(same model class) but at `merge.dtype`: an adapter trained on a 4-bit base (QLoRA) is merged
-into full-precision weights, never into the quantized ones. A full fine-tune's checkpoint is
-already a whole model and is saved through as it is.
+(same model class) at `merge.dtype`. An adapter trained on a 4-bit base (QLoRA) learned against
+the dequantized 4-bit weights, so it is merged into exactly those, dequantized to `merge.dtype`
+(never requantized into 4-bit, and never into the original full-precision weights, whose
+difference from the 4-bit ones the adapter never saw). A full fine-tune's checkpoint is already a
+whole model and is saved through as it is.
 
 Before the folder replaces the old one, a parity check compares the model as trained (the adapter
 on the base; for QLoRA on the 4-bit base it was trained on) with the merged folder as a user will load it, on the first K validation prompts:
@@ -22,7 +24,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sft.checkpoints import merged, selected_checkpoint, set_stops, trained_model
+from sft.checkpoints import adapter_on_dequantized_base, merged, selected_checkpoint, set_stops, trained_model
 from sft.device import has_cuda
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
@@ -76,8 +78,8 @@ def main() -> None:
     p = load("merge", MergeParams)
     method = read_section("train").get("method", "lora")
     if method == "qlora":
-        print(f"[merge] trained with QLoRA on a 4-bit base: merging into the base loaded at {p.dtype}, not into "
-              "4-bit weights (which would change the outputs)", flush=True)
+        print(f"[merge] trained with QLoRA on a 4-bit base: merging into those 4-bit weights dequantized to {p.dtype}"
+              " (the weights the adapter was trained against)", flush=True)
 
     checkpoint = selected_checkpoint(args.select)
     # The reference is the model as trained: for QLoRA, the adapter on the 4-bit base.
@@ -88,7 +90,7 @@ def main() -> None:
     expected = reference(model, tokenizer, ids, p.parity_max_new_tokens)
     if as_trained:
         del model
-        model, _ = trained_model(args.base, checkpoint, p.dtype)  # merged into full-precision weights
+        model, _ = adapter_on_dequantized_base(args.base, checkpoint, p.dtype, as_trained["quantization_config"])
     model = merged(model)
     # Generation must stop at the chat template's end of turn, or the model talks on forever.
     set_stops(model, tokenizer)

@@ -96,3 +96,16 @@ def test_a_failing_stage_ends_the_launch_with_its_one_line_and_status_not_a_trac
     assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == "error: params.yaml: no 'prepare:' section"
     assert not (work / "out").exists() and not (work / "m.json").exists()
+
+
+def test_one_process_on_a_machine_with_several_gpus_sees_one(monkeypatch):
+    """Without it the Trainer wraps the model in DataParallel over every GPU it sees."""
+    from conftest import ROOT
+
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert command(LaunchParams(), cuda=True, stage=STAGE)[1] == {"CUDA_VISIBLE_DEVICES": "0"}
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the user's choice is kept: its first GPU
+    assert command(LaunchParams(), cuda=True, stage=STAGE)[1] == {"CUDA_VISIBLE_DEVICES": "2"}
+    assert "CUDA_VISIBLE_DEVICES" not in command(LaunchParams(num_processes=2), cuda=True, stage=STAGE)[1]
+    assert command(LaunchParams(), cuda=False, stage=STAGE)[1] == {}

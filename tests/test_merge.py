@@ -87,3 +87,39 @@ def test_parity_counts_agreement_where_the_trained_choice_is_decided():
     assert figures["mean_kl"] > 0
     tie = log(torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64), -1)
     assert parity([([0], tie)], lambda prompt, cont: tie, ids=[[7]])["greedy_agreement"] is None  # nothing decided
+
+
+def test_a_qlora_adapter_merged_into_its_dequantized_4bit_base_keeps_the_trained_function(tiny_model_dir, tmp_path):
+    """The adapter learned against dequant(W4). Merged into those weights, the merged model is the
+    adapter on the 4-bit base to rounding; merged into the full-precision W (as before), it carries
+    the quantization error W - dequant(W4) in every layer and drifts from what was trained."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sft.models import load_for_inference, load_tokenizer, nf4_config
+
+    # bitsandbytes' 4-bit blocks need layers at least 64 wide: the tiny model's are 16 and 32.
+    base = tmp_path / "base"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(base)
+    load_tokenizer(tiny_model_dir).save_pretrained(base)
+    four_bit, tokenizer = load_for_inference(base, quantization_config=nf4_config(False))
+    torch.manual_seed(0)
+    adapted = get_peft_model(four_bit, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear",
+                                                  init_lora_weights=False))  # B != 0: the adapter changes outputs
+    adapted.save_pretrained(tmp_path / "checkpoint")
+    ids = tokenizer("SELECT name FROM t WHERE id =", return_tensors="pt").input_ids
+    with torch.no_grad():
+        trained = torch.log_softmax(adapted(ids).logits.double(), -1)
+
+    def kl_of(model) -> float:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits.double(), -1)
+        return float((trained.exp() * (trained - logp)).sum(-1).mean())
+
+    on_dequantized, _ = checkpoints.adapter_on_dequantized_base(base, tmp_path / "checkpoint", "float32",
+                                                                nf4_config(False))
+    on_full_precision, _ = checkpoints.trained_model(base, tmp_path / "checkpoint", "float32")
+    kept, drifted = kl_of(checkpoints.merged(on_dequantized)), kl_of(checkpoints.merged(on_full_precision))
+    assert kept < 1e-6 and drifted > 100 * kept, (kept, drifted)  # measured: 6e-8 against 7e-5
