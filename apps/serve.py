@@ -27,16 +27,19 @@ from pathlib import Path
 
 from apps.gate import LOOPBACK, Gate, Limits
 from sft.device import serving_backend
+from sft.generation import vllm_engine_args
 from sft.params import UserError, run
 
 
-def vllm_command(model: str, name: str, host: str, port: int, limits: Limits) -> list[str]:
+def vllm_command(model: str, name: str, host: str, port: int, limits: Limits, max_model_len: int) -> list[str]:
     # vllm reads the key from VLLM_API_KEY itself; it is not put on the command line. Its own CORS
     # answers only the hosts served and its scheduler queues generations; the Host check and the
     # body and max_tokens caps are the gate's, on the CPU backends only.
     origins = [f"{scheme}://{h if ':' not in h else f'[{h}]'}:{port}" for h in limits.hosts for scheme in ("http", "https")]
+    engine = [f"--{k.replace('_', '-')}={json.dumps(v) if isinstance(v, dict) else v}"
+              for k, v in vllm_engine_args(model, max_model_len).items()]
     return ["vllm", "serve", model, "--served-model-name", name, "--host", host, "--port", str(port),
-            "--generation-config", "auto", "--allowed-origins", json.dumps(origins)]
+            "--generation-config", "auto", "--allowed-origins", json.dumps(origins), *engine]
 
 
 def transformers_app(model: Path, name: str, api_key: str | None, limits: Limits):
@@ -88,6 +91,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=Limits.max_tokens, help="the most tokens one reply may ask for")
     ap.add_argument("--max-in-flight", type=int, default=Limits.max_in_flight,
                     help="generations at once; more are answered 429")
+    ap.add_argument("--max-model-len", type=int, default=8192,
+                    help="vLLM: the longest prompt and reply it reserves memory for (not the model's own context)")
     args = ap.parse_args()
 
     model = Path(args.model)
@@ -107,7 +112,7 @@ def main() -> None:
     backend = serving_backend() if args.backend == "auto" else args.backend
     if backend == "vllm":
         env = {**os.environ, **({"VLLM_API_KEY": api_key} if api_key else {})}
-        os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port, limits), env)
+        os.execvpe("vllm", vllm_command(str(model), args.name, args.host, args.port, limits, args.max_model_len), env)
 
     import uvicorn
 

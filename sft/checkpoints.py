@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sft.models import load_for_inference, load_tokenizer
-from sft.params import UserError
+from sft.device import has_cuda
+from sft.models import load_for_inference, load_tokenizer, nf4_config
+from sft.params import UserError, read_section
 
 TURN_MARK = "\u2403end-of-turn\u2403"  # stands in for a reply, to find what the chat template writes after one
 
@@ -21,6 +22,16 @@ def selected_checkpoint(select_file: str | Path) -> Path:
     if not checkpoint.is_dir():
         raise UserError(f"{path} names {checkpoint}, which does not exist; rerun train (dvc repro train)")
     return checkpoint
+
+
+def training_method() -> str:
+    """train.method: a stage that loads a checkpoint as it was trained declares it in dvc.yaml."""
+    return read_section("train").get("method", "lora")
+
+
+def base_as_trained(method: str) -> dict:
+    """How training loaded the base: in 4-bit NF4 for QLoRA (the weights its adapter learned on)."""
+    return {"quantization_config": nf4_config(has_cuda())} if method == "qlora" else {}
 
 
 def trained_model(base: str | Path, checkpoint: Path, dtype: str, **load_kwargs):
@@ -47,12 +58,13 @@ def adapter_on_dequantized_base(base: str | Path, checkpoint: Path, dtype: str, 
     return PeftModel.from_pretrained(model, checkpoint), tokenizer
 
 
-def merged(model):
-    """The adapter folded into the base weights; a full fine-tune is already whole."""
+def merged(model, stage: str = "merge"):
+    """The adapter folded into the base weights; a full fine-tune is already whole. `stage` names
+    the log lines."""
     if hasattr(model, "merge_and_unload"):
-        print("[merge] merging the LoRA adapter into the base weights", flush=True)
+        print(f"[{stage}] merging the LoRA adapter into the base weights", flush=True)
         return model.merge_and_unload()
-    print("[merge] full fine-tune: the checkpoint is the model; saving it through", flush=True)
+    print(f"[{stage}] full fine-tune: the checkpoint is the model as it is", flush=True)
     return model
 
 

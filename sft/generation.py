@@ -77,13 +77,26 @@ def generate_vllm(model_dir: str, tokenizer, prompts: list[list[dict]], max_new_
     config says (merge writes the chat template's end-of-turn token there)."""
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model_dir, dtype=dtype, seed=0)
+    ids = prompt_ids(tokenizer, prompts)
+    llm = LLM(model=model_dir, dtype=dtype, seed=0, **vllm_engine_args(model_dir, max(map(len, ids)) + max_new_tokens))
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
     started = time.time()
-    outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids(tokenizer, prompts)], params)
+    outputs = llm.generate([{"prompt_token_ids": prompt} for prompt in ids], params)
     seconds = time.time() - started
     replies = [o.outputs[0].text for o in outputs]
     return replies, throughput(sum(len(o.outputs[0].token_ids) for o in outputs), seconds)
+
+
+def vllm_engine_args(model_dir: str, max_model_len: int) -> dict:
+    """What vLLM reserves memory for: a context as long as this work needs, not the model's own
+    (Gemma 3: 128k), and no image inputs for an image-text model (this project feeds it text), so
+    vLLM neither sizes the KV cache for 128k tokens nor profiles the vision tower."""
+    from sft.models import model_class_of
+
+    args: dict = {"max_model_len": max_model_len}
+    if model_class_of(model_dir) == "AutoModelForImageTextToText":
+        args["limit_mm_per_prompt"] = {"image": 0}
+    return args
 
 
 def throughput(new_tokens: int, seconds: float) -> dict:

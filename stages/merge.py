@@ -24,12 +24,19 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sft.checkpoints import adapter_on_dequantized_base, merged, selected_checkpoint, set_stops, trained_model
-from sft.device import has_cuda
+from sft.checkpoints import (
+    adapter_on_dequantized_base,
+    base_as_trained,
+    merged,
+    selected_checkpoint,
+    set_stops,
+    trained_model,
+    training_method,
+)
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
-from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, nf4_config, save_tokenizer
-from sft.params import UserError, load, one_of, ranged, read_section, run
+from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, save_tokenizer
+from sft.params import UserError, load, one_of, ranged, run
 from sft.parity import next_token_logprobs, parity, reference
 
 
@@ -76,14 +83,14 @@ def main() -> None:
     ap.add_argument("--metrics", default="metrics/merge.json")
     args = ap.parse_args()
     p = load("merge", MergeParams)
-    method = read_section("train").get("method", "lora")
+    method = training_method()
     if method == "qlora":
         print(f"[merge] trained with QLoRA on a 4-bit base: merging into those 4-bit weights dequantized to {p.dtype}"
               " (the weights the adapter was trained against)", flush=True)
 
     checkpoint = selected_checkpoint(args.select)
     # The reference is the model as trained: for QLoRA, the adapter on the 4-bit base.
-    as_trained = {"quantization_config": nf4_config(has_cuda())} if method == "qlora" else {}
+    as_trained = base_as_trained(method)
     model, tokenizer = trained_model(args.base, checkpoint, p.dtype, **as_trained)
     prompts = [r["prompt"] for r in read_jsonl(Path(args.data) / "validation.jsonl")[:p.parity_prompts]]
     ids = prompt_ids(tokenizer, prompts)

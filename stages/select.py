@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft.checkpoints import merged, trained_model
+from sft.checkpoints import base_as_trained, merged, trained_model, training_method
 from sft.files import read_jsonl, write_json
 from sft.generation import generate
 from sft.metrics import aggregate, score_all
@@ -71,11 +71,14 @@ def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> li
     records = read_jsonl(data / "validation.jsonl")[:p.samples]
     task = read_task(data)
     check_metric(p, task, records)
+    method = training_method()
     scored = []
     for row in rows:
-        model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype)
-        replies, _ = generate(merged(model), tokenizer, [r["prompt"] for r in records], p.max_new_tokens,
-                              p.batch_size)
+        # Each candidate as trained: a QLoRA adapter on the 4-bit base (not merged: that base cannot
+        # take it without requantizing); a LoRA adapter merged into the base, which generates faster.
+        model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype, **base_as_trained(method))
+        replies, _ = generate(model if method == "qlora" else merged(model, "select"), tokenizer, [r["prompt"] for r in records],
+                              p.max_new_tokens, p.batch_size)
         figures = aggregate(score_all(task.metric, replies, [r["completion"][0]["content"] for r in records],
                                       [r["references"] for r in records], task.settings))
         print(f"[select] {row['checkpoint']}: {p.metric} {figures[p.metric]:.4f} on {len(records)} "

@@ -219,3 +219,36 @@ def test_evaluate_scores_hostile_replies_and_contexts_wrong_in_bounded_time_and_
     assert [r["execution_accuracy"] for r in rows] == [0.0] * (len(HOSTILE_REPLIES) + 3), rows
     assert [r["scoring_error"] for r in rows[-3:]] == [1.0] * 3  # the record's own SQL passed a bound: counted
     assert "kept by an earlier run" in done.stdout
+
+
+def test_the_vllm_backend_reserves_only_the_context_it_needs(tiny_model_dir, monkeypatch):
+    """vLLM is not installed here: a stand-in module records what the backend asks of it. The
+    engine is sized to the longest prompt plus max_new_tokens; the same prompt ids go in."""
+    import sys
+    import types
+
+    from sft.generation import generate_vllm
+    from sft.models import load_tokenizer
+
+    seen = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen["engine"] = kwargs
+
+        def generate(self, requests, params):
+            seen["requests"], seen["params"] = requests, params
+            out = types.SimpleNamespace(text="SELECT 1;", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[out]) for _ in requests]
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(
+        LLM=LLM, SamplingParams=lambda **kw: kw))
+    tokenizer = load_tokenizer(tiny_model_dir)
+    prompts = [PROMPT, [{"role": "user", "content": "A much longer question about many many tables?"}]]
+    replies, speed = generate_vllm(str(tiny_model_dir), tokenizer, prompts, 16, "float32")
+    ids = prompt_ids(tokenizer, prompts)
+    assert seen["engine"] == {"model": str(tiny_model_dir), "dtype": "float32", "seed": 0,
+                              "max_model_len": max(map(len, ids)) + 16}
+    assert [r["prompt_token_ids"] for r in seen["requests"]] == ids
+    assert seen["params"] == {"temperature": 0.0, "max_tokens": 16}
+    assert replies == ["SELECT 1;"] * 2 and speed["generated_tokens"] == 6

@@ -121,10 +121,16 @@ def test_no_token_in_the_environment_reaches_an_output_the_cache_the_lock_or_the
     planted = [value.encode() for value in PLANTED_SECRETS.values()]
     log = (tiny_run.parent / "repro.log").read_bytes()
     assert b"[train] params" in log and b"[export] wrote" in log
-    tracked = set(subprocess.run(["git", "ls-files"], cwd=tiny_run, capture_output=True, text=True,
-                                 check=True).stdout.splitlines())  # the repository's own files (conftest plants them)
+    def git_files(*args) -> set[str]:
+        return set(subprocess.run(["git", *args], cwd=tiny_run, capture_output=True, text=True,
+                                  check=True).stdout.splitlines())
+
+    # The repository's own files as committed (conftest.py names the planted values); dvc.lock and
+    # every file the run wrote are read.
+    committed = git_files("ls-files") - git_files("diff", "--name-only", "HEAD")
+    assert "dvc.lock" not in committed
     files = [p for p in tiny_run.rglob("*") if p.is_file() and p.relative_to(tiny_run).parts[0] != ".git"
-             and str(p.relative_to(tiny_run)) not in tracked]
+             and str(p.relative_to(tiny_run)) not in committed]
     assert any(p.name == "training_args.bin" for p in files) and (tiny_run / "models/gguf/README.md").is_file()
     assert [str(p) for p in files if any(secret in p.read_bytes() for secret in planted)] == []
     assert not any(secret in log for secret in planted)

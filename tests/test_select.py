@@ -74,3 +74,27 @@ def test_select_by_a_task_figure_generates_on_validation_records(trained_copy, t
     monkeypatch.setattr(select, "trained_model", lambda *a, **k: pytest.fail("a checkpoint was loaded"))
     with pytest.raises(UserError, match="select.metric 'bleu' is neither a trainer log key nor a figure"):
         select.main()  # before any checkpoint is loaded or generates
+
+
+def test_a_qlora_candidate_generates_on_the_4bit_base_it_was_trained_on(trained_copy, tiny_model_dir, monkeypatch):
+    """Scored on the full-precision base, a QLoRA adapter is not the model that was trained."""
+    trained = trained_copy
+    monkeypatch.chdir(trained)
+    (trained / "data" / "task.json").write_text(json.dumps({"metric": "sql_execution",
+                                                            "references": ["sql_context"]}))
+    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  method: lora\n", "  method: qlora\n").replace(
+        "  metric: eval_loss\n", "  metric: execution_accuracy\n  samples: 1\n  max_new_tokens: 2\n"))
+    loaded, generated_on = [], []
+    real = select.trained_model
+
+    def trained_model(base, checkpoint, dtype, **load):
+        loaded.append(load)
+        return real(base, checkpoint, dtype)  # the tiny model is too narrow for bitsandbytes' 4-bit blocks
+
+    monkeypatch.setattr(select, "trained_model", trained_model)
+    monkeypatch.setattr(select, "generate", lambda model, *a: generated_on.append(model) or (["x"], {}))
+    monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
+                                     "--out", "select-task.json"])
+    select.main()
+    assert len(loaded) == 2 and all(load["quantization_config"].load_in_4bit for load in loaded)
+    assert all(hasattr(model, "peft_config") for model in generated_on)  # the adapter, unmerged

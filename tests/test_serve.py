@@ -232,6 +232,19 @@ def test_vllm_answers_only_the_served_hosts_origins():
     from apps.gate import Limits
     from apps.serve import vllm_command
 
-    command = vllm_command("m", "local", "127.0.0.1", 8080, Limits(hosts=("127.0.0.1", "::1")))
+    command = vllm_command("m", "local", "127.0.0.1", 8080, Limits(hosts=("127.0.0.1", "::1")), 8192)
     origins = json.loads(command[command.index("--allowed-origins") + 1])
     assert "http://127.0.0.1:8080" in origins and "http://[::1]:8080" in origins and "*" not in origins
+
+
+def test_vllm_serve_reserves_the_context_asked_for_and_no_images(tmp_path):
+    """Gemma 3 4B is an image-text model with a 128k context: unconfigured, vLLM sizes its KV cache
+    for 128k tokens and profiles the vision tower, more than a 24 GB card holds."""
+    from apps.gate import Limits
+    from apps.serve import vllm_command
+
+    (tmp_path / "pin.json").write_text(json.dumps({"model_class": "AutoModelForImageTextToText"}))
+    command = vllm_command(str(tmp_path), "local", "127.0.0.1", 8080, Limits(), 4096)
+    assert "--max-model-len=4096" in command and '--limit-mm-per-prompt={"image": 0}' in command
+    (tmp_path / "pin.json").write_text(json.dumps({"model_class": "AutoModelForCausalLM"}))
+    assert not any(a.startswith("--limit-mm") for a in vllm_command(str(tmp_path), "l", "127.0.0.1", 1, Limits(), 9))
