@@ -17,7 +17,7 @@ from pathlib import Path
 from sft import tokens
 from sft.device import peak_memory_bytes
 from sft.files import read_jsonl
-from sft.models import nf4_config
+from sft.models import DTYPES, nf4_config
 from sft.params import Range, UserError, check_ranges, check_types, from_dict, log_params, one_of, ranged, read_section
 
 METHODS = ("full", "lora", "qlora")
@@ -85,6 +85,9 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
     for f in dataclasses.fields(SFTConfig):  # transformers lists some fields' choices, checks them only later
         if f.name in passed and "choices" in f.metadata:
             one_of("train", f.name, passed[f.name], f.metadata["choices"])
+    init = passed.get("model_init_kwargs")
+    if isinstance(init, dict) and "dtype" in init:
+        one_of("train", "model_init_kwargs.dtype", init["dtype"], DTYPES)
     if passed.get("max_steps", -1) == 0:
         raise UserError(f"{path}: train.max_steps is 0: nothing would be trained; -1 (epochs decide) or more")
     sft = {**SFT_DEFAULTS, **passed}
@@ -93,6 +96,7 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
     return p, sft
 
 
+HALF_DTYPES = ("bfloat16", "float16")
 # GPU-only settings and what each becomes on a machine without CUDA.
 CPU_FALLBACKS = {"bf16": False, "fp16": False, "use_liger_kernel": False}
 GPU_OPTIMIZERS = ("adamw_torch_4bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch_fused")
@@ -126,6 +130,11 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     if sft.get("optim") in GPU_OPTIMIZERS:
         print(f"[train] no CUDA GPU: train.optim {sft['optim']} -> adamw_torch", flush=True)
         sft["optim"] = "adamw_torch"
+    init = sft.get("model_init_kwargs")
+    if isinstance(init, dict) and init.get("dtype") in HALF_DTYPES:
+        print(f"[train] no CUDA GPU: train.model_init_kwargs.dtype {init['dtype']} -> float32 (see docs/gpu-settings.md)",
+              flush=True)
+        sft["model_init_kwargs"] = {**init, "dtype": "float32"}
     for key, fallback in CPU_FALLBACKS.items():
         # SFTConfig's own default for bf16 is true; the CPU run must not depend on params naming it.
         if sft.get(key, key == "bf16") != fallback:
@@ -277,13 +286,17 @@ def run_figures(trainer, started: float, dataset) -> dict:
 
 
 def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, turns: str, callbacks=()):
-    """The stage's trainer: the base loaded for the method, the prepared splits tokenized with their
-    loss masks (`turns`: prepare.train_on), the loss for the machine, LoRA when asked for, a
-    progress bar with tokens/s. The train stage runs it; bench/train.py measures it."""
+    """The stage's trainer: the base loaded for the method (and `model_init_kwargs`, trl's key:
+    `{dtype: bfloat16}` halves weights, gradients and optimizer state against the float32 default),
+    the prepared splits tokenized with their loss masks (`turns`: prepare.train_on), the loss for
+    the machine, LoRA when asked for, a progress bar with tokens/s. The train stage runs it;
+    bench/train.py measures it."""
     from sft import tracking
     from sft.models import load_folder
 
-    model, tokenizer = load_folder(model_dir, **model_load_kwargs(p, has_cuda))
+    # The stage loads the model itself, so trl would ignore (and warn about) these: they are used here.
+    init, config.model_init_kwargs = dict(config.model_init_kwargs or {}), None
+    model, tokenizer = load_folder(model_dir, **{**model_load_kwargs(p, has_cuda), **init})
     if p.method == "qlora":  # said, so a run shows it really trains on 4-bit weights
         four_bit = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
         print(f"[train] QLoRA: {four_bit} linear layers hold 4-bit NF4 weights (bitsandbytes)", flush=True)

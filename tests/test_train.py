@@ -162,3 +162,29 @@ def test_dora_adds_magnitude_vectors(tiny_model_dir):
 
 
 
+
+
+def test_model_init_kwargs_dtype_loads_the_base_at_half_precision_on_a_gpu_and_float32_on_a_cpu(
+        tiny_model_dir, tmp_path, capsys):
+    """trl's `model_init_kwargs` (the workshop loaded its bases in bf16): the stage loads the model
+    itself, so it applies them and clears them for trl, which would otherwise warn they are ignored."""
+    import torch
+    from conftest import prepared
+
+    p = training.TrainParams(method="lora", lora_r=4, lora_alpha=8)
+    sft = {**training.SFT_DEFAULTS, "model_init_kwargs": {"dtype": "bfloat16"}, "bf16": False, "report_to": [],
+           "max_length": 256}
+    assert training.without_gpu_only_settings(sft, has_cuda=False)["model_init_kwargs"] == {"dtype": "float32"}
+    assert "train.model_init_kwargs.dtype bfloat16 -> float32" in capsys.readouterr().out
+
+    config = training.sft_config(p, sft, str(tmp_path / "out"), has_cuda=True)  # as on a GPU with bf16 off
+    trainer, _ = training.make_trainer(p, config, str(tiny_model_dir), prepared(tmp_path / "data"), False,
+                                       "all_assistant")
+    assert trainer.model.get_base_model().model.embed_tokens.weight.dtype == torch.bfloat16
+    assert config.model_init_kwargs is None
+
+
+def test_an_unknown_model_init_dtype_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  model_init_kwargs: {dtype: half}\n")
+    with pytest.raises(UserError, match=r"train.model_init_kwargs.dtype is 'half'; use one of float32, bfloat16"):
+        training.load_params(str(tmp_path / "params.yaml"))
