@@ -240,6 +240,12 @@ def label_share(counts: TokenCounts) -> float:
     return round(sum(counts.trained) / total, 4) if total else 0.0
 
 
+def prompt_length(t: Tokenized) -> int:
+    """Tokens before the final trained span: the prompt a generation reads (all of it if none)."""
+    starts = [i for i, m in enumerate(t.assistant_masks) if m and (i == 0 or not t.assistant_masks[i - 1])]
+    return starts[-1] if starts else len(t.input_ids)
+
+
 def runs(t: Tokenized) -> list[tuple[bool, list[int]]]:
     """The record's tokens cut where the loss mask changes: (trained, token ids) in turn."""
     out, start = [], 0

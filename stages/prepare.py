@@ -171,11 +171,15 @@ def without_overlap(rows: dict[str, list[dict]]) -> tuple[dict[str, list[dict]],
 
 def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: str, max_length: int,
                   on_too_long: str) -> tuple[list[dict], list[tokens.Tokenized], int]:
-    """Records over max_length: an error naming them, or dropped and counted. Never truncated."""
-    long = [i for i, t in enumerate(tokenized) if len(t.input_ids) > max_length]
+    """Records over max_length: an error naming them, or dropped and counted. Never truncated. A
+    test record is measured by its prompt, the part a model reads: dropping test records by the
+    length of their gold would bias the test figures toward short answers."""
+    length = tokens.prompt_length if split == "test" else (lambda t: len(t.input_ids))
+    long = [i for i, t in enumerate(tokenized) if length(t) > max_length]
     if long and on_too_long == "error":
-        named = ", ".join(f"{rows[i][WHERE]} ({len(tokenized[i].input_ids)} tokens)" for i in long[:10])
-        raise UserError(f"{len(long)} {split} record(s) longer than train.max_length={max_length}: {named}"
+        named = ", ".join(f"{rows[i][WHERE]} ({length(tokenized[i])} tokens)" for i in long[:10])
+        what = "record(s) whose prompt is" if split == "test" else "record(s)"
+        raise UserError(f"{len(long)} {split} {what} longer than train.max_length={max_length}: {named}"
                         f"{' ...' if len(long) > 10 else ''}; raise train.max_length, or set "
                         "prepare.on_too_long: drop (completions are never truncated)")
     dropped = set(long)

@@ -382,3 +382,29 @@ def test_a_column_may_have_any_name(tmp_path):
     record = {"self": "x", "question": "Who?", "answer": "Me.", "environment": "y"}
     prompt, completion = load_templates(tmp_path).messages(record, "data.jsonl:1")
     assert prompt == [{"role": "user", "content": "Who?"}] and completion[0]["content"] == "Me."
+
+
+def test_a_test_record_is_measured_by_its_prompt_not_its_gold(tmp_path, tokenizer_dir):
+    """A model reads a test record's prompt and writes its own reply: a long gold (a long headnote)
+    is no reason to drop the record, which would bias the test figures toward short cases."""
+    data = tmp_path / "d"
+    data.mkdir()
+    train = [{"id": f"t{i}", "prompt": f"q {i}", "completion": "ok"} for i in range(4)]
+    (data / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    test = [{"id": "long-gold", "prompt": "short question", "completion": "word " * 300},
+            {"id": "long-prompt", "prompt": "word " * 300, "completion": "ok"}]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.yaml").write_text("metric: exact_match\n")
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0}\n", max_length=100)
+    done = run_prepare(tmp_path, tokenizer_dir)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert re.fullmatch(rf"error: 1 test record\(s\) whose prompt is longer than train.max_length=100: "
+                        rf"{data}/test.jsonl:2 \(\d+ tokens\); .*\n", done.stderr), done.stderr
+
+    write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0}\n  on_too_long: drop\n",
+                 max_length=100)
+    assert run_prepare(tmp_path, tokenizer_dir).returncode == 0
+    kept = [json.loads(line)["id"] for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
+    assert kept == ["long-gold"]
+    assert json.loads((tmp_path / "m.json").read_text())["dropped_too_long"]["test"] == 1
