@@ -9,8 +9,9 @@ wheel) adds the liger side. In one run, side by side:
 - the limit: a bf16 8192^3 matrix product, timed on this GPU (the datasheet's dense bf16 peak is
   reported beside it);
 - full fine-tuning in bf16 with fused AdamW, sdpa (flash-attention 2 when installed), each side
-  in a fresh process (its own peak memory): plain transformers loss, and liger-kernel's fused
-  linear cross-entropy (the logits of a 262k vocabulary are never materialized);
+  in a fresh process (its own peak memory): plain transformers loss at batch 16, and liger-kernel's
+  fused linear cross-entropy (the logits of a 262k vocabulary are never materialized) at batch 16
+  and at batch 128, which fits in about the memory the plain loss needs for 16;
 - generation as the evaluate stage's transformers backend runs it (a batch of prompts, greedy):
   prefill tokens/s and decode tokens/s. vLLM's side runs where vllm is installed.
 
@@ -46,7 +47,7 @@ GEMMA3_270M = dict(vocab_size=262144, hidden_size=640, intermediate_size=2048, n
                    sliding_window=512, rope_theta=1_000_000.0, query_pre_attn_scalar=256,
                    layer_types=["sliding_attention"] * 5 + ["full_attention"] + ["sliding_attention"] * 5
                    + ["full_attention"] + ["sliding_attention"] * 5 + ["full_attention"])
-BATCH, SEQ, WARMUP = 16, 1024, 5
+BATCH, LIGER_BATCH, SEQ, WARMUP = 16, 128, 1024, 5
 GEN_BATCH, GEN_PROMPT, GEN_NEW = 32, 512, 128
 
 
@@ -95,7 +96,7 @@ def attention_kernel() -> str:
     return "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
 
 
-def train_side(side: str, steps: int) -> dict:
+def train_side(side: str, steps: int, batch: int = BATCH) -> dict:
     """One side's training steps in this process: tokens/s and peak memory."""
     import torch
 
@@ -106,7 +107,7 @@ def train_side(side: str, steps: int) -> dict:
         _apply_liger_kernel_to_instance(model=net)
     params = sum(p.numel() for p in net.parameters())
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5, fused=True)
-    ids = torch.randint(0, net.config.vocab_size, (BATCH, SEQ), device="cuda")
+    ids = torch.randint(0, net.config.vocab_size, (batch, SEQ), device="cuda")
     net.train()
     losses = []
 
@@ -126,7 +127,7 @@ def train_side(side: str, steps: int) -> dict:
         step()
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    return {"side": side, "parameters": params, "tokens_per_second": BATCH * SEQ * steps / seconds,
+    return {"side": side, "batch": batch, "parameters": params, "tokens_per_second": batch * SEQ * steps / seconds,
             "flops_per_token": flops_per_token(net.config, params, SEQ), "last_loss": float(losses[-1]),
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
@@ -176,12 +177,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--side", choices=("plain", "liger"), help="one training side, in this process (internal)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="the side's batch (internal)")
     ap.add_argument("--peak-tflops", type=float, help="the GPU's datasheet dense bf16 TFLOP/s, if not in the table")
     args = ap.parse_args()
     import torch
 
     if args.side:
-        print(json.dumps(train_side(args.side, args.steps)))
+        print(json.dumps(train_side(args.side, args.steps, args.batch)))
         return
     if not torch.cuda.is_available():
         print("mfu: no CUDA GPU here; nothing measured (run `python bench/mfu.py` on a GPU machine)")
@@ -191,7 +193,7 @@ def main() -> None:
     measured = measured_tflops()
     sides = [run_side(__file__, "plain", args.steps)]
     if importlib.util.find_spec("liger_kernel"):
-        sides.append(run_side(__file__, "liger", args.steps))
+        sides += [run_side(__file__, "liger", args.steps, "--batch", str(batch)) for batch in (BATCH, LIGER_BATCH)]
     else:
         print("mfu: liger-kernel is not installed: its side is skipped (pip install --no-deps liger-kernel)")
     for side in sides:
@@ -202,18 +204,17 @@ def main() -> None:
     gen["prefill_share_of_measured"] = share(gen["prefill_tokens_per_second"], gen["prefill_flops_per_token"], measured)
     gen["decode_share_of_measured"] = share(gen["decode_tokens_per_second"], gen["decode_flops_per_token"], measured)
     result = {"benchmark": "gpu", "device": device, "torch": torch.__version__,
-              "model": "gemma-3-270m (config, random weights)", "batch": BATCH, "seq": SEQ, "steps": args.steps,
+              "model": "gemma-3-270m (config, random weights)", "seq": SEQ, "steps": args.steps,
               "attn_implementation": attention_kernel(), "measured_bf16_tflops": round(measured, 1),
               "datasheet_bf16_tflops": datasheet, "train": sides,
-              "liger_speedup": round(sides[1]["tokens_per_second"] / sides[0]["tokens_per_second"], 3)
-              if len(sides) > 1 else None,
-              "liger_memory_ratio": round(sides[1]["peak_memory_gb"] / sides[0]["peak_memory_gb"], 3)
-              if len(sides) > 1 else None,
+              # liger against the plain loss: at the same batch, and at the batch it fits in the same memory
+              "liger_speedup": [round(side["tokens_per_second"] / sides[0]["tokens_per_second"], 3) for side in sides[1:]],
+              "liger_memory_ratio": [round(side["peak_memory_gb"] / sides[0]["peak_memory_gb"], 3) for side in sides[1:]],
               "generate_transformers": gen, "generate_vllm": vllm_generation(), "target_mfu": 0.40}
     out = save("gpu-" + re.sub(r"[^a-z0-9]+", "-", device.lower()).strip("-"), result)
     for side in sides:
         mfu = f"MFU {side['mfu']:.1%} of the datasheet's {datasheet} TFLOP/s, " if datasheet else ""
-        print(f"mfu: train {side['side']}: {side['tokens_per_second']:,} tokens/s, {mfu}"
+        print(f"mfu: train {side['side']} (batch {side['batch']}): {side['tokens_per_second']:,} tokens/s, {mfu}"
               f"{side['share_of_measured']:.1%} of the measured {measured:.0f}; peak memory {side['peak_memory_gb']} GB")
     print(f"mfu: generate (transformers): prefill {gen['prefill_tokens_per_second']:,.0f} tokens/s "
           f"({gen['prefill_share_of_measured']:.1%} of measured), decode {gen['decode_tokens_per_second']:,.0f} "

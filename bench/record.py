@@ -21,10 +21,10 @@ def save(name: str, result: dict) -> str:
     return str(out.relative_to(RESULTS.parents[1]))
 
 
-def run_side(script: str, side: str, steps: int) -> dict:
-    """One side of a comparison in a fresh process (its own peak memory): `script --side S --steps N`
-    prints its figures as the last line of JSON."""
-    done = subprocess.run([sys.executable, script, "--side", side, "--steps", str(steps)], cwd=RESULTS.parents[1],
+def run_side(script: str, side: str, steps: int, *extra: str) -> dict:
+    """One side of a comparison in a fresh process (its own peak memory): `script --side S --steps N
+    [extra]` prints its figures as the last line of JSON."""
+    done = subprocess.run([sys.executable, script, "--side", side, "--steps", str(steps), *extra], cwd=RESULTS.parents[1],
                           capture_output=True, text=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     if done.returncode != 0:
         sys.exit(f"{side} run failed:\n{done.stderr[-3000:]}")
