@@ -66,10 +66,7 @@ def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], d
     if p.main_process_port:
         argv += ["--main_process_port", str(p.main_process_port)]
     several = p.num_processes > 1 or p.num_machines > 1
-    # Read for one process too: a missing file is then one line here, not accelerate's traceback.
-    kind = distributed_type(p.config_file)
-    if not several:
-        kind = "NO"
+    kind = distributed_type(p.config_file)  # read for one process too: a missing file is one line, not a traceback
     if kind == "NO" and several:
         argv.append("--multi_gpu")  # DDP: one process a GPU, or CPU processes over gloo
     env = {}
