@@ -83,11 +83,8 @@ export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a mode
 
 smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
-	git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do \
-		if [ -e "$$f" ] || [ -L "$$f" ]; then cp -P --parents -- "$$f" "$$tmp"; fi; done && \
-	cp presets/tiny.yaml "$$tmp/params.yaml" && cd "$$tmp" && git init -q && git add -A && \
-	git -c user.name=smoke -c user.email=smoke@localhost commit -qm smoke && \
-	dvc repro && dvc metrics show metrics/compare.json metrics/train.json
+	python -m rehearsal.workspace "$$tmp" presets/tiny.yaml && \
+	cd "$$tmp" && dvc repro && dvc metrics show metrics/compare.json metrics/train.json
 
 rehearse: setup ## a preset end to end on the CPU with a tiny model of its architecture: NAME=text-to-sql|headnotes|medqa
 	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }

@@ -9,13 +9,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def copy_repository(dest: Path, params: Path | None = None) -> Path:
+def copy_repository(dest: Path, params: Path | None = None, source: Path = ROOT) -> Path:
     """The repository's files (tracked and untracked, not ignored) in a fresh git repository at
-    `dest`, committed, with `params` as its params.yaml when given."""
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+    `dest`, committed, with `params` as its params.yaml when given. File names are never seen by
+    a shell, whatever they hold."""
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=source,
                            check=True, capture_output=True, text=True).stdout.split("\0")
     for name in filter(None, files):
-        src = ROOT / name
+        src = source / name
         if src.is_symlink() or src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name, follow_symlinks=False)
@@ -32,3 +33,9 @@ def copy_repository(dest: Path, params: Path | None = None) -> Path:
 def commit(repo: Path, message: str) -> None:
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-qm", message, "--allow-empty"], cwd=repo, check=True)
+
+
+if __name__ == "__main__":  # make smoke: python -m rehearsal.workspace DEST PARAMS
+    import sys
+
+    copy_repository(Path(sys.argv[1]), Path(sys.argv[2]))

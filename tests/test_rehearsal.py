@@ -73,3 +73,21 @@ def test_tiny_gemma_has_gemmas_special_tokens_template_and_stops(tmp_path):
     model.generation_config.pad_token_id = 5  # set_stops must restore the tokenizer's own pad, even id 0
     checkpoints.set_stops(model, tokenizer)
     assert model.generation_config.pad_token_id == 0 and model.generation_config.eos_token_id == [1, gemma.END_OF_TURN]
+
+
+def test_the_throwaway_copy_takes_any_file_name_without_a_shell(tmp_path):
+    """make smoke and the rehearsals copy the repository through copy_repository: a file named
+    like a command substitution is copied as a name, never run."""
+    import subprocess
+
+    from rehearsal.workspace import copy_repository
+
+    source = tmp_path / "source"
+    source.mkdir()
+    hostile = "x$(touch INJECTED).txt"
+    (source / hostile).write_text("data")
+    (source / "a b;c.txt").write_text("more")
+    subprocess.run(["git", "init", "-q"], cwd=source, check=True)
+    copied = copy_repository(tmp_path / "copy", source=source)
+    assert (copied / hostile).read_text() == "data" and (copied / "a b;c.txt").read_text() == "more"
+    assert not list(tmp_path.rglob("INJECTED")) and not (Path.cwd() / "INJECTED").exists()
