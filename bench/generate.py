@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from limit import generation_flops, matmul_gflops  # before torch: pins numerics as stages do
 from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +103,12 @@ def main() -> None:
         llm = gguf_of(ROOT / "models" / "merged", params["dtype"], Path(workdir.name), n_ctx)
     else:
         print(f"generate: no llama.cpp side ({llamacpp.missing()})", flush=True)
+    # The machine's limit at the model's shapes (a batch of prompts' tokens a product), in this run,
+    # and the model FLOPs of reading the prompts and of writing the replies.
+    lengths = [len(i) for i in prompt_ids(tokenizer, prompts)]
+    context = statistics.mean(lengths)
+    limit = matmul_gflops(model.config, round(context * params["batch_size"]))
+    prompt_flops = sum(lengths) * generation_flops(model.config, context / 2)
     pairs = []
     for i in range(args.repeats):
         order = ("single", "ours") if i % 2 == 0 else ("ours", "single")
@@ -111,6 +118,7 @@ def main() -> None:
             if side == "ours":
                 replies[side], tokens, seconds[side] = batched(model, tokenizer, prompts, params["max_new_tokens"],
                                                                params["batch_size"])
+                ours_flops = prompt_flops + tokens * generation_flops(model.config, context)
             elif side == "llamacpp":
                 replies[side], tokens, seconds[side] = llamacpp_side(llm, tokenizer, prompts, params["max_new_tokens"])
             else:
@@ -123,7 +131,9 @@ def main() -> None:
         agree = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["single"], strict=True))
         pairs.append({**{f"{k}_tokens_per_second": round(v, 1) for k, v in speeds.items()},
                       "replies_equal": f"{agree}/{len(prompts)}", "prefill_seconds": round(prefill, 2),
-                      "single_seconds": round(seconds["single"], 2), "ceiling": round(seconds["single"] / prefill, 2)})
+                      "single_seconds": round(seconds["single"], 2), "ceiling": round(seconds["single"] / prefill, 2),
+                      "ours_share_of_limit": round(ours_flops / seconds["ours"] / (limit * 1e9), 4),
+                      "prefill_share_of_limit": round(prompt_flops / prefill / (limit * 1e9), 4)})
         if llm is not None:
             same = sum(a.strip() == b.strip() for a, b in zip(replies["ours"], replies["llamacpp"], strict=True))
             pairs[-1]["llamacpp_replies_equal_ours"] = f"{same}/{len(prompts)}"
@@ -131,7 +141,9 @@ def main() -> None:
     ceiling = statistics.median(p["ceiling"] for p in pairs)
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
               "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
-              "ceiling_median": round(ceiling, 2),
+              "ceiling_median": round(ceiling, 2), "limit_gflops": round(limit, 1),
+              "ours_share_of_limit_median": statistics.median(p["ours_share_of_limit"] for p in pairs),
+              "prefill_share_of_limit_median": statistics.median(p["prefill_share_of_limit"] for p in pairs),
               "target_speedup": 5}
     if llm is not None:
         result["llamacpp_over_ours_median"] = round(statistics.median(
@@ -142,8 +154,9 @@ def main() -> None:
               f"{result['llamacpp_over_single_median']:.2f}x (median of {args.repeats} pairs)", flush=True)
     out = save("generate", result)
     print(f"generate: batched / one at a time {speedup:.2f}x (median of {args.repeats} pairs; target >= 5x; "
-          f"at most {ceiling:.2f}x here even with free decoding); "
-          f"replies equal {pairs[-1]['replies_equal']} -> {out}")
+          f"at most {ceiling:.2f}x here even with free decoding); of this machine's {limit:.0f} GFLOP/s at the "
+          f"model's shapes: ours {result['ours_share_of_limit_median']:.0%}, prefill alone "
+          f"{result['prefill_share_of_limit_median']:.0%}; replies equal {pairs[-1]['replies_equal']} -> {out}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ way the workshop wrote it: defaults for everything else. "ours" is the stage's o
 (sft.training.make_trainer, as the train stage runs it: length-grouped batches, the model's own loss on a CPU, all cores).
 Each run is a fresh process (its own peak memory); the sides alternate, and the ratio reported is
 the median of the per-pair ratios. A collator wrapper counts real and padded tokens on both sides.
+Each side's tokens/s is also given as a share of this machine's limit, measured in the same run
+(bench/limit.py: the fp32 matrix products of the model's linear layers at its shapes, under the
+stages' numerics pinning): model FLOPs a trained token costs (LoRA: forward, backward through the
+frozen weights, the recompute of activation checkpointing) x tokens/s / the measured GFLOP/s.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from limit import matmul_gflops, training_flops  # before torch: pins numerics as stages do
 from record import run_side, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,9 +38,10 @@ class Counting:
     and token slots (the padded batch)."""
 
     def __init__(self, collate):
-        self.collate, self.real, self.slots = collate, 0, 0
+        self.collate, self.real, self.slots, self.rows = collate, 0, 0, 0
 
     def __call__(self, examples):
+        self.rows += len(examples)
         batch = self.collate(examples)
         ids = batch["input_ids"]
         self.slots += ids.numel()
@@ -93,6 +99,7 @@ def measure(side: str, steps: int) -> dict:
         seconds = time.perf_counter() - started
     peak = peak_memory_bytes()
     return {"side": side, "steps": steps, "seconds": round(seconds, 2), "real_tokens": counter.real,
+            "rows": counter.rows, "checkpointing": bool(trainer.args.gradient_checkpointing),
             "token_slots": counter.slots, "padding_share": round(1 - counter.real / counter.slots, 4),
             "tokens_per_second": round(counter.real / seconds, 1), "peak_memory_gb": round(peak / 2**30, 2)}
 
@@ -109,21 +116,32 @@ def main() -> None:
     if not (ROOT / "data" / "prepared" / "train.jsonl").is_file():
         sys.exit("data/prepared is missing; run `dvc repro prepare` first")
 
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(ROOT / "models" / "base")
     runs = []
     for i in range(args.repeats):  # alternate, and swap who goes first, against drift on a shared machine
         for side in (("plain", "ours") if i % 2 == 0 else ("ours", "plain")):
             runs.append(run_side(__file__, side, args.steps))
             print(f"train: {side:5} {runs[-1]['tokens_per_second']:7.1f} tok/s, "
                   f"padding {runs[-1]['padding_share']:.1%}, peak {runs[-1]['peak_memory_gb']} GB", flush=True)
+    # The machine's limit at the model's shapes, a batch's tokens a product, in this run.
+    limit = matmul_gflops(config, round(statistics.mean(r["token_slots"] / r["steps"] for r in runs)))
+    for r in runs:  # context: the positions a token attends to, half its row on average (causal)
+        flops = training_flops(config, r["real_tokens"] / r["rows"] / 2, r["checkpointing"])
+        r["share_of_limit"] = round(r["tokens_per_second"] * flops / (limit * 1e9), 4)
     ours = [r for r in runs if r["side"] == "ours"]
     plain = [r for r in runs if r["side"] == "plain"]
     speed = statistics.median(o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(ours, plain, strict=True))
     memory = statistics.median(o["peak_memory_gb"] / p["peak_memory_gb"] for o, p in zip(ours, plain, strict=True))
+    shares = {side: statistics.median(r["share_of_limit"] for r in runs if r["side"] == side) for side in ("ours", "plain")}
     result = {"benchmark": "train", "runs": runs, "speedup_median": round(speed, 2),
-              "memory_ratio_median": round(memory, 2), "target_speedup": 1.5}
+              "memory_ratio_median": round(memory, 2), "limit_gflops": round(limit, 1),
+              "share_of_limit_median": shares, "target_speedup": 1.5}
     out = save("train", result)
     print(f"train: ours / plain tokens/s {speed:.2f}x (median of {args.repeats} pairs; target >= 1.5x), "
-          f"peak memory {memory:.2f}x -> {out}")
+          f"peak memory {memory:.2f}x; of this machine's {limit:.0f} GFLOP/s at the model's shapes: ours "
+          f"{shares['ours']:.0%}, plain {shares['plain']:.0%} -> {out}")
 
 
 if __name__ == "__main__":

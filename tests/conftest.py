@@ -106,14 +106,23 @@ def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tmp_path_factory, worker_id) -> Path:
     """The whole tiny graph run once (`dvc repro`, export included) in a committed copy of the
-    repository, shared by the tests that start from a finished run (they run in one xdist group,
-    "tiny_run"). Read it, or change a copy of it (run_copy); never change it. Tokens are planted in
-    its environment, as a user's would be (PLANTED_SECRETS); its log is beside it, repro.log."""
-    repo = copy_repository(tmp_path_factory.mktemp("tiny-run") / "repo")
-    log = dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1", **PLANTED_SECRETS})
-    (repo.parent / "repro.log").write_text(log)
+    repository, shared by the tests that start from a finished run. Read it, or change a copy of
+    it (run_copy); never change it. Tokens are planted in its environment, as a user's would be
+    (PLANTED_SECRETS); its log is beside it, repro.log. Under pytest-xdist it is built once for
+    the whole run, in the folder every worker of this run shares, behind a file lock: a session
+    fixture is otherwise built again by each worker that needs it (seen: twice, 86 s each)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    repo = shared / "tiny-run" / "repo"
+    with FileLock(str(shared / "tiny-run.lock")):
+        if not (repo.parent / "repro.log").is_file():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            copy_repository(repo)
+            log = dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1", **PLANTED_SECRETS})
+            (repo.parent / "repro.log").write_text(log)
     return repo
 
 
