@@ -142,8 +142,8 @@ def main() -> None:
     result = {"benchmark": "generate", "prompts": len(prompts), "max_new_tokens": params["max_new_tokens"],
               "batch_size": params["batch_size"], "pairs": pairs, "speedup_median": round(speedup, 2),
               "ceiling_median": round(ceiling, 2), "limit_gflops": round(limit, 1),
-              "ours_share_of_limit_median": statistics.median(p["ours_share_of_limit"] for p in pairs),
-              "prefill_share_of_limit_median": statistics.median(p["prefill_share_of_limit"] for p in pairs),
+              "ours_share_of_limit_median": round(statistics.median(p["ours_share_of_limit"] for p in pairs), 4),
+              "prefill_share_of_limit_median": round(statistics.median(p["prefill_share_of_limit"] for p in pairs), 4),
               "target_speedup": 5}
     if llm is not None:
         result["llamacpp_over_ours_median"] = round(statistics.median(

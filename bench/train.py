@@ -134,7 +134,8 @@ def main() -> None:
     plain = [r for r in runs if r["side"] == "plain"]
     speed = statistics.median(o["tokens_per_second"] / p["tokens_per_second"] for o, p in zip(ours, plain, strict=True))
     memory = statistics.median(o["peak_memory_gb"] / p["peak_memory_gb"] for o, p in zip(ours, plain, strict=True))
-    shares = {side: statistics.median(r["share_of_limit"] for r in runs if r["side"] == side) for side in ("ours", "plain")}
+    shares = {side: round(statistics.median(r["share_of_limit"] for r in runs if r["side"] == side), 4)
+              for side in ("ours", "plain")}
     result = {"benchmark": "train", "runs": runs, "speedup_median": round(speed, 2),
               "memory_ratio_median": round(memory, 2), "limit_gflops": round(limit, 1),
               "share_of_limit_median": shares, "target_speedup": 1.5}
