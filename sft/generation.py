@@ -58,17 +58,18 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, b
              keep: Callable[[dict[int, str]], None] | None = None) -> tuple[list[str], dict]:
     """transformers backend: replies in the order of `prompts`, and throughput figures. Replies in
     `known` (by index) are not generated again; `keep` gets each new batch's replies as it ends."""
-    known = known or {}
+    answered = dict(known or {})
 
-    def decoded(rows: dict[int, list[int]]) -> dict[int, str]:
-        return {i: tokenizer.decode(row, skip_special_tokens=True) for i, row in rows.items()}
+    def done(batch: dict[int, list[int]]) -> None:  # each reply decoded once, as its batch ends
+        new = {i: tokenizer.decode(row, skip_special_tokens=True) for i, row in batch.items()}
+        answered.update(new)
+        if keep is not None:
+            keep(new)
 
     started = time.time()
-    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size, known,
-                         None if keep is None else lambda batch: keep(decoded(batch)))
-    replies = [known[i] if i in known and not row else tokenizer.decode(row, skip_special_tokens=True)
-               for i, row in enumerate(rows)]
-    return replies, throughput(sum(len(r) for r in rows), time.time() - started)
+    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size,
+                         set(answered), done)
+    return [answered[i] for i in range(len(prompts))], throughput(sum(len(r) for r in rows), time.time() - started)
 
 
 def generate_vllm(model_dir: str, tokenizer, prompts: list[list[dict]], max_new_tokens: int,

@@ -17,7 +17,6 @@ exit status and its one line, not under the launcher's traceback.
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -85,15 +84,12 @@ def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], d
     return argv + stage, env
 
 
-# What checks the params of a stage started here, before any process starts.
-PARAM_CHECKS = {"stages.train": "sft.training:load_params"}
-
-
 def check_stage_params(stage: list[str]) -> None:
-    module = stage[stage.index("-m") + 1] if "-m" in stage[:-1] else None
-    if module in PARAM_CHECKS:
-        where, name = PARAM_CHECKS[module].split(":")
-        getattr(importlib.import_module(where), name)(announce=False)
+    """The train stage's params, checked here before any process starts (the one stage launched)."""
+    if "-m" in stage[:-1] and stage[stage.index("-m") + 1] == "stages.train":
+        from sft.training import load_params
+
+        load_params(announce=False)
 
 
 def exit_status(argv: list[str]) -> int:
