@@ -116,6 +116,14 @@ def prepared_split(folder):
     return folder
 
 
+def bot_text(browser):
+    """The bot messages' text, read in one script: streaming re-renders the message elements, so a
+    handle found first and read later can be gone by then (a StaleElementReferenceException)."""
+    return browser.execute_script(
+        "return Array.from(document.querySelectorAll(\".bot, .message.bot, [data-testid='bot']\"))"
+        ".map(e => e.innerText).join(' ');")
+
+
 @pytest.mark.slow
 def test_chat_page_streams_an_answer_in_headless_chromium(smollm_server, tmp_path):
     chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver")
@@ -146,7 +154,7 @@ def test_chat_page_streams_an_answer_in_headless_chromium(smollm_server, tmp_pat
         assert "You are a helpful assistant." in browser.page_source
         box.send_keys("What is the capital of France?")
         box.send_keys(Keys.ENTER)
-        wait.until(lambda b: "Paris" in " ".join(e.text for e in b.find_elements(By.CSS_SELECTOR, ".bot, .message.bot, [data-testid='bot']")))
+        wait.until(lambda b: "Paris" in bot_text(b))
         time.sleep(1)
         browser.save_screenshot(str(tmp_path / "chat.png"))
         if os.environ.get("CHAT_SCREENSHOT"):  # the README's picture: CHAT_SCREENSHOT=docs/chat.png
