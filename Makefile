@@ -26,7 +26,7 @@ CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 
-.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint clean
+.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint deps clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -144,6 +144,9 @@ plots: setup ## loss curves and confusion matrix: dvc_plots/index.html (draws of
 
 lint: setup ## ruff
 	ruff check .
+
+deps: setup ## write dvc.yaml's code deps from the imports (tests/test_layout.py fails when they drift)
+	python -m tools.deps
 
 clean: ## remove caches of tools (never DVC's cache or outputs)
 	rm -rf .pytest_cache .ruff_cache

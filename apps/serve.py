@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from apps.gate import LOOPBACK, Gate, Limits
-from sft.device import serving_backend
+from sft.device import GENERATION_BACKENDS, serving_backend
 from sft.generation import vllm_engine_args
 from sft.params import UserError, run
 
@@ -61,15 +61,15 @@ def transformers_app(model: Path, name: str, api_key: str | None, limits: Limits
 def llamacpp_app(model: Path, name: str, api_key: str | None, limits: Limits):
     """llama-cpp-python's server on the model converted to a GGUF (its chat template, eos and
     end-of-turn tokens inside) in a private working folder."""
+    from sft import llamacpp
+
+    if (why := llamacpp.missing()) is not None:
+        raise UserError(f"--backend llamacpp: {why}")
     from llama_cpp.server.app import create_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
-    from sft import llamacpp
-
     workdir = Path(tempfile.mkdtemp(prefix="sft-serve-"))
-    config = json.loads((model / "config.json").read_text())
-    outtype = llamacpp.OUTTYPE_OF_DTYPE.get(config.get("dtype") or config.get("torch_dtype"), "f16")
-    gguf = llamacpp.convert(model, workdir / llamacpp.gguf_name(outtype), outtype, name)
+    gguf = llamacpp.own_precision(model, workdir, name=name)
     print(f"[serve] llama.cpp on the CPU: {model} converted to {gguf.name}", flush=True)
     settings = ModelSettings(model=str(gguf), model_alias=name, n_ctx=4096, seed=0, verbose=False,
                              n_threads=len(os.sched_getaffinity(0)))
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--api-key-env", default="SERVE_API_KEY", help="environment variable holding the API key")
-    ap.add_argument("--backend", default="auto", choices=("auto", "vllm", "llamacpp", "transformers"),
+    ap.add_argument("--backend", default="auto", choices=GENERATION_BACKENDS,
                     help="auto: vLLM on a CUDA GPU, llama.cpp on a CPU where installed, else transformers")
     ap.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                     help="a host name clients reach the server by, beyond loopback and --host (repeatable)")

@@ -51,28 +51,27 @@ def one_at_a_time(model, tokenizer, prompts, max_new_tokens):
 
 
 def batched(model, tokenizer, prompts, max_new_tokens, batch_size):
-    from sft.generation import generate
+    from sft.generation import Settings, replies
 
     started = time.perf_counter()
-    replies, speed = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
-    return replies, speed["generated_tokens"], time.perf_counter() - started
+    answered, speed = replies((model, tokenizer), prompts, Settings(max_new_tokens, batch_size), label="generate: ours")
+    return answered, speed["generated_tokens"], time.perf_counter() - started
 
 
 def llamacpp_side(llm, tokenizer, prompts, max_new_tokens):
-    from sft import llamacpp
-    from sft.generation import prompt_ids
+    from sft.generation import Settings, replies
 
     started = time.perf_counter()
-    replies, speed = llamacpp.generate(llm, prompt_ids(tokenizer, prompts), max_new_tokens)
-    return replies, speed["generated_tokens"], time.perf_counter() - started
+    answered, speed = replies((llm, tokenizer), prompts, Settings(max_new_tokens), "llamacpp",
+                              label="generate: llama.cpp")
+    return answered, speed["generated_tokens"], time.perf_counter() - started
 
 
 def gguf_of(model_dir: Path, dtype: str, workdir: Path, n_ctx: int):
     from sft import llamacpp
 
-    outtype = llamacpp.OUTTYPE_OF_DTYPE[dtype]
     started = time.perf_counter()
-    gguf = llamacpp.convert(model_dir, workdir / llamacpp.gguf_name(outtype), outtype)
+    gguf = llamacpp.own_precision(model_dir, workdir, dtype)
     print(f"generate: converted {model_dir} to {gguf.name} in {time.perf_counter() - started:.1f} s", flush=True)
     return llamacpp.load(gguf, n_ctx, all_logits=False)
 

@@ -1,14 +1,83 @@
-"""Greedy generation behind one interface, two backends: transformers (CPU or GPU; batched, left
-padding, longest first) and vLLM (GPU). Both feed the model the same token ids: the prompt
-rendered by the model's own chat template, exactly as training rendered it.
+"""Greedy generation, one entry point (`replies`) for every stage, bench and test, three backends:
+transformers (CPU or GPU; batched, left padding, longest first), vLLM (GPU) and llama.cpp (CPU, the
+model as a GGUF at its own precision). All feed the model the same token ids: the prompt rendered
+by the model's own chat template, exactly as training rendered it. Which backend runs where is
+sft/device.py's choice.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Container
+from dataclasses import dataclass
+from pathlib import Path
 
-from sft.checkpoints import stop_tokens
+from sft.params import UserError
+from sft.progress import Progress
+from sft.stops import stop_tokens
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_new_tokens: int  # a reply longer than this is cut
+    batch_size: int = 32  # prompts generated together (transformers)
+    dtype: str = "float32"  # the weights while generating (a folder loaded here)
+
+
+def replies(model, prompts: list[list[dict]], settings: Settings, backend: str = "transformers",
+            known: dict[int, str] | None = None, keep: Callable[[dict[int, str]], None] | None = None,
+            label: str = "generating") -> tuple[list[str], dict]:
+    """Every prompt's greedy reply, in the order of `prompts`, and throughput figures. `model` is a
+    model folder, or one already loaded: (model, tokenizer) for transformers, (Llama, tokenizer)
+    for llama.cpp. Replies in `known` (by index) are not generated again; `keep` gets the new ones
+    as they come, so an interrupted run loses at most one batch."""
+    known = dict(known or {})
+    if backend == "transformers":
+        loaded, tokenizer = loaded_model(model, settings.dtype)
+        return generate(loaded, tokenizer, prompts, settings.max_new_tokens, settings.batch_size, known, keep, label)
+    missing = [i for i in range(len(prompts)) if i not in known]
+    asked = [prompts[i] for i in missing]
+    if backend == "vllm":
+        from sft.models import load_tokenizer
+
+        answered, speed = generate_vllm(str(model), load_tokenizer(model), asked, settings.max_new_tokens,
+                                        settings.dtype)
+    elif backend == "llamacpp":
+        answered, speed = llamacpp_replies(model, asked, settings, label)
+    else:
+        raise ValueError(f"unknown generation backend {backend!r}")
+    new = dict(zip(missing, answered, strict=True))
+    if keep is not None:
+        keep(new)
+    return [{**known, **new}[i] for i in range(len(prompts))], speed
+
+
+def loaded_model(model, dtype: str):
+    if isinstance(model, tuple):
+        return model
+    from sft.models import load_for_inference
+
+    return load_for_inference(str(model), dtype=dtype)
+
+
+def llamacpp_replies(model, prompts: list[list[dict]], settings: Settings, label: str) -> tuple[list[str], dict]:
+    """llama.cpp's replies: a loaded (Llama, tokenizer), or a folder converted to a GGUF at its own
+    precision (settings.dtype) in a scratch folder; the same prompt token ids, one prompt at a time."""
+    from sft import llamacpp
+
+    if isinstance(model, tuple):
+        llm, tokenizer = model
+        return llamacpp.generate(llm, prompt_ids(tokenizer, prompts), settings.max_new_tokens, label)
+    from sft.models import load_tokenizer
+
+    if (why := llamacpp.missing()) is not None:
+        raise UserError(why)
+    ids = prompt_ids(load_tokenizer(str(model)), prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        gguf = llamacpp.own_precision(Path(model), Path(tmp), settings.dtype)
+        llm = llamacpp.load(gguf, n_ctx=max(map(len, ids), default=1) + settings.max_new_tokens, all_logits=False)
+        return llamacpp.generate(llm, ids, settings.max_new_tokens, label)
 
 
 def render_prompts(tokenizer, prompts: list[list[dict]]) -> list[str]:
@@ -54,21 +123,25 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,
-             known: dict[int, str] | None = None,
-             keep: Callable[[dict[int, str]], None] | None = None) -> tuple[list[str], dict]:
+             known: dict[int, str] | None = None, keep: Callable[[dict[int, str]], None] | None = None,
+             label: str = "generating") -> tuple[list[str], dict]:
     """transformers backend: replies in the order of `prompts`, and throughput figures. Replies in
     `known` (by index) are not generated again; `keep` gets each new batch's replies as it ends."""
     answered = dict(known or {})
+    before = set(answered)
+    progress = Progress(len(prompts) - len(before), label)
 
     def done(batch: dict[int, list[int]]) -> None:  # each reply decoded once, as its batch ends
         new = {i: tokenizer.decode(row, skip_special_tokens=True) for i, row in batch.items()}
         answered.update(new)
+        progress.update(sum(i not in before for i in batch), sum(len(row) for row in batch.values()))
         if keep is not None:
             keep(new)
 
     started = time.time()
-    rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size,
-                         set(answered), done)
+    with progress:
+        rows = continuations(model, tokenizer, prompt_ids(tokenizer, prompts), max_new_tokens, batch_size,
+                             before, done)
     return [answered[i] for i in range(len(prompts))], throughput(sum(len(r) for r in rows), time.time() - started)
 
 

@@ -64,6 +64,18 @@ def convert(model_dir: Path, out_file: Path, outtype: str, name: str = "model") 
     return out_file
 
 
+def own_precision(model_dir: Path, folder: Path, dtype: str | None = None, name: str = "model") -> Path:
+    """The model as a GGUF at its own precision (`dtype`; None: its config's, f16 if it names none),
+    in `folder`: what llama.cpp generates and serves with when no quantized type was asked for."""
+    if dtype is None:
+        import json
+
+        config = json.loads((model_dir / "config.json").read_text())
+        dtype = config.get("dtype") or config.get("torch_dtype")
+    outtype = OUTTYPE_OF_DTYPE.get(dtype, "f16")
+    return convert(model_dir, folder / gguf_name(outtype), outtype, name)
+
+
 def quantize(source: Path, out_file: Path, outtype: str) -> None:
     import llama_cpp
 
@@ -104,10 +116,15 @@ def reply(llm, ids: list[int], max_new_tokens: int) -> tuple[str, int, bool]:
     return choice["text"], out["usage"]["completion_tokens"] + stopped, stopped
 
 
-def generate(llm, ids: list[list[int]], max_new_tokens: int) -> tuple[list[str], dict]:
-    """llama.cpp backend: greedy replies, one prompt at a time, and throughput figures."""
+def generate(llm, ids: list[list[int]], max_new_tokens: int, label: str = "generating") -> tuple[list[str], dict]:
+    """llama.cpp backend: greedy replies, one prompt at a time, and throughput figures
+    (sft.generation.replies is the entry point)."""
     from sft.generation import throughput
+    from sft.progress import Progress
 
-    started = time.time()
-    rows = [reply(llm, prompt, max_new_tokens) for prompt in ids]
+    started, rows = time.time(), []
+    with Progress(len(ids), label) as progress:
+        for prompt in ids:
+            rows.append(reply(llm, prompt, max_new_tokens))
+            progress.update(1, rows[-1][1])
     return [text for text, _, _ in rows], throughput(sum(n for _, n, _ in rows), time.time() - started)

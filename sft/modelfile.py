@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sft.checkpoints import stop_tokens
+from sft.stops import stop_tokens
 
 MARK = "\u2403{}\u2403"
 

@@ -74,4 +74,6 @@ def read_task(data: str | Path) -> Task:
     path = Path(data) / TASK_FILE
     if not path.is_file():
         raise UserError(f"{path} is missing; run the prepare stage first (dvc repro prepare)")
-    return Task(**json.loads(path.read_text(encoding="utf-8")))
+    task = Task(**json.loads(path.read_text(encoding="utf-8")))
+    task.task_metric  # noqa: B018 - an unknown metric stops here, before minutes of generation
+    return task

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sft import hub, models
-from sft.checkpoints import set_stops
 from sft.files import atomic_dir, sha256_of, write_json
 from sft.params import UserError, load, one_of, run
+from sft.stops import set_stops
 
 
 @dataclass

@@ -27,16 +27,15 @@ from pathlib import Path
 
 from sft import llamacpp
 from sft.card import RunFacts, model_card
-from sft.checkpoints import stop_tokens
 from sft.files import atomic_dir, read_jsonl, write_json
-from sft.generation import prompt_ids, render_prompts
-from sft.metrics import aggregate, score_all
+from sft.generation import Settings, prompt_ids, render_prompts, replies
 from sft.modelfile import modelfile, stop_strings, turn_parts
 from sft.models import load_for_inference
 from sft.params import UserError, load, one_of, ranged, read_section, run
 from sft.parity import parity, reference
 from sft.plots import loss_png
-from sft.stats import interval
+from sft.scoring import scores
+from sft.stops import stop_tokens
 from sft.task import read_task
 
 
@@ -73,14 +72,9 @@ def quantized_figures(llm, tokenizer, data: Path, max_new_tokens: int) -> dict:
     """The GGUF's own figures on the test split, scored as evaluate scores (its speed varies by
     machine and stays out of this hashed output)."""
     records = read_jsonl(data / "test.jsonl")
-    task = read_task(data)
-    replies, _ = llamacpp.generate(llm, prompt_ids(tokenizer, [r["prompt"] for r in records]), max_new_tokens)
-    per_record = score_all(task.metric, replies, [r["completion"][0]["content"] for r in records],
-                           [r["references"] for r in records], task.settings)
-    primary = task.task_metric.primary
-    low, high = interval([r[primary] for r in per_record], task.task_metric.binary)
-    return {**aggregate(per_record), f"{primary}_ci_low": round(low, 4), f"{primary}_ci_high": round(high, 4),
-            "samples": len(records)}
+    answered, _ = replies((llm, tokenizer), [r["prompt"] for r in records], Settings(max_new_tokens), "llamacpp",
+                          label="[export] the GGUF on the test split")
+    return scores(read_task(data), answered, records).figures
 
 
 def check(figures: dict, p: ExportParams) -> None:

@@ -29,7 +29,6 @@ from sft.checkpoints import (
     base_as_trained,
     merged,
     selected_checkpoint,
-    set_stops,
     trained_model,
     training_method,
 )
@@ -38,6 +37,7 @@ from sft.generation import prompt_ids
 from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, save_tokenizer
 from sft.params import UserError, load, one_of, ranged, run
 from sft.parity import next_token_logprobs, parity, reference
+from sft.stops import set_stops
 
 
 @dataclass

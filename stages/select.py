@@ -21,10 +21,10 @@ from pathlib import Path
 
 from sft.checkpoints import base_as_trained, merged, trained_model, training_method
 from sft.files import read_jsonl, write_json
-from sft.generation import generate
-from sft.metrics import aggregate, score_all
+from sft.generation import Settings, replies
 from sft.models import DTYPES
 from sft.params import UserError, load, one_of, ranged, run
+from sft.scoring import gold, scores
 from sft.task import read_task
 
 
@@ -72,15 +72,16 @@ def task_figures(rows: list[dict], p: SelectParams, base: str, data: Path) -> li
     task = read_task(data)
     check_metric(p, task, records)
     method = training_method()
+    settings = Settings(p.max_new_tokens, p.batch_size, p.dtype)
     scored = []
-    for row in rows:
+    for n, row in enumerate(rows, 1):
         # Each candidate as trained: a QLoRA adapter on the 4-bit base (not merged: that base cannot
         # take it without requantizing); a LoRA adapter merged into the base, which generates faster.
         model, tokenizer = trained_model(base, Path(row["checkpoint"]), p.dtype, **base_as_trained(method))
-        replies, _ = generate(model if method == "qlora" else merged(model, "select"), tokenizer, [r["prompt"] for r in records],
-                              p.max_new_tokens, p.batch_size)
-        figures = aggregate(score_all(task.metric, replies, [r["completion"][0]["content"] for r in records],
-                                      [r["references"] for r in records], task.settings))
+        model = model if method == "qlora" else merged(model, "select")
+        answered, _ = replies((model, tokenizer), [r["prompt"] for r in records], settings,
+                              label=f"[select] candidate {n} of {len(rows)}: generating")
+        figures = scores(task, answered, records).means
         print(f"[select] {row['checkpoint']}: {p.metric} {figures[p.metric]:.4f} on {len(records)} "
               "validation records", flush=True)
         scored.append({**row, p.metric: figures[p.metric], "select_samples": len(records)})
@@ -92,8 +93,7 @@ def check_metric(p: SelectParams, task, records: list[dict]) -> None:
     scored against itself."""
     if not records:
         raise UserError("validation.jsonl has no records: select by a task figure needs some (or use eval_loss)")
-    gold = records[0]["completion"][0]["content"]
-    figures = aggregate(score_all(task.metric, [gold], [gold], [records[0]["references"]], task.settings))
+    figures = scores(task, [gold(records[0])], records[:1]).means
     if p.metric not in figures:
         raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
                         f"the task metric {task.metric}: {sorted(figures)} (or eval_loss)")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sft import checkpoints, models
+from sft import checkpoints, generation, models
 from sft.device import generation_backend
 from sft.generation import generate, prompt_ids, render_prompts
 from sft.models import load_folder, load_for_inference
@@ -149,16 +149,16 @@ def test_replies_are_kept_before_scoring_so_a_failed_or_killed_run_never_generat
 
     # Then scoring fails: the three other replies are generated once and kept.
     generated = []
-    real_generate = evaluate.generate
-    monkeypatch.setattr(evaluate, "generate", lambda *a: generated.append(a[5]) or real_generate(*a))
-    monkeypatch.setattr(evaluate, "scored", lambda *a: (_ for _ in ()).throw(RuntimeError("scorer bug")))
+    real_generate = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a: generated.append(a[5]) or real_generate(*a))
+    monkeypatch.setattr(evaluate, "scores", lambda *a: (_ for _ in ()).throw(RuntimeError("scorer bug")))
     with pytest.raises(RuntimeError, match="scorer bug"):
         run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
     assert len(generated) == 1 and len(generated[0]) == 2  # it knew the 2 kept replies
 
     # A fixed scorer reads every reply back: no model is loaded, the predictions are the straight run's.
     monkeypatch.undo()
-    monkeypatch.setattr(evaluate, "load_for_inference", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(models, "load_for_inference", lambda *a, **k: pytest.fail("a model was loaded"))
     assert run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch) == straight
     speed = json.loads((tmp_path / "metrics" / "speed" / "finetuned.json").read_text())
     assert speed["kept_replies"] == 5 and speed["generated_tokens"] == 0
@@ -252,3 +252,30 @@ def test_the_vllm_backend_reserves_only_the_context_it_needs(tiny_model_dir, mon
     assert [r["prompt_token_ids"] for r in seen["requests"]] == ids
     assert seen["params"] == {"temperature": 0.0, "max_tokens": 16}
     assert replies == ["SELECT 1;"] * 2 and speed["generated_tokens"] == 6
+
+
+def test_generation_shows_progress_with_an_eta_in_a_few_lines_of_a_log(tiny_model_dir):
+    """Not a terminal (CI, `dvc repro > log`): one line per tenth of the prompts, each with the count,
+    tokens per second and an ETA, and the last one at 100%."""
+    import io
+
+    from sft.progress import Progress
+
+    log = io.StringIO()
+    with Progress(40, "[evaluate] baseline: generating", stream=log) as progress:
+        for _ in range(40):
+            progress.update(1, tokens=7)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10, lines
+    assert lines[0].startswith("[evaluate] baseline: generating: 4/40 prompts (10%)") and "ETA" in lines[0]
+    assert "tok/s" in lines[0] and lines[-1].startswith("[evaluate] baseline: generating: 40/40 prompts (100%)")
+
+    # The stages' generation reports through it: 5 prompts in batches of 2 end at 5/5.
+    model, tokenizer = load_folder(tiny_model_dir)
+    prompts = [[{"role": "user", "content": f"Question {i}?"}] for i in range(5)]
+    import contextlib
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):
+        generation.replies((model, tokenizer), prompts, generation.Settings(4, batch_size=2), label="gen")
+    assert log.getvalue().splitlines()[-1].startswith("gen: 5/5 prompts (100%)"), log.getvalue()

@@ -145,10 +145,10 @@ def test_a_gguf_keeps_the_token_ids_greedy_choices_and_stop_of_its_model(decided
 
     import llama_cpp
 
-    from sft.checkpoints import stop_tokens
     from sft.generation import prompt_ids, render_prompts
     from sft.models import load_folder
     from sft.parity import parity, reference
+    from sft.stops import stop_tokens
 
     gguf = llamacpp.convert(decided_model_dir, tmp_path / llamacpp.gguf_name(outtype), outtype)
     assert gguf.read_bytes()[:4] == b"GGUF" and not list(tmp_path.glob("*.f16.gguf"))  # the f16 step is gone
@@ -188,17 +188,14 @@ def test_a_gguf_is_named_by_the_run_not_by_its_folder(tiny_model_dir, tmp_path):
 @needs_llamacpp
 def test_the_llamacpp_backend_answers_as_transformers_does(tiny_model_dir):
     """evaluate.backend: llamacpp on the tiny model (float32, so an f32 GGUF): the same greedy replies."""
-    from sft.generation import generate
-    from sft.models import load_folder
-    from stages.evaluate import EvaluateParams, llamacpp_replies
+    from sft.generation import Settings, replies
 
     prompts = [c[:-1] if c[-1]["role"] == "assistant" else c for c in CONVERSATIONS] * 2
-    p = EvaluateParams(max_new_tokens=8, backend="llamacpp")
-    replies, speed = llamacpp_replies(str(tiny_model_dir), prompts, p)
-    model, tokenizer = load_folder(tiny_model_dir)
-    expected, _ = generate(model, tokenizer, prompts, p.max_new_tokens, batch_size=4)
+    settings = Settings(max_new_tokens=8, batch_size=4)
+    answered, speed = replies(str(tiny_model_dir), prompts, settings, "llamacpp")
+    expected, _ = replies(str(tiny_model_dir), prompts, settings, "transformers")
     assert speed["generated_tokens"] > 0
-    assert sum(a == b for a, b in zip(replies, expected, strict=True)) >= len(prompts) - 1, (replies, expected)
+    assert sum(a == b for a, b in zip(answered, expected, strict=True)) >= len(prompts) - 1, (answered, expected)
 
 
 def test_the_llamacpp_backend_falls_back_with_one_line_without_llama_cpp(monkeypatch, capsys):

@@ -2,61 +2,13 @@
 or benchmark imports a stage, and every stage's deps list exactly the project modules it imports
 (transitively), so the hand-written deps cannot drift from the code."""
 
-import ast
-import re
-from pathlib import Path
-
 import pytest
 import yaml
 from conftest import ROOT
 
-PACKAGES = ("sft", "stages", "apps")
+from tools.deps import code_deps, imported_names, listed_code_deps, rewritten
+
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-
-
-def module_file(name: str) -> Path | None:
-    parts = name.split(".")
-    if parts[0] not in PACKAGES:
-        return None
-    path = ROOT.joinpath(*parts)
-    if path.with_suffix(".py").is_file():
-        return path.with_suffix(".py")
-    return path / "__init__.py" if (path / "__init__.py").is_file() else None
-
-
-def imported_names(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, f"{path}: relative import; the project imports absolutely"
-            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
-    return names
-
-
-def direct_imports(path: Path) -> set[Path]:
-    """Project files `path` imports, with the package __init__ files Python runs on the way."""
-    found = set()
-    for name in imported_names(path):
-        parts = name.split(".")
-        found |= {f for i in range(1, len(parts) + 1) if (f := module_file(".".join(parts[:i])))}
-    return found
-
-
-def closure(path: Path) -> set[str]:
-    seen, todo = set(), [path]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(direct_imports(current))
-    return {str(p.relative_to(ROOT)) for p in seen}
-
-
-def code_deps(stage: dict) -> set[str]:
-    body = stage.get("do", stage)
-    return {d for d in body["deps"] if d.endswith(".py")}
 
 
 def test_stages_folder_lists_exactly_the_dvc_stages():
@@ -66,23 +18,17 @@ def test_stages_folder_lists_exactly_the_dvc_stages():
         assert f"-m stages.{name} " in stage.get("do", stage)["cmd"].replace("\n", " ") + " "
 
 
-def launchers(stage: dict) -> set[Path]:
-    """Project modules the command runs before the stage module (`python -m sft.launch -m stages.train`)."""
-    cmd = stage.get("do", stage).get("cmd", "")
-    return {f for name in re.findall(r"python -m (sft\.\w+)", cmd) if (f := module_file(name))}
-
-
 def drift(name: str, stage: dict) -> tuple[list[str], list[str]]:
     """(modules the stage runs that its deps leave out, deps that are modules it does not run)."""
-    runs = [ROOT / "stages" / f"{name}.py", *launchers(stage)]
-    imported, listed = set().union(*(closure(path) for path in runs)), code_deps(stage)
-    return sorted(imported - listed), sorted(listed - imported)
+    wanted, listed = set(code_deps(name, stage)), set(listed_code_deps(stage))
+    return sorted(wanted - listed), sorted(listed - wanted)
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_deps_list_exactly_the_modules_the_stage_imports(name):
     missing, extra = drift(name, STAGES[name])
-    assert (missing, extra) == ([], []), f"dvc.yaml stage {name}: missing {missing}, not imported {extra}"
+    assert (missing, extra) == ([], []), (f"dvc.yaml stage {name}: missing {missing}, not imported {extra}; "
+                                          "run `make deps` (python -m tools.deps) to write them from the imports")
 
 
 def test_drift_is_seen_both_ways():
@@ -93,7 +39,18 @@ def test_drift_is_seen_both_ways():
     assert drift("evaluate", stage) == (["sft/device.py"], ["sft/training.py"])
 
 
+def test_make_deps_writes_exactly_what_the_check_asks_for_and_keeps_the_rest():
+    """The writer's control: dvc.yaml with a module dropped from evaluate and one added to train
+    comes back as it was, comments and all; the committed file is already what it writes."""
+    text = (ROOT / "dvc.yaml").read_text()
+    assert rewritten(text) == text
+    broken = text.replace("        - sft/device.py\n", "", 1).replace("      - sft/consolidate.py\n",
+                                                                       "      - sft/consolidate.py\n      - sft/card.py\n", 1)
+    assert broken != text and rewritten(broken) == text
+
+
 @pytest.mark.parametrize("path", sorted([*(ROOT / "stages").glob("*.py"), *(ROOT / "bench").glob("*.py"),
+                                         *(ROOT / "tools").glob("*.py"),
                                          *(ROOT / "apps").glob("*.py"), *(ROOT / "sft").glob("*.py")]),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_imports_a_stage(path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TRAINED_PARAMS
 
-from sft import checkpoints
+from sft import checkpoints, stops
 from sft.models import load_folder
 from sft.params import UserError
 from sft.parity import parity
@@ -65,14 +65,14 @@ def test_stop_tokens_include_the_chat_templates_end_of_turn(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert tokenizer.convert_ids_to_tokens(checkpoints.end_of_turn_id(tokenizer)) == "<|im_end|>"
+    assert tokenizer.convert_ids_to_tokens(stops.end_of_turn_id(tokenizer)) == "<|im_end|>"
     # A Gemma-style template closes turns with a token that is not the tokenizer's eos.
     tokenizer.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
                                "<|endoftext|>\n{% endfor %}")
-    eot = checkpoints.end_of_turn_id(tokenizer)
+    eot = stops.end_of_turn_id(tokenizer)
     assert tokenizer.convert_ids_to_tokens(eot) == "<|endoftext|>" and eot != tokenizer.eos_token_id
     model, _ = load_folder(tiny_model_dir)
-    assert checkpoints.stop_tokens(model, tokenizer)[-1] == eot
+    assert stops.stop_tokens(model, tokenizer)[-1] == eot
 
 
 def test_parity_counts_agreement_where_the_trained_choice_is_decided():

@@ -107,7 +107,9 @@ def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, pr
     import evaluate
     from conftest import ROOT
 
-    from sft.metrics import score_all
+    from sft.metrics import metric_named, score_all
+    from sft.scoring import scores
+    from sft.task import Task
 
     result = evaluate.load(str(ROOT / "task_metrics" / name)).compute(
         predictions=predictions, references=references, contexts=contexts)
@@ -115,6 +117,17 @@ def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, pr
     assert result["per_record"] == direct
     assert {k: v for k, v in result.items() if k != "per_record"} == aggregate(direct)
     assert result["unparseable_rate"] == 0.5  # the second reply of each case has no answer in it
+    # The stages' one scorer gives the same records and figures, plus the headline's interval.
+    records = [{"completion": [{"role": "assistant", "content": r}], "references": c}
+               for r, c in zip(references, contexts, strict=True)]
+    staged = scores(Task(metric=name), predictions, records)
+    assert staged.per_record == result["per_record"]
+    primary = metric_named(name).primary
+    assert list(staged.figures)[:3] == [primary, f"{primary}_ci_low", f"{primary}_ci_high"]
+    assert {k: v for k, v in staged.figures.items() if "_ci_" not in k and k != "samples"} == \
+        {k: v for k, v in result.items() if k != "per_record"}
+    assert staged.figures[f"{primary}_ci_low"] <= staged.figures[primary] <= staged.figures[f"{primary}_ci_high"]
+    assert staged.figures["samples"] == len(predictions)
 
 
 @pytest.mark.parametrize("reply, letter", [

@@ -62,16 +62,16 @@ def test_standin_records_have_the_spec_columns_and_a_long_tail():
 def test_tiny_gemma_has_gemmas_special_tokens_template_and_stops(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sft import checkpoints
+    from sft import stops
 
     out = gemma.build(tmp_path / "g", "AutoModelForCausalLM", ["the answer is (B)"] * 10, vocab_size=300)
     tokenizer, model = AutoTokenizer.from_pretrained(out), AutoModelForCausalLM.from_pretrained(out)
     assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id) == (0, 1, 2)
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text == "<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\n"
-    assert checkpoints.end_of_turn_id(tokenizer) == gemma.END_OF_TURN
+    assert stops.end_of_turn_id(tokenizer) == gemma.END_OF_TURN
     model.generation_config.pad_token_id = 5  # set_stops must restore the tokenizer's own pad, even id 0
-    checkpoints.set_stops(model, tokenizer)
+    stops.set_stops(model, tokenizer)
     assert model.generation_config.pad_token_id == 0 and model.generation_config.eos_token_id == [1, gemma.END_OF_TURN]
 
 

@@ -92,7 +92,7 @@ def test_a_qlora_candidate_generates_on_the_4bit_base_it_was_trained_on(trained_
         return real(base, checkpoint, dtype)  # the tiny model is too narrow for bitsandbytes' 4-bit blocks
 
     monkeypatch.setattr(select, "trained_model", trained_model)
-    monkeypatch.setattr(select, "generate", lambda model, *a: generated_on.append(model) or (["x"], {}))
+    monkeypatch.setattr(select, "replies", lambda model, *a, **k: generated_on.append(model[0]) or (["x"], {}))
     monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
                                      "--out", "select-task.json"])
     select.main()

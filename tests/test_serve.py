@@ -14,6 +14,7 @@ from conftest import ROOT, free_port, start, stop, wait_for_http
 from sft import llamacpp
 from sft.generation import generate, prompt_ids
 from sft.models import load_folder
+from sft.params import UserError
 
 KEY = "test-key-not-a-secret"
 MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
@@ -178,6 +179,15 @@ def test_a_bounded_load_is_answered_whole_and_unmixed(tiny_server, tiny_model_di
     assert figures["answered"] == 40 and figures["unfinished"] == 0 and figures["failed"] == 0, figures
     assert figures["replies_not_as_alone"] == 0, figures
     assert figures["latency_p50"] <= figures["latency_p90"] <= figures["latency_max"]
+
+
+def test_serve_with_llamacpp_asked_for_but_not_installed_says_how_in_one_line(monkeypatch, tmp_path):
+    from apps import serve
+    from sft import llamacpp
+
+    monkeypatch.setattr(llamacpp, "missing", lambda: "llama-cpp-python is not installed; make export")
+    with pytest.raises(UserError, match="--backend llamacpp: llama-cpp-python is not installed"):
+        serve.llamacpp_app(tmp_path, "local", None, serve.Limits())
 
 
 def test_make_serve_takes_llama_cpp_on_a_cpu_where_installed(monkeypatch):
