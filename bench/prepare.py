@@ -41,7 +41,7 @@ def main() -> None:
                         "--sizes", f"train={args.records},test=200"], check=True, capture_output=True)
         (work / "params.yaml").write_text(
             f"prepare:\n  dataset: {data}\n  prompts: {ROOT / 'prompts' / 'sql'}\n  audit_examples: 3\n"
-            "train:\n  max_length: 1024\n")
+            "  max_length: 1024\n")
         seconds = []
         for _ in range(args.repeats):
             started = time.perf_counter()

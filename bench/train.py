@@ -56,10 +56,12 @@ def plain_trainer(steps: int, out: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from sft import handoff
     from sft.device import has_cuda
     from sft.training import load_params
 
     p, sft = load_params(str(ROOT / "params.yaml"))
+    sft["max_length"] = handoff.settings(ROOT / "data" / "prepared")["max_length"]
     model = AutoModelForCausalLM.from_pretrained(ROOT / "models" / "base")
     tokenizer = AutoTokenizer.from_pretrained(ROOT / "models" / "base")
     rows = [json.loads(line) for line in (ROOT / "data" / "prepared" / "train.jsonl").open()]
@@ -81,8 +83,7 @@ def our_trainer(steps: int, out: str):
            "disable_tqdm": True}
     has_cuda = device.has_cuda()
     config = training.sft_config(p, sft, out, has_cuda)
-    trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda,
-                                      training.train_on(str(ROOT / "params.yaml")))
+    trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), ROOT / "data" / "prepared", has_cuda)
     return trainer
 
 

@@ -45,8 +45,9 @@ def label_shares() -> dict:
 
 def measure(side: str, steps: int) -> dict:
     """One run in this process: non-padding tokens per second of trainer.train()."""
-    from sft import device, training
-    from sft.files import write_jsonl
+    from dataclasses import asdict
+
+    from sft import device, handoff, tokens, training
 
     device.use_cpu_cores()
     p, sft = training.load_params(str(ROOT / "params.yaml"))
@@ -54,11 +55,12 @@ def measure(side: str, steps: int) -> dict:
            "disable_tqdm": True, "include_num_input_tokens_seen": "non_padding"}
     with tempfile.TemporaryDirectory() as tmp:
         rows = chat_rows()
-        write_jsonl(Path(tmp) / "train.jsonl", rows)
-        write_jsonl(Path(tmp) / "validation.jsonl", rows[:2])
+        # Tokenized as prepare tokenizes, with this side's loss masks, and handed over as prepare does.
+        tokenized = [asdict(t) for t in tokens.tokenized(tokens.fast_tokenizer(ROOT / "models" / "base"), rows, side)]
+        handoff.write(tmp, {"train": tokenized, "validation": tokenized[:2]}, 1024, side)
         has_cuda = device.has_cuda()
         config = training.sft_config(p, sft, str(Path(tmp) / "out"), has_cuda)
-        trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), Path(tmp), has_cuda, side)
+        trainer, _ = training.make_trainer(p, config, str(ROOT / "models" / "base"), Path(tmp), has_cuda)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started

@@ -14,9 +14,8 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from sft import tokens
+from sft import handoff
 from sft.device import peak_memory_bytes
-from sft.files import read_jsonl
 from sft.models import DTYPES, nf4_config
 from sft.params import Range, UserError, check_ranges, check_types, from_dict, log_params, one_of, ranged, read_section
 
@@ -26,7 +25,7 @@ ATTENTION = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_at
 SFT_RANGES = {
     "learning_rate": Range(above=0), "per_device_train_batch_size": Range(low=1),
     "per_device_eval_batch_size": Range(low=1), "gradient_accumulation_steps": Range(low=1),
-    "warmup_steps": Range(low=0), "warmup_ratio": Range(low=0, high=1), "max_length": Range(low=1),
+    "warmup_steps": Range(low=0), "warmup_ratio": Range(low=0, high=1),
     "logging_steps": Range(above=0), "eval_steps": Range(above=0), "save_steps": Range(above=0),
     "save_total_limit": Range(low=1), "weight_decay": Range(low=0), "max_grad_norm": Range(low=0),
     "adam_beta1": Range(low=0, below=1), "adam_beta2": Range(low=0, below=1), "adam_epsilon": Range(above=0),
@@ -77,6 +76,9 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
     from trl import SFTConfig
 
     values = read_section("train", path)
+    if "max_length" in values:
+        raise UserError(f"{path}: train.max_length is prepare's now: move it to prepare.max_length (prepare "
+                        "tokenizes every record, checks its length and hands train the tokens)")
     sft_fields = {f.name for f in dataclasses.fields(SFTConfig)} - {"output_dir", "num_train_epochs"}
     p = from_dict(TrainParams, values, f"{path}: train", extra_valid=sft_fields)
     passed = {k: v for k, v in values.items() if k in sft_fields}
@@ -234,24 +236,15 @@ def trainer_class(fused_lm_head: bool):
     return PlainLossSFTTrainer
 
 
-def train_on(path: str = "params.yaml") -> str:
-    """The one key of `prepare:` train reads (declared in dvc.yaml): which assistant turns carry loss,
-    so the masks train builds are the ones prepare counted and audited."""
-    value = read_section("prepare", path).get("train_on", "all_assistant")
-    one_of("prepare", "train_on", value, tokens.TRAIN_ON)
-    log_params("train", {"prepare.train_on": value})
-    return value
-
-
-def tokenized_split(path: Path, tokenizer, turns: str):
-    """The prepared split as a datasets.Dataset of token ids and loss masks (sft/tokens.py), which
-    SFTTrainer takes as they are: it builds the labels from `assistant_masks`."""
+def token_split(data: Path, split: str):
+    """A trained split as prepare wrote it (sft/handoff.py): a datasets.Dataset of token ids and
+    loss masks, which SFTTrainer takes as they are (it builds the labels from `assistant_masks`)."""
     from datasets import Dataset
 
-    rows = read_jsonl(path)
+    rows = handoff.token_rows(data, split)
     if not rows:
-        raise UserError(f"{path} has no records; check prepare.max_records")
-    return Dataset.from_list([dataclasses.asdict(t) for t in tokens.tokenized(tokenizer, rows, turns)])
+        raise UserError(f"{handoff.tokens_file(data, split)} has no records; check prepare.max_records")
+    return Dataset.from_list(rows)
 
 
 def dataset_tokens(dataset) -> int:
@@ -285,10 +278,10 @@ def run_figures(trainer, started: float, dataset) -> dict:
     }
 
 
-def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, turns: str, callbacks=()):
+def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: bool, callbacks=()):
     """The stage's trainer: the base loaded for the method (and `model_init_kwargs`, trl's key:
     `{dtype: bfloat16}` halves weights, gradients and optimizer state against the float32 default),
-    the prepared splits tokenized with their loss masks (`turns`: prepare.train_on), the loss for
+    the token ids and loss masks prepare wrote (sft/handoff.py), the loss for
     the machine, LoRA when asked for, a progress bar with tokens/s. The train stage runs it;
     bench/train.py measures it."""
     from sft import tracking
@@ -301,8 +294,8 @@ def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: b
         four_bit = sum(type(m).__name__ == "Linear4bit" for m in model.modules())
         print(f"[train] QLoRA: {four_bit} linear layers hold 4-bit NF4 weights (bitsandbytes)", flush=True)
     trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
-        model=model, args=config, train_dataset=tokenized_split(data / "train.jsonl", tokenizer, turns),
-        eval_dataset=tokenized_split(data / "validation.jsonl", tokenizer, turns),
+        model=model, args=config, train_dataset=token_split(data, "train"),
+        eval_dataset=token_split(data, "validation"),
         processing_class=tokenizer, peft_config=peft_config(p), callbacks=list(callbacks))
     tracking.show_tokens_per_second(trainer)
     return trainer, tokenizer

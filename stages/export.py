@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from sft import llamacpp
+from sft import handoff, llamacpp
 from sft.card import RunFacts, model_card
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import Settings, prompt_ids, render_prompts, replies
@@ -99,6 +99,7 @@ def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], g
     figures = {name: json.loads((metrics / f"{name}.json").read_text())
                for name in ("compare", "baseline", "finetuned", "train")}
     settings = {k: v for k, v in train.items() if not isinstance(v, dict)}
+    settings["max_length"] = handoff.settings(args.data)["max_length"]  # SFTConfig's, as prepare applied it
     settings["global_batch"] = figures["train"].get("global_batch")
     return RunFacts(base_model=p.base_model or str(base.get("model_name_or_path")), license=p.license, datasets=sources,
                     method=str(train.get("method", "lora")), train_settings=settings, compare=figures["compare"],

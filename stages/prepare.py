@@ -2,25 +2,27 @@
 
     python -m stages.prepare --model models/base --out data/prepared --metrics metrics/prepare.json
 
-Reads `prepare:` of params.yaml, and `train.max_length`. The dataset is a local file or folder
+Reads `prepare:` of params.yaml. The dataset is a local file or folder
 (JSONL, JSON, CSV, Parquet) or a hub id at `prepare.revision`, or a mixture of several
 (`prepare.datasets`, sft/mixture.py); its records may be any columns rendered through
 prompts/<dataset>/*.jinja, or already `messages`, `prompt`/`completion`, alpaca or ShareGPT
 (`prepare.shape`, detected by default). Each prepared record is {"id", "prompt": [the turns
 before the last answer], "completion": [the last assistant turn], "references"}. Next to the
-splits: task.json (the metric) and audit.md (the trained spans, token lengths, label share).
+splits: task.json (the metric), audit.md (the trained spans, token lengths, label share), and
+what train reads (sft/handoff.py): each trained split's token ids and loss masks, tokenized once
+here through the model's chat template, and tokens.json (max_length, train_on).
 """
 
 from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from sft import hub, mixture, shapes, sources, tokens
+from sft import handoff, hub, mixture, shapes, sources, tokens
 from sft.files import write_json, write_jsonl, write_text
-from sft.params import UserError, load, log_params, one_of, ranged, read_section, run
+from sft.params import UserError, load, one_of, ranged, run
 from sft.prompts import Templates, load_templates
 from sft.sources import Record
 from sft.task import TASK_FILE, check_golds, load_task, task_json
@@ -41,7 +43,8 @@ class PrepareParams:
     seed: int = 42  # shuffles, splits and subsets
     max_records: dict = field(default_factory=dict)  # per split, e.g. {train: 320}; absent = all records
     split_fractions: dict = field(default_factory=lambda: {"validation": 0.1, "test": 0.1})  # only train exists
-    on_too_long: str = "error"  # a record over train.max_length: error (never truncated silently) | drop
+    max_length: int = ranged(1024, low=1)  # tokens a record may have (trl's name and default); train gets it from here
+    on_too_long: str = "error"  # a record over max_length: error (never truncated silently) | drop
     train_on: str = "all_assistant"  # which assistant turns carry loss: all_assistant | last (the completion only)
     audit_examples: int = ranged(3, low=0)  # rendered examples in audit.md
     datasets: list = field(default_factory=list)  # a mixture (sft/mixture.py): [{dataset, subset, revision, prompts,
@@ -179,8 +182,8 @@ def within_length(rows: list[dict], tokenized: list[tokens.Tokenized], split: st
     if long and on_too_long == "error":
         named = ", ".join(f"{rows[i][WHERE]} ({length(tokenized[i])} tokens)" for i in long[:10])
         what = "record(s) whose prompt is" if split == "test" else "record(s)"
-        raise UserError(f"{len(long)} {split} {what} longer than train.max_length={max_length}: {named}"
-                        f"{' ...' if len(long) > 10 else ''}; raise train.max_length, or set "
+        raise UserError(f"{len(long)} {split} {what} longer than prepare.max_length={max_length}: {named}"
+                        f"{' ...' if len(long) > 10 else ''}; raise prepare.max_length, or set "
                         "prepare.on_too_long: drop (completions are never truncated)")
     dropped = set(long)
     keep = [i for i in range(len(rows)) if i not in dropped]
@@ -200,14 +203,6 @@ def untracked(folders: set[str]) -> list[str]:
     return sorted(f for f in folders if not Path(f).resolve().is_relative_to(tracked))
 
 
-def train_max_length() -> int:
-    """The one key of `train:` prepare reads (declared in dvc.yaml): records longer are refused or dropped."""
-    value = read_section("train").get("max_length", 1024)  # SFTConfig's default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise UserError(f"params.yaml: train.max_length is {value!r}; it must be a whole number of tokens")
-    return value
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description="Render, split and check the dataset.")
     ap.add_argument("--model", default="models/base", help="folder whose tokenizer and chat template count tokens")
@@ -215,8 +210,6 @@ def main() -> None:
     ap.add_argument("--metrics", default="metrics/prepare.json")
     args = ap.parse_args()
     p = load("prepare", PrepareParams)
-    max_length = train_max_length()
-    log_params("prepare", {"train.max_length": max_length})
 
     task = load_task(p.prompts)
     mix = mixture.sources(p.datasets, p.dataset, p.subset, p.revision, p.prompts)
@@ -236,7 +229,7 @@ def main() -> None:
     tokenized, too_long = {}, {}
     for name in SPLITS:
         rows[name], tokenized[name], too_long[name] = within_length(
-            rows[name], tokens.tokenized(tokenizer, rows[name], p.train_on), name, max_length, p.on_too_long)
+            rows[name], tokens.tokenized(tokenizer, rows[name], p.train_on), name, p.max_length, p.on_too_long)
     counts = {name: tokens.token_counts(tokenized[name]) for name in SPLITS}
     for name in SPLITS:  # a split emptied by the checks (or no train at all) is an error, not a silent gap
         if not rows[name] and (name == "train" or overlap.get(name) or too_long[name]):
@@ -251,6 +244,8 @@ def main() -> None:
         write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k not in (WHERE, SOURCE)}
                                             for r in rows[name]])
     write_json(out / TASK_FILE, task_json(task))
+    handoff.write(out, {name: [asdict(t) for t in tokenized[name]] for name in handoff.TRAINED_SPLITS},
+                  p.max_length, p.train_on)
     write_text(out / "audit.md", tokens.report(tokenizer, rows["train"], tokenized["train"], counts, p.audit_examples))
     write_json(args.metrics, {
         "records": {name: len(rows[name]) for name in SPLITS},

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from sft import device, models, resume, tokens, tracking, training, volatile
+from sft import device, handoff, models, resume, tracking, training, volatile
 from sft.consolidate import consolidated_checkpoints
 from sft.files import write_json
 from sft.params import run
@@ -37,7 +37,8 @@ def main() -> None:
     ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
     args = ap.parse_args()
     p, sft = training.load_params()
-    turns = training.train_on()
+    made = handoff.settings(args.data)  # what prepare tokenized with: its max_length is trl's, train_on in the digest
+    sft["max_length"] = made["max_length"]
     device.use_cpu_cores()
 
     has_cuda = device.has_cuda()
@@ -46,8 +47,10 @@ def main() -> None:
     config = training.sft_config(p, sft, str(out), has_cuda)
     print(f"[train] global batch {training.global_batch(config)} = {config.per_device_train_batch_size} per device x "
           f"{config.world_size} processes x {config.gradient_accumulation_steps} accumulation steps", flush=True)
-    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": turns}.items()
+    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": made["train_on"]}.items()
                   if k not in training.TRACKING_KEYS}
+    # The records, the tokenizer and the settings the tokens were made from decide them, so they
+    # decide whether an interrupted run may be resumed.
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",
                                              Path(args.model)])
     # Only the main process clears or creates the folder and decides; every rank follows its plan.
@@ -58,7 +61,7 @@ def main() -> None:
         checkpoint = broadcast_object_list([checkpoint])[0]
     if "wandb" in config.report_to and config.process_index == 0:
         tracking.continue_wandb_run(out)
-    trainer, tokenizer = training.make_trainer(p, config, args.model, Path(args.data), has_cuda, turns,
+    trainer, tokenizer = training.make_trainer(p, config, args.model, Path(args.data), has_cuda,
                                                callbacks=tracking.callbacks(args.live, config.process_index == 0))
     started = time.time()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -82,7 +85,7 @@ def launched(config) -> dict:
     """How this run is launched and the digest of the code that trains it: resume only the same."""
     from accelerate import PartialState
 
-    code = [Path(module.__file__) for module in (sys.modules[__name__], training, tokens, models, resume)]
+    code = [Path(module.__file__) for module in (sys.modules[__name__], training, handoff, models, resume)]
     return {"world_size": config.world_size, "distributed_type": str(PartialState().distributed_type),
             "fsdp": os.environ.get("ACCELERATE_USE_FSDP", "false"),
             "deepspeed": os.environ.get("ACCELERATE_USE_DEEPSPEED", "false"),

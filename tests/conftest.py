@@ -163,9 +163,13 @@ def stale(repo: Path) -> set[str]:
     return set(json.loads(dvc(repo, "status", "--json")))
 
 
-def prepared(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
-    """Prepared train and validation splits of the embedded SQL records, as the prepare stage writes them."""
-    from sft import sources
+def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | None = None,
+             train_on: str = "all_assistant", max_length: int = 512) -> Path:
+    """Prepared train and validation splits of the embedded SQL records, as the prepare stage writes
+    them; with `model_dir`, also what train reads: their token ids and loss masks (sft/handoff.py)."""
+    from dataclasses import asdict
+
+    from sft import handoff, sources, tokens
     from sft.files import write_jsonl
     from sft.prompts import load_templates
     from stages.prepare import PrepareParams, convert
@@ -174,16 +178,30 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4) -> Path:
     records = sources.jsonl_records(ROOT / "data" / "raw" / "sql" / "train.jsonl")
     folder.mkdir(parents=True, exist_ok=True)
     templates = load_templates(p.prompts)
-    write_jsonl(folder / "train.jsonl", convert(records[:n_train], p, templates, ["sql_context"]))
-    write_jsonl(folder / "validation.jsonl", convert(records[n_train:n_train + n_val], p, templates, ["sql_context"]))
+    rows = {"train": convert(records[:n_train], p, templates, ["sql_context"]),
+            "validation": convert(records[n_train:n_train + n_val], p, templates, ["sql_context"])}
+    for split, records_of_split in rows.items():
+        write_jsonl(folder / f"{split}.jsonl", records_of_split)
+    if model_dir is not None:
+        tokenizer = tokens.fast_tokenizer(model_dir)
+        handoff.write(folder, {split: [asdict(t) for t in tokens.tokenized(tokenizer, rows[split], train_on)]
+                               for split in handoff.TRAINED_SPLITS}, max_length, train_on)
     return folder
 
 
 def training_split(path: Path, model_dir: Path, turns: str = "all_assistant"):
-    """A prepared split as the train stage gives it to SFTTrainer: token ids and loss masks."""
-    from sft import tokens, training
+    """A prepared split (`<folder>/<split>.jsonl`) as the train stage gives it to SFTTrainer:
+    tokenized as prepare tokenizes, handed over (sft/handoff.py) and read back by train's reader."""
+    from dataclasses import asdict
 
-    return training.tokenized_split(path, tokens.fast_tokenizer(model_dir), turns)
+    from sft import handoff, tokens, training
+    from sft.files import read_jsonl
+
+    folder, tokenizer = path.parent, tokens.fast_tokenizer(model_dir)
+    splits = {split: [asdict(t) for t in tokens.tokenized(tokenizer, read_jsonl(folder / f"{split}.jsonl"), turns)]
+              if (folder / f"{split}.jsonl").is_file() else [] for split in handoff.TRAINED_SPLITS}
+    handoff.write(folder, splits, 1024, turns)
+    return training.token_split(folder, path.name.removesuffix(".jsonl"))
 
 
 def git_workdir(path: Path) -> Path:
@@ -256,6 +274,7 @@ def stop(proc) -> None:
 TRAINED_PARAMS = """\
 prepare:
   train_on: all_assistant
+  max_length: 512
 train:
   method: lora
   epochs: 2
@@ -264,7 +283,6 @@ train:
   learning_rate: 5.0e-3
   per_device_train_batch_size: 4
   per_device_eval_batch_size: 4
-  max_length: 512
   logging_steps: 1
   seed: 0
   gradient_checkpointing: false
@@ -283,7 +301,7 @@ def trained_run(tiny_model_dir, tmp_path_factory) -> Path:
 
     work = git_workdir(tmp_path_factory.mktemp("train"))
     (work / "params.yaml").write_text(TRAINED_PARAMS)
-    prepared(work / "data")
+    prepared(work / "data", model_dir=tiny_model_dir)
     mp = pytest.MonkeyPatch()
     mp.chdir(work)
     mp.setattr("sys.argv", ["train", "--model", str(tiny_model_dir), "--data", "data", "--out", "out",

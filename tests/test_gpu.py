@@ -26,14 +26,15 @@ def gemma_and_data(tmp_path_factory):
     texts = [m["content"] for split in ("train", "validation")
              for line in (data / f"{split}.jsonl").read_text().splitlines()
              for m in json.loads(line)["prompt"] + json.loads(line)["completion"]]
-    return gemma.build(work / "model", "AutoModelForCausalLM", texts), data
+    model = gemma.build(work / "model", "AutoModelForCausalLM", texts)
+    return model, prepared(work / "data", n_train=48, n_val=8, model_dir=model)  # tokens by the model's tokenizer
 
 
 def preset_train(method: str, liger: bool) -> dict:
     """The text-to-sql preset's train section, at the tiny model's scale."""
     train = yaml.safe_load((ROOT / "presets" / "text-to-sql.yaml").read_text())["train"]
     return {**train, "method": method, "use_liger_kernel": liger, "epochs": 3, "learning_rate": 1.0e-3,
-            "warmup_steps": 0, "per_device_train_batch_size": 8, "max_length": 512, "logging_steps": 1,
+            "warmup_steps": 0, "per_device_train_batch_size": 8, "logging_steps": 1,
             "lora_r": 8, "lora_alpha": 16, "report_to": "none"}
 
 
@@ -54,7 +55,7 @@ def test_a_preset_trains_in_bf16_on_the_gpu(gemma_and_data, tmp_path, method, li
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": preset_train(method, liger)}))
     p, sft = training.load_params(str(tmp_path / "params.yaml"))
     config = training.sft_config(p, sft, str(tmp_path / "out"), has_cuda=True)
-    trainer, _ = training.make_trainer(p, config, str(model_dir), data, True, "all_assistant")
+    trainer, _ = training.make_trainer(p, config, str(model_dir), data, True)
     said = capsys.readouterr().out
     assert "->" not in said, said  # no GPU setting fell back
     weights = trainer.model.get_base_model() if method == "lora" else trainer.model

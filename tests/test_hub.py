@@ -52,8 +52,7 @@ def test_pin_and_prepare_metrics_record_the_resolved_revision(tmp_path, tiny_mod
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({
         "base": {"model_name_or_path": str(tiny_model_dir), "gguf_file": None, "gguf_sha256": None, "revision": "main"},
         "prepare": {"dataset": str(ROOT / "data" / "raw" / "arithmetic"), "prompts": str(ROOT / "prompts" / "arithmetic"),
-                    "revision": "main"},
-        "train": {"max_length": 1024}}))
+                    "revision": "main", "max_length": 1024}}))
     monkeypatch.setattr("sys.argv", ["base", "--out", "models/base"])
     base.main()
     pin = json.loads((tmp_path / "models" / "base" / "pin.json").read_text())

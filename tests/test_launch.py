@@ -83,10 +83,10 @@ def test_a_failing_stage_ends_the_launch_with_its_one_line_and_status_not_a_trac
     from conftest import ROOT, git_workdir, prepared
 
     work = git_workdir(tmp_path / "work")
-    prepared(work / "data")
+    prepared(work / "data")  # the records, not the tokens prepare hands to train
     (work / "configs").symlink_to(ROOT / "configs")
     # train's own section is fine (checked before accelerate starts); the child then reads
-    # prepare.train_on, which this params.yaml lacks: a UserError in the child.
+    # data/tokens.json, which is missing: a UserError in the child.
     (work / "params.yaml").write_text("launch:\n  num_processes: 1\ntrain:\n  epochs: 1\n")
     done = subprocess.run([sys.executable, "-m", "sft.launch", "-m", "stages.train", "--model", str(tiny_model_dir),
                            "--data", "data", "--out", "out", "--metrics", "m.json", "--live", "live"],
@@ -94,7 +94,8 @@ def test_a_failing_stage_ends_the_launch_with_its_one_line_and_status_not_a_trac
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr and "CalledProcessError" not in done.stderr, done.stderr[-2000:]
-    assert done.stderr.strip().splitlines()[-1] == "error: params.yaml: no 'prepare:' section"
+    assert done.stderr.strip().splitlines()[-1] == ("error: data/tokens.json is missing; run the prepare stage "
+                                                    "first (dvc repro prepare)")
     assert not (work / "out").exists() and not (work / "m.json").exists()
 
 

@@ -58,7 +58,7 @@ def run_prepare(tmp_path, tokenizer_dir, monkeypatch, datasets, extra=""):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(
         f"prepare:\n  prompts: {ROOT / 'prompts' / 'arithmetic'}\n  datasets: {json.dumps(datasets)}\n{extra}"
-        "train:\n  max_length: 1024\n")
+        "  max_length: 1024\n")
     monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
     prepare.main()
     splits = {name: [json.loads(line) for line in (tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()]

@@ -170,7 +170,7 @@ def test_duplicate_ids_in_a_split_are_an_error_naming_both_records(tmp_path, tok
 
 def write_params(tmp_path, dataset, prompts, extra="", max_length=512):
     (tmp_path / "params.yaml").write_text(
-        f"prepare:\n  dataset: {dataset}\n  prompts: {prompts}\n{extra}train:\n  max_length: {max_length}\n")
+        f"prepare:\n  dataset: {dataset}\n  prompts: {prompts}\n{extra}  max_length: {max_length}\n")
 
 
 def run_prepare(tmp_path, model):
@@ -195,6 +195,18 @@ def test_main_writes_splits_audit_and_metrics(tmp_path, tokenizer_dir, monkeypat
     # The masked span ends with the assistant header; the trained span is the query and end of turn.
     assert "<|im_start|>assistant\n»⟦SELECT" in audit and "<|im_end|>\n⟧" in audit
     assert not list((tmp_path / "out").glob(".*.tmp"))
+    # What train reads: a token row a record, in the records' order, with the settings applied;
+    # the audit's first example is those same tokens.
+    from sft import handoff, tokens
+
+    assert handoff.settings(tmp_path / "out") == {"max_length": 512, "train_on": "all_assistant"}
+    rows = {s: handoff.token_rows(tmp_path / "out", s) for s in handoff.TRAINED_SPLITS}
+    assert {s: len(r) for s, r in rows.items()} == {"train": 20, "validation": 5}
+    assert not (tmp_path / "out" / "test.tokens.jsonl").exists()  # test is generated from, never trained on
+    first = tokens.Tokenized(**rows["train"][0])
+    assert tokens.marked_example(tokens.fast_tokenizer(tokenizer_dir), first) in audit
+    assert len(first.input_ids) == len(first.assistant_masks) and 0 < sum(first.assistant_masks) < len(first.input_ids)
+    assert max(len(r["input_ids"]) for r in rows["train"]) == metrics["tokens"]["train"]["max"]
 
 
 def test_too_long_is_an_error_by_default_and_dropped_on_request(tmp_path, tokenizer_dir):
@@ -206,7 +218,7 @@ def test_too_long_is_an_error_by_default_and_dropped_on_request(tmp_path, tokeni
     write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0, test: 0}\n", max_length=100)
     done = run_prepare(tmp_path, tokenizer_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: 2 train record(s) longer than train.max_length=100: ")
+    assert done.stderr.startswith("error: 2 train record(s) longer than prepare.max_length=100: ")
     named = re.findall(r"(\S+):(\d) \((\d+) tokens\)", done.stderr)  # every record by file and line
     assert sorted((path, line) for path, line, _ in named) == [(str(data), "2"), (str(data), "4")]
     assert "prepare.on_too_long: drop" in done.stderr and not (tmp_path / "out").exists()
@@ -399,7 +411,7 @@ def test_a_test_record_is_measured_by_its_prompt_not_its_gold(tmp_path, tokenize
     write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0}\n", max_length=100)
     done = run_prepare(tmp_path, tokenizer_dir)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert re.fullmatch(rf"error: 1 test record\(s\) whose prompt is longer than train.max_length=100: "
+    assert re.fullmatch(rf"error: 1 test record\(s\) whose prompt is longer than prepare.max_length=100: "
                         rf"{data}/test.jsonl:2 \(\d+ tokens\); .*\n", done.stderr), done.stderr
 
     write_params(tmp_path, data, tmp_path / "p", "  split_fractions: {validation: 0}\n  on_too_long: drop\n",

@@ -59,7 +59,7 @@ def test_presets_carry_the_workshop_settings():
     assert sql["train"]["learning_rate"] == 2e-5 and sql["train"]["per_device_train_batch_size"] == 4
     assert headnotes["prepare"]["subset"] == "fr_de" and headnotes["train"]["method"] == "qlora"
     assert (headnotes["train"]["lora_r"], headnotes["train"]["lora_alpha"], headnotes["train"]["lora_dropout"]) == (32, 16, 0.1)
-    assert headnotes["train"]["max_length"] == 8192 and headnotes["base"]["model_class"] == "AutoModelForImageTextToText"
+    assert headnotes["prepare"]["max_length"] == 8192 and headnotes["base"]["model_class"] == "AutoModelForImageTextToText"
     assert medqa["train"]["epochs"] == 10 and medqa["train"]["per_device_eval_batch_size"] == 1
     assert medqa["select"]["metric"] == "eval_loss"
 

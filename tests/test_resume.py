@@ -17,6 +17,7 @@ from sft import resume
 PARAMS = """\
 prepare:
   train_on: all_assistant
+  max_length: 512
 train:
   method: lora
   epochs: 3
@@ -25,17 +26,16 @@ train:
   learning_rate: 5.0e-3
   per_device_train_batch_size: 1
   per_device_eval_batch_size: 4
-  max_length: 512
   logging_steps: 1
   seed: 0
   gradient_checkpointing: false
 """
 
 
-def workdir(tmp_path, name, params=PARAMS):
+def workdir(tmp_path, name, model, params=PARAMS):
     work = git_workdir(tmp_path / name)
     (work / "params.yaml").write_text(params)
-    prepared(work / "data", n_train=12, n_val=4)
+    prepared(work / "data", n_train=12, n_val=4, model_dir=model)
     return work
 
 
@@ -55,11 +55,11 @@ def final_eval_loss(work) -> float:
 
 @pytest.mark.slow
 def test_killed_run_resumes_and_ends_where_an_uninterrupted_run_ends(tmp_path, tiny_model_dir):
-    straight = workdir(tmp_path, "straight")
+    straight = workdir(tmp_path, "straight", tiny_model_dir)
     assert train(straight, tiny_model_dir).wait(timeout=300) == 0
     expected = final_eval_loss(straight)
 
-    killed = workdir(tmp_path, "killed")
+    killed = workdir(tmp_path, "killed", tiny_model_dir)
     # W&B offline on the interrupted run: the resumed process must continue the same W&B run.
     wandb = {"WANDB_PROJECT": "sft-test", "WANDB_MODE": "offline", "WANDB_DIR": str(killed), "WANDB_SILENT": "true"}
     if importlib.util.find_spec("wandb") is None:
@@ -142,7 +142,7 @@ def test_fingerprint_follows_params_and_bytes(tmp_path):
 def test_kill_then_more_epochs_starts_clean_and_keeps_the_killed_runs_checkpoints(tmp_path, tiny_model_dir):
     """Raising epochs after a kill changes the learning-rate schedule of every step, so the run
     starts clean (it is not the interrupted run any more); the interrupted checkpoints stay."""
-    work = workdir(tmp_path, "work")
+    work = workdir(tmp_path, "work", tiny_model_dir)
     run = train(work, tiny_model_dir)
     deadline = time.time() + 300
     while not (work / "out.partial" / "checkpoint-12" / "trainer_state.json").is_file():

@@ -178,8 +178,8 @@ def test_model_init_kwargs_dtype_loads_the_base_at_half_precision_on_a_gpu_and_f
     assert "train.model_init_kwargs.dtype bfloat16 -> float32" in capsys.readouterr().out
 
     config = training.sft_config(p, sft, str(tmp_path / "out"), has_cuda=True)  # as on a GPU with bf16 off
-    trainer, _ = training.make_trainer(p, config, str(tiny_model_dir), prepared(tmp_path / "data"), False,
-                                       "all_assistant")
+    trainer, _ = training.make_trainer(p, config, str(tiny_model_dir),
+                                       prepared(tmp_path / "data", model_dir=tiny_model_dir), False)
     assert trainer.model.get_base_model().model.embed_tokens.weight.dtype == torch.bfloat16
     assert config.model_init_kwargs is None
 
@@ -187,4 +187,42 @@ def test_model_init_kwargs_dtype_loads_the_base_at_half_precision_on_a_gpu_and_f
 def test_an_unknown_model_init_dtype_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  model_init_kwargs: {dtype: half}\n")
     with pytest.raises(UserError, match=r"train.model_init_kwargs.dtype is 'half'; use one of float32, bfloat16"):
+        training.load_params(str(tmp_path / "params.yaml"))
+
+
+def test_the_trainer_batches_exactly_the_tokens_prepare_wrote(tiny_model_dir, tmp_path):
+    """train tokenizes nothing: every batch the trainer builds is prepare's token ids (padding
+    aside), with labels where prepare's loss mask is 1 and -100 elsewhere; and no module the train
+    stage runs is the one that tokenizes (sft/tokens.py)."""
+    import yaml
+    from conftest import ROOT, prepared
+
+    from sft import handoff
+    from tools.deps import code_deps
+
+    data = prepared(tmp_path / "data", 6, 2, model_dir=tiny_model_dir)
+    p = training.TrainParams(method="lora", lora_r=4, lora_alpha=8)
+    sft = {**training.SFT_DEFAULTS, "report_to": [], "bf16": False, "per_device_train_batch_size": 4,
+           "max_length": 512}
+    config = training.sft_config(p, sft, str(tmp_path / "out"), has_cuda=False)
+    trainer, _ = training.make_trainer(p, config, str(tiny_model_dir), data, False)
+    batched = []
+    for batch in trainer.get_train_dataloader():
+        for ids, labels, mask in zip(batch["input_ids"].tolist(), batch["labels"].tolist(),
+                                     batch["attention_mask"].tolist(), strict=True):
+            kept = [i for i, m in enumerate(mask) if m]
+            batched.append(([ids[i] for i in kept], [int(labels[i] != -100) for i in kept],
+                            [labels[i] for i in kept if labels[i] != -100]))
+    written = [(r["input_ids"], r["assistant_masks"], [t for t, m in zip(r["input_ids"], r["assistant_masks"],
+                                                                        strict=True) if m])
+               for r in handoff.token_rows(data, "train")]
+    assert len(batched) == len(written) == 6 and sorted(batched) == sorted(written)
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    assert "sft/tokens.py" not in code_deps("train", stage) and "sft/handoff.py" in code_deps("train", stage)
+
+
+def test_max_length_in_train_says_where_it_lives_now(tmp_path):
+    """A config carried over from trl, or from this repository before prepare owned the tokens."""
+    (tmp_path / "params.yaml").write_text("train:\n  max_length: 2048\n")
+    with pytest.raises(UserError, match=r"train.max_length is prepare's now: move it to prepare.max_length"):
         training.load_params(str(tmp_path / "params.yaml"))

@@ -93,9 +93,9 @@ def test_offline_wandb_run_and_the_progress_bar(tiny_model_dir, tmp_path, monkey
     account, the API key from the environment is in no file, and the bar shows tokens per second."""
     pytest.importorskip("wandb")
     work = git_workdir(tmp_path / "work")  # DVCLive wants a commit
-    (work / "params.yaml").write_text("prepare:\n  train_on: all_assistant\ntrain:\n  epochs: 1\n  per_device_train_batch_size: 2\n  max_length: 512\n"
+    (work / "params.yaml").write_text("train:\n  epochs: 1\n  per_device_train_batch_size: 2\n"
                                       "  gradient_checkpointing: false\n  seed: 0\n")
-    prepared(work / "data", 4, 2)
+    prepared(work / "data", 4, 2, model_dir=tiny_model_dir)
     key = "sentinel" + "0" * 32
     for name, value in {"WANDB_PROJECT": "sft-test", "WANDB_MODE": "offline", "WANDB_DIR": str(work),
                         "WANDB_API_KEY": key, "WANDB_SILENT": "true"}.items():
