@@ -62,6 +62,17 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     assert stale(repo) == set()
     subprocess.run(["git", "checkout", "--", *untouched], cwd=repo, check=True)
 
+    # Only the audit's code edited (sft/tokens.py, which train does not run: prepare hands it the
+    # tokens): prepare reruns, writes the same tokens, and nothing after it runs.
+    with open(repo / "sft" / "tokens.py", "a") as f:
+        f.write("\n# the audit's wording edited\n")
+    assert stale(repo) == {"prepare"}
+    ran = dvc(repo, "repro")
+    assert "Running stage 'prepare'" in ran and ran.count("Running stage") == 1, ran
+    subprocess.run(["git", "checkout", "--", "sft/tokens.py"], cwd=repo, check=True)
+    assert "Running stage" not in dvc(repo, "repro")  # the first prepare, from the run-cache
+    assert stale(repo) == set()
+
     # An experiment, its figures beside the workspace's.
     subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo, check=True)
