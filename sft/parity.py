@@ -12,23 +12,43 @@ from collections.abc import Callable
 from sft.generation import continuations
 
 DECIDED = 0.1  # nats between the reference's first and second choice for a position to count
+GPU_BATCH = 2  # parity prompts generated together on a GPU: each holds a KV cache up to its full length
 
 Reference = list[tuple[list[int], object]]  # per prompt: greedy continuation, log-probabilities along it
 
 
 def reference(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> Reference:
     """Each prompt's greedy continuation and the next-token log-probabilities along it."""
-    conts = continuations(model, tokenizer, ids, max_new_tokens, batch_size=len(ids))
+    conts = continuations(model, tokenizer, ids, max_new_tokens, batch_size=reference_batch(model, len(ids)))
     return [(cont, next_token_logprobs(model, prompt, cont)) for prompt, cont in zip(ids, conts, strict=True)]
 
 
-def next_token_logprobs(model, prompt: list[int], cont: list[int]):
-    """A transformers model's log-probabilities of the next token at each position of `cont`."""
+def on_gpu(model) -> bool:
+    return model.device.type == "cuda"
+
+
+def reference_batch(model, prompts: int) -> int:
+    """All prompts at once on a CPU (memory is plenty; the committed runs were made so); on a GPU
+    a few at a time, whose KV caches (Gemma 3 4B: ~1 GB per 8k-token prompt in bf16) sit beside
+    the weights."""
+    return min(prompts, GPU_BATCH) if on_gpu(model) else prompts
+
+
+def next_token_logprobs(model, prompt: list[int], cont: list[int], only_needed: bool | None = None):
+    """A transformers model's log-probabilities of the next token at each position of `cont`.
+    `only_needed` (default: on a GPU) projects only those positions onto the vocabulary
+    (`logits_to_keep`): Gemma 3's 262,144-token vocabulary over an 8k-token prompt is ~4 GB of
+    logits in bf16, of which the check reads the last few hundred rows. A CPU computes all rows,
+    as the committed runs did, so their figures keep their bytes."""
     import torch
 
+    only_needed = on_gpu(model) if only_needed is None else only_needed
     seq = torch.tensor([prompt + cont], device=model.device)
     with torch.inference_mode():
-        logits = model(input_ids=seq).logits[0, len(prompt) - 1:len(prompt) + len(cont) - 1]
+        if only_needed:  # the last len(cont) + 1 positions; the final one predicts past the continuation
+            logits = model(input_ids=seq, logits_to_keep=len(cont) + 1).logits[0, :-1]
+        else:
+            logits = model(input_ids=seq).logits[0, len(prompt) - 1:len(prompt) + len(cont) - 1]
     return torch.log_softmax(logits.double(), dim=-1).cpu()  # float64: KL of near-equal models is ~1e-9
 
 

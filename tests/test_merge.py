@@ -123,3 +123,30 @@ def test_a_qlora_adapter_merged_into_its_dequantized_4bit_base_keeps_the_trained
     on_full_precision, _ = checkpoints.trained_model(base, tmp_path / "checkpoint", "float32")
     kept, drifted = kl_of(checkpoints.merged(on_dequantized)), kl_of(checkpoints.merged(on_full_precision))
     assert kept < 1e-6 and drifted > 100 * kept, (kept, drifted)  # measured: 6e-8 against 7e-5
+
+
+def test_parity_on_a_gpu_projects_only_the_continuation_and_batches_a_few_prompts(tiny_model_dir):
+    """On a GPU the check keeps the logits of the positions it reads (`logits_to_keep`), not every
+    prompt position's full-vocabulary row, and generates its reference a few prompts at a time;
+    the log-probabilities are those of the full projection."""
+    import torch
+
+    from sft import parity as parity_module
+    from sft.parity import next_token_logprobs, reference_batch
+
+    model, _ = load_folder(tiny_model_dir)
+    prompt, cont = list(range(5, 45)), [7, 8, 9]
+    rows = []
+    hook = model.lm_head.register_forward_hook(lambda module, inputs, output: rows.append(output.shape[1]))
+    full = next_token_logprobs(model, prompt, cont, only_needed=False)
+    needed = next_token_logprobs(model, prompt, cont, only_needed=True)
+    hook.remove()
+    assert rows == [len(prompt) + len(cont), len(cont) + 1]
+    assert needed.shape == full.shape == (len(cont), model.config.vocab_size)
+    assert torch.allclose(needed, full, atol=1e-5)
+    assert reference_batch(model, 8) == 8  # a CPU: every prompt at once, as the committed runs did
+
+    class OnGpu:
+        device = torch.device("cuda")
+
+    assert reference_batch(OnGpu(), 8) == parity_module.GPU_BATCH < 8 and reference_batch(OnGpu(), 1) == 1
