@@ -45,8 +45,6 @@ def label_shares() -> dict:
 
 def measure(side: str, steps: int) -> dict:
     """One run in this process: non-padding tokens per second of trainer.train()."""
-    from dataclasses import asdict
-
     from sft import device, handoff, tokens, training
 
     device.use_cpu_cores()
@@ -56,7 +54,7 @@ def measure(side: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         rows = chat_rows()
         # Tokenized as prepare tokenizes, with this side's loss masks, and handed over as prepare does.
-        tokenized = [asdict(t) for t in tokens.tokenized(tokens.fast_tokenizer(ROOT / "models" / "base"), rows, side)]
+        tokenized = tokens.tokenized(tokens.fast_tokenizer(ROOT / "models" / "base"), rows, side)
         handoff.write(tmp, {"train": tokenized, "validation": tokenized[:2]}, 1024, side)
         has_cuda = device.has_cuda()
         config = training.sft_config(p, sft, str(Path(tmp) / "out"), has_cuda)

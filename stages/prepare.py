@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sft import handoff, hub, mixture, shapes, sources, tokens
@@ -244,8 +244,7 @@ def main() -> None:
         write_jsonl(out / f"{name}.jsonl", [{k: v for k, v in r.items() if k not in (WHERE, SOURCE)}
                                             for r in rows[name]])
     write_json(out / TASK_FILE, task_json(task))
-    handoff.write(out, {name: [asdict(t) for t in tokenized[name]] for name in handoff.TRAINED_SPLITS},
-                  p.max_length, p.train_on)
+    handoff.write(out, {name: tokenized[name] for name in handoff.TRAINED_SPLITS}, p.max_length, p.train_on)
     write_text(out / "audit.md", tokens.report(tokenizer, rows["train"], tokenized["train"], counts, p.audit_examples))
     write_json(args.metrics, {
         "records": {name: len(rows[name]) for name in SPLITS},

@@ -167,7 +167,6 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
              train_on: str = "all_assistant", max_length: int = 512) -> Path:
     """Prepared train and validation splits of the embedded SQL records, as the prepare stage writes
     them; with `model_dir`, also what train reads: their token ids and loss masks (sft/handoff.py)."""
-    from dataclasses import asdict
 
     from sft import handoff, sources, tokens
     from sft.files import write_jsonl
@@ -184,7 +183,7 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
         write_jsonl(folder / f"{split}.jsonl", records_of_split)
     if model_dir is not None:
         tokenizer = tokens.fast_tokenizer(model_dir)
-        handoff.write(folder, {split: [asdict(t) for t in tokens.tokenized(tokenizer, rows[split], train_on)]
+        handoff.write(folder, {split: tokens.tokenized(tokenizer, rows[split], train_on)
                                for split in handoff.TRAINED_SPLITS}, max_length, train_on)
     return folder
 
@@ -192,13 +191,12 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
 def training_split(path: Path, model_dir: Path, turns: str = "all_assistant"):
     """A prepared split (`<folder>/<split>.jsonl`) as the train stage gives it to SFTTrainer:
     tokenized as prepare tokenizes, handed over (sft/handoff.py) and read back by train's reader."""
-    from dataclasses import asdict
 
     from sft import handoff, tokens, training
     from sft.files import read_jsonl
 
     folder, tokenizer = path.parent, tokens.fast_tokenizer(model_dir)
-    splits = {split: [asdict(t) for t in tokens.tokenized(tokenizer, read_jsonl(folder / f"{split}.jsonl"), turns)]
+    splits = {split: tokens.tokenized(tokenizer, read_jsonl(folder / f"{split}.jsonl"), turns)
               if (folder / f"{split}.jsonl").is_file() else [] for split in handoff.TRAINED_SPLITS}
     handoff.write(folder, splits, 1024, turns)
     return training.token_split(folder, path.name.removesuffix(".jsonl"))
