@@ -24,9 +24,13 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
+GRID ?=
+AS ?=
+N ?= 3
+JOBS ?= 1
 TEST_WORKERS ?= auto
 
-.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots lint deps clean
+.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots sweep seeds sweep-report lint deps clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -110,6 +114,15 @@ test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's a
 
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
 	dvc exp run train -S launch.num_processes=$(NPROC) $(if $(ACCELERATE_CONFIG),-S launch.config_file=$(ACCELERATE_CONFIG))
+
+sweep: setup ## a grid through DVC's queue, ranked by the validation figure only: GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16" [JOBS=1]; report in reports/sweep-<k>/
+	python -m apps.experiments sweep --grid "$(GRID)" --jobs $(JOBS)
+
+seeds: setup ## N experiments differing only in train.seed (N=3), and the spread of the test figure and the gain; report in reports/seeds-<k>/
+	python -m apps.experiments seeds --n $(N) --jobs $(JOBS)
+
+sweep-report: setup ## the report of an earlier sweep or seeds run again: NAME=sweep-1 (AS=seeds reads a sweep as seeds)
+	python -m apps.experiments report $(NAME) $(if $(AS),--as $(AS))
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
 	python -m apps.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)

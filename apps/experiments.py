@@ -1,0 +1,293 @@
+"""make sweep and make seeds: experiments queued and run by DVC's own queue, then one report.
+
+    make sweep GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16" [JOBS=1]
+    make seeds N=3 [JOBS=1]
+    make sweep-report NAME=sweep-1   # the report again, from the experiments DVC keeps (AS=seeds: as seeds)
+
+A sweep queues every combination of GRID under one name (`dvc exp run --queue -n sweep-<k>
+-S key=v1,v2`, DVC's own grid syntax: sweep-<k>-1, sweep-<k>-2, ...), runs the queue with `dvc
+exp run --run-all -j JOBS` (it waits), and ranks the experiments by the validation figure select
+chose its checkpoint by (`select.metric`), never by a test figure: the test figure is shown for
+the chosen experiment alone. `dvc exp apply <name>` makes it the workspace. Seeds queues N
+experiments that differ only in `train.seed` and reports the spread of the test figure and of
+the fine-tuned-minus-baseline difference across seeds beside one run's own interval.
+
+Every experiment runs the graph up to `compare`. Reports go to reports/<name>/: report.md and
+report.json, and for a sweep chart.png and index.html, drawn offline. Failed experiments are
+listed as failed. Not a stage: what it reads is what DVC keeps of each experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from sft.files import write_json, write_text
+from sft.params import UserError, run
+
+TARGET = "compare"  # the stages each experiment runs: validation and test figures, no export
+SEED = "train.seed"
+
+
+def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+    if check and done.returncode != 0:
+        raise UserError(f"dvc {' '.join(args)} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
+    return done
+
+
+def overrides(grid: str, params: dict) -> list[str]:
+    """GRID's `section.key=v1,v2` words, each naming a section of params.yaml and one of its keys
+    (any SFTConfig argument under train:)."""
+    words = grid.split()
+    if not words:
+        raise UserError('GRID is empty: make sweep GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16"')
+    for word in words:
+        m = re.fullmatch(r"(\w+)\.([\w.]+)=(.+)", word)
+        if not m:
+            raise UserError(f"GRID: '{word}' is not section.key=value[,value...] (e.g. train.learning_rate=1e-4,3e-4)")
+        section, key = m.group(1), m.group(2).split(".")[0]
+        if section not in params:
+            raise UserError(f"GRID: '{word}': params.yaml has no section '{section}' ({', '.join(params)})")
+        if section != "train" and key not in params[section]:
+            raise UserError(f"GRID: '{word}': params.yaml has no key {section}.{key}")
+    return words
+
+
+def shown() -> list[dict]:
+    return json.loads(dvc("exp", "show", "--json").stdout or "[]")
+
+
+def experiments(show: list[dict]) -> list[dict]:
+    """Every experiment DVC keeps for the commits shown: name, state, params and metrics."""
+    found = []
+    for commit in show:
+        for entry in commit.get("experiments") or []:
+            state = (entry.get("executor") or {}).get("state") or "success"
+            revs = entry.get("revs") or [{}]
+            data = revs[0].get("data") or {}
+            found.append({"name": entry.get("name") or revs[0].get("name"), "state": state,
+                          "params": (data.get("params") or {}).get("params.yaml", {}).get("data", {}),
+                          "metrics": {path: item.get("data", {}) for path, item in (data.get("metrics") or {}).items()}})
+    return found
+
+
+def free_name(kind: str, names: set[str]) -> str:
+    n = 1
+    while any(name == f"{kind}-{n}" or name.startswith(f"{kind}-{n}-") for name in names):
+        n += 1
+    return f"{kind}-{n}"
+
+
+def of_run(name: str, show: list[dict]) -> list[dict]:
+    return [e for e in experiments(show) if e["name"] == name or (e["name"] or "").startswith(f"{name}-")]
+
+
+def value(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def validation(e: dict) -> tuple[str, bool, float | None]:
+    """select's metric, whether greater is better, and this experiment's value of it."""
+    metric = value(e["params"], "select.metric") or "eval_loss"
+    greater = value(e["params"], "select.greater_is_better")
+    greater = (not metric.endswith("loss")) if greater is None else bool(greater)
+    figure = value(e["metrics"].get("metrics/select.json", {}), metric)
+    return metric, greater, figure if isinstance(figure, int | float) and math.isfinite(figure) else None
+
+
+def test_figures(e: dict) -> dict:
+    """The headline test figure with its interval, and the paired difference to the baseline."""
+    compare = e["metrics"].get("metrics/compare.json", {})
+    finetuned = e["metrics"].get("metrics/finetuned.json", {})
+    metric = compare.get("metric")
+    if not metric or metric not in finetuned:
+        return {}
+    return {"metric": metric, "finetuned": finetuned[metric], "finetuned_ci": [finetuned.get(f"{metric}_ci_low"),
+                                                                           finetuned.get(f"{metric}_ci_high")],
+            "baseline": compare.get("baseline"), "difference": compare.get("difference"),
+            "difference_ci": [compare.get("difference_ci_low"), compare.get("difference_ci_high")]}
+
+
+def ranked(runs: list[dict], keys: list[str]) -> dict:
+    """The sweep's table, best validation figure first; failed or unscored experiments last."""
+    rows = []
+    for e in runs:
+        metric, greater, figure = validation(e)
+        speed = e["metrics"].get("metrics/speed/train.json", {})
+        rows.append({"name": e["name"], "state": e["state"], **{k: value(e["params"], k) for k in keys},
+                     metric: figure, "train_seconds": speed.get("train_seconds"),
+                     "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step")})
+    scored = [r for r, e in zip(rows, runs, strict=True) if r[validation(e)[0]] is not None and r["state"] == "success"]
+    if not scored:
+        return {"rows": rows, "chosen": None}
+    metric, greater, _ = validation(runs[0])
+    scored.sort(key=lambda r: (-r[metric] if greater else r[metric], r["name"]))
+    rows = scored + [r for r in rows if r not in scored]
+    chosen = scored[0]
+    return {"rows": rows, "metric": metric, "greater_is_better": greater, "chosen": chosen["name"],
+            "chosen_test": test_figures(next(e for e in runs if e["name"] == chosen["name"]))}
+
+
+def seeds_summary(runs: list[dict]) -> dict:
+    """Mean and standard deviation across seeds of the test figure and of the difference."""
+    done = [(value(e["params"], SEED), test_figures(e)) for e in runs if e["state"] == "success"]
+    done = [(seed, t) for seed, t in done if t]
+    rows = [{"seed": seed, "finetuned": t["finetuned"], "difference": t["difference"]} for seed, t in done]
+    summary = {"seeds": rows, "failed": [e["name"] for e in runs if e["state"] != "success"]}
+    if len(rows) < 2:
+        return summary
+    fig, diff = [r["finetuned"] for r in rows], [r["difference"] for r in rows]
+    one = done[0][1]
+    summary.update(metric=one["metric"], finetuned_mean=statistics.mean(fig), finetuned_sd=statistics.stdev(fig),
+                   difference_mean=statistics.mean(diff), difference_sd=statistics.stdev(diff),
+                   one_run={"seed": done[0][0], "finetuned_ci": one["finetuned_ci"],
+                            "difference_ci": one["difference_ci"]})
+    # Two standard deviations: a gain that large is unlikely to be one lucky draw of the seed.
+    summary["gain_exceeds_seed_spread"] = summary["difference_mean"] - 2 * summary["difference_sd"] > 0
+    return summary
+
+
+def sweep_markdown(name: str, table: dict, keys: list[str]) -> str:
+    if table["chosen"] is None:
+        return f"# {name}\n\nNo experiment finished with a validation figure: see `dvc queue logs <name>`.\n"
+    metric = table["metric"]
+    head = ["experiment", "state", *keys, f"{metric} (validation)", "train s"]
+    lines = [f"# {name}", "", f"Ranked by `{metric}` on the validation split "
+             f"({'higher' if table['greater_is_better'] else 'lower'} is better), as select chose checkpoints. "
+             "No test figure takes part in the choice.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table["rows"]:
+        cells = [r["name"], r["state"], *[json.dumps(r[k]) for k in keys],
+                 "" if r[metric] is None else f"{r[metric]:.4f}", "" if r["train_seconds"] is None else str(r["train_seconds"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    t = table["chosen_test"]
+    lines += ["", f"Chosen: **{table['chosen']}**. Make it the workspace: `dvc exp apply {table['chosen']}`.", ""]
+    if t:
+        lines.append(f"Its test figure, shown for the chosen experiment only: {t['metric']} {t['finetuned']:.4f} "
+                     f"[{t['finetuned_ci'][0]}, {t['finetuned_ci'][1]}], {t['difference']:+.4f} against the "
+                     f"baseline [{t['difference_ci'][0]}, {t['difference_ci'][1]}].")
+    return "\n".join(lines) + "\n"
+
+
+def seeds_markdown(name: str, s: dict) -> str:
+    lines = [f"# {name}", "", "| seed | test figure | fine-tuned - baseline |", "|---|---|---|"]
+    lines += [f"| {r['seed']} | {r['finetuned']:.4f} | {r['difference']:+.4f} |" for r in s["seeds"]]
+    if s["failed"]:
+        lines += ["", f"Failed: {', '.join(s['failed'])} (`dvc queue logs <name>`)."]
+    if "difference_mean" in s:
+        o = s["one_run"]
+        verdict = "exceeds" if s["gain_exceeds_seed_spread"] else "does not exceed"
+        lines += ["", f"{s['metric']}: {s['finetuned_mean']:.4f} ± {s['finetuned_sd']:.4f} (mean ± sd over "
+                  f"{len(s['seeds'])} seeds); one run's 95% interval (seed {o['seed']}): {o['finetuned_ci']}.",
+                  f"Gain over the baseline: {s['difference_mean']:+.4f} ± {s['difference_sd']:.4f}; one run's "
+                  f"interval: {o['difference_ci']}.", "",
+                  f"The gain {verdict} the seed spread (mean difference minus two standard deviations "
+                  f"{'>' if s['gain_exceeds_seed_spread'] else '<='} 0)."]
+    return "\n".join(lines) + "\n"
+
+
+def chart(name: str, table: dict, out: Path) -> None:
+    """The validation figure per experiment, as a PNG and a page that opens offline."""
+    import vl_convert
+
+    from sft.plots import DVC_PLACEHOLDER, offline_template, with_font
+
+    metric = table["metric"]
+    values = [{"experiment": r["name"], metric: r[metric]} for r in table["rows"] if r[metric] is not None]
+    spec = with_font({"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "title": f"{name}: {metric} "
+                      "(validation)", "width": 480, "height": 240, "data": {"values": values}, "mark": "bar",
+                      "encoding": {"x": {"field": "experiment", "type": "nominal", "sort": None},
+                                   "y": {"field": metric, "type": "quantitative", "scale": {"zero": False}}}})
+    (out / "chart.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
+    body = f'<div id="chart"></div>\n<script>vegaEmbed("#chart", {json.dumps(spec)});</script>'
+    write_text(out / "index.html", offline_template().replace(DVC_PLACEHOLDER, body))
+
+
+def report(name: str, kind: str | None = None, out_dir: str = "reports") -> Path:
+    """reports/<name>/ for the experiments named <name> or <name>-<n>; `kind` (sweep or seeds)
+    defaults to the name's own."""
+    runs = of_run(name, shown())
+    if not runs:
+        raise UserError(f"no experiment named {name} or {name}-<n>: see `dvc exp show`")
+    own = name.split("-")[0]
+    out = Path(out_dir) / (name if kind in (None, own) else f"{name}-as-{kind}")
+    out.mkdir(parents=True, exist_ok=True)
+    if (kind or own) == "seeds":
+        summary = seeds_summary(runs)
+        write_json(out / "report.json", summary)
+        write_text(out / "report.md", seeds_markdown(name, summary))
+    else:
+        keys = sorted({k for e in runs for k in grid_keys(e, runs)})
+        table = ranked(runs, keys)
+        write_json(out / "report.json", table)
+        write_text(out / "report.md", sweep_markdown(name, table, keys))
+        if table["chosen"] is not None:
+            chart(name, table, out)
+    print((out / "report.md").read_text(), flush=True)
+    return out
+
+
+def grid_keys(e: dict, runs: list[dict]) -> list[str]:
+    """The dotted params whose values differ between the run's experiments: the grid's keys."""
+    def flat(tree, prefix=""):
+        for k, v in tree.items():
+            yield from (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)])
+    mine = dict(flat(e["params"]))
+    return [k for k in mine if any(dict(flat(o["params"])).get(k) != mine[k] for o in runs)]
+
+
+def queue_and_run(kind: str, words: list[str], jobs: int) -> str:
+    name = free_name(kind, {e["name"] for e in experiments(shown()) if e["name"]})
+    print(f"[{kind}] queueing {name}: {' '.join(words)} (dvc exp run --queue, up to `{TARGET}`)", flush=True)
+    dvc("exp", "run", "--queue", "-n", name, TARGET, *[x for w in words for x in ("-S", w)])
+    done = dvc("exp", "run", "--run-all", "-j", str(jobs), check=False)
+    if done.returncode != 0:
+        print(f"[{kind}] some experiments failed (they are listed as failed): "
+              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}", flush=True)
+    return name
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Sweeps and seed repeats through DVC's queue, and their reports.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    sweep = sub.add_parser("sweep", help="queue and run a grid, then rank it by the validation figure")
+    sweep.add_argument("--grid", required=True, help='"train.learning_rate=1e-4,3e-4 train.lora_r=8,16"')
+    seeds = sub.add_parser("seeds", help="N experiments differing only in train.seed, then their spread")
+    seeds.add_argument("--n", type=int, default=3)
+    for p in (sweep, seeds):
+        p.add_argument("--jobs", type=int, default=1, help="experiments at a time (memory allowing)")
+    again = sub.add_parser("report", help="the report of an earlier sweep or seeds run, again")
+    again.add_argument("name", help="sweep-<k> or seeds-<k>")
+    again.add_argument("--as", dest="kind", choices=("sweep", "seeds"), help="report it as this kind")
+    args = ap.parse_args()
+
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    if args.command == "report":
+        report(args.name, args.kind)
+        return
+    if args.jobs < 1:
+        raise UserError("JOBS must be at least 1")
+    if args.command == "sweep":
+        name = queue_and_run("sweep", overrides(args.grid, params), args.jobs)
+    else:
+        if args.n < 2:
+            raise UserError("N must be at least 2: one seed has no spread")
+        first = int(value(params, SEED) or 42)
+        name = queue_and_run("seeds", [f"{SEED}={','.join(str(first + i) for i in range(args.n))}"], args.jobs)
+    report(name)
+
+
+if __name__ == "__main__":
+    run(main)
