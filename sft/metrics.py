@@ -60,8 +60,9 @@ def metric_named(name: str) -> TaskMetric:
 def sql_execution(prediction: str, gold: str, references: dict) -> dict:
     """Execution match on the record's SQLite tables: a query returns the gold query's rows (in the
     same order only when the gold orders them); a statement that changes data or schema leaves the
-    database as the gold statement does."""
+    database as the gold statement does. Reply and gold may each be in a ```sql fence."""
     context = references["sql_context"]
+    gold = sql.unfenced(gold)  # a gold written in a ```sql fence, as the text-to-sql preset's template writes it
     changes = sql.changes_data(gold, context)
     query = sql.extract_sql(prediction, changes)
     ordered = sql.orders_rows(gold)

@@ -43,14 +43,18 @@ WRITES = {sqlite3.SQLITE_INSERT, sqlite3.SQLITE_UPDATE, sqlite3.SQLITE_DELETE, s
 FAILURES = (sqlite3.Error, sqlite3.Warning, ValueError, MemoryError, OverflowError)  # ValueError: NUL, surrogates
 
 
+def unfenced(text: str) -> str:
+    """The inside of the first ```sql fence (a reply's, or a gold written in one), else the text."""
+    fenced = CODE_FENCE.search(text)
+    return fenced.group(1).strip() if fenced else text
+
+
 def extract_sql(text: str, changes: bool = False) -> str:
     """The SQL in a model reply: a fenced block if any, else from the first statement start to the
     first semicolon. Where the gold is a query, a statement starts at SELECT or WITH; where it
     changes data or schema, also at INSERT INTO, UPDATE ... SET, DELETE FROM, CREATE TABLE, ...
     A reply with no SQL gives ''."""
-    fenced = CODE_FENCE.search(text)
-    if fenced:
-        text = fenced.group(1)
+    text = unfenced(text)
     start = STARTS[changes].search(text)
     if not start:
         return ""

@@ -46,10 +46,15 @@ class TrainParams:
     attn_implementation: str = "sdpa"  # flash_attention_2 on a GPU with flash-attn installed
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
     keep_stale: int = ranged(2, low=0)  # interrupted runs set aside in models/train.stale/ when params or data change (newest kept)
+    early_stopping_patience: int | None = None  # stop after this many evaluations without a better metric_for_best_model; None: never
 
     def __post_init__(self):
         one_of("train", "method", self.method, METHODS)
         one_of("train", "fused_lm_head", self.fused_lm_head, ("auto", True, False))
+        patience = self.early_stopping_patience
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise UserError(f"params.yaml: train.early_stopping_patience is {patience!r}; it must be a whole number "
+                            "of evaluations, at least 1, or null (never stop early)")
         if "/" not in self.attn_implementation:  # owner/name: a kernel from the hub's kernels library
             one_of("train", "attn_implementation", self.attn_implementation, ATTENTION)
 
@@ -70,6 +75,15 @@ SFT_DEFAULTS = {
 
 # Settings that change what is logged or kept, not what is trained: a resume ignores them.
 TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm", "keep_stale")
+# Settings added after runs were made whose unset value changes nothing: left out of a run's
+# digest while unset, so a run made before they existed is the same run (and still resumes).
+OFF_WHEN_NONE = ("early_stopping_patience",)
+
+
+def trained_by(p: TrainParams, sft: dict, train_on: str) -> dict:
+    """What decides the trained weights: the resume fingerprint's params."""
+    return {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": train_on}.items()
+            if k not in TRACKING_KEYS and not (k in OFF_WHEN_NONE and v is None)}
 
 
 def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[TrainParams, dict]:
@@ -236,6 +250,17 @@ def trainer_class(fused_lm_head: bool):
     return PlainLossSFTTrainer
 
 
+def early_stopping(p: TrainParams) -> list:
+    """transformers' EarlyStoppingCallback on metric_for_best_model (eval_loss unless set): the run
+    ends after `early_stopping_patience` evaluations without a better one. Its checkpoints stay, so
+    select still picks the best of those evaluated."""
+    if p.early_stopping_patience is None:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=p.early_stopping_patience)]
+
+
 def token_split(data: Path, split: str):
     """A trained split as prepare wrote it (sft/handoff.py): a datasets.Dataset of token ids and
     loss masks, which SFTTrainer takes as they are (it builds the labels from `assistant_masks`)."""
@@ -296,6 +321,6 @@ def make_trainer(p: TrainParams, config, model_dir: str, data: Path, has_cuda: b
     trainer = trainer_class(uses_fused_lm_head(p, has_cuda))(
         model=model, args=config, train_dataset=token_split(data, "train"),
         eval_dataset=token_split(data, "validation"),
-        processing_class=tokenizer, peft_config=peft_config(p), callbacks=list(callbacks))
+        processing_class=tokenizer, peft_config=peft_config(p), callbacks=[*callbacks, *early_stopping(p)])
     tracking.show_tokens_per_second(trainer)
     return trainer, tokenizer

@@ -98,7 +98,7 @@ def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], g
     metrics = Path(args.metrics_dir)
     figures = {name: json.loads((metrics / f"{name}.json").read_text())
                for name in ("compare", "baseline", "finetuned", "train")}
-    settings = {k: v for k, v in train.items() if not isinstance(v, dict)}
+    settings = {k: v for k, v in train.items() if not isinstance(v, dict) and v is not None}  # unset: not a setting
     settings["max_length"] = handoff.settings(args.data)["max_length"]  # SFTConfig's, as prepare applied it
     settings["global_batch"] = figures["train"].get("global_batch")
     return RunFacts(base_model=p.base_model or str(base.get("model_name_or_path")), license=p.license, datasets=sources,

@@ -13,7 +13,6 @@ run leaves for the next run to resume from (sft/resume.py); the finished run is 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -47,8 +46,7 @@ def main() -> None:
     config = training.sft_config(p, sft, str(out), has_cuda)
     print(f"[train] global batch {training.global_batch(config)} = {config.per_device_train_batch_size} per device x "
           f"{config.world_size} processes x {config.gradient_accumulation_steps} accumulation steps", flush=True)
-    trained_by = {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": made["train_on"]}.items()
-                  if k not in training.TRACKING_KEYS}
+    trained_by = training.trained_by(p, sft, made["train_on"])
     # The records, the tokenizer and the settings the tokens were made from decide them, so they
     # decide whether an interrupted run may be resumed.
     digest = resume.fingerprint(trained_by, [Path(args.data) / "train.jsonl", Path(args.data) / "validation.jsonl",

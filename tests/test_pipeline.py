@@ -72,21 +72,7 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     subprocess.run(["git", "checkout", "--", "sft/tokens.py"], cwd=repo, check=True)
     assert "Running stage" not in dvc(repo, "repro")  # the first prepare, from the run-cache
     assert stale(repo) == set()
-
-    # An experiment, its figures beside the workspace's.
-    subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo, check=True)
-    dvc(repo, "exp", "run", "compare", "-S", "train.epochs=1")  # export was checked above
-    assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 2
-    shown = json.loads(dvc(repo, "exp", "show", "--json"))
-    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
-    assert exps, shown
-    diff = json.loads(dvc(repo, "metrics", "diff", "--json"))
-    assert diff["metrics/train.json"]["global_step"] == {"old": 4, "new": 2, "diff": -2}
-    assert "execution_accuracy" in dvc(repo, "metrics", "show")
-    [plot] = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["loss"]
-    points = {(p["filename"], int(p["step"])) for p in plot["content"]["data"]["values"]}
-    assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch experiment
+    # An experiment beside the workspace (exp show, metrics diff, plots): tests/test_experiments.py.
 
 
 def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end(repo_copy):

@@ -32,10 +32,11 @@ STAND_INS = {
                                         "(A) Observe (B) Antibiotics (C) Surgery (D) Imaging"},
             {"role": "assistant", "content": "Fever and ... suggest infection. Therefore, the answer is (B)."}]},
 }
-EXPECTED = {
-    "text-to-sql": ("QUESTION: What is the total volume", "SELECT salesperson.name,\n       sum(volume)\nFROM"),
-    "headnotes": ("Write the headnote in German for this decision, written in French", "Art. 22 RPG"),
-    "medqa": ("Which is the best next step?", "the answer is (B)"),
+EXPECTED = {  # the user turn starts so, the completion holds this (the workshop's turns, in our words)
+    "text-to-sql": ("Prompt:\nWhat is the total volume", "```sql\nSELECT salesperson.name,\n       sum(volume)\nFROM"),
+    "headnotes": ("Prompt:\nGenerate a headnote in German for the leading decision below.\n\nLeading decision:\n",
+                  "Art. 22 RPG"),
+    "medqa": ("A 23-year-old presents", "the answer is (B)"),
 }
 
 
@@ -62,6 +63,11 @@ def test_presets_carry_the_workshop_settings():
     assert headnotes["prepare"]["max_length"] == 8192 and headnotes["base"]["model_class"] == "AutoModelForImageTextToText"
     assert medqa["train"]["epochs"] == 10 and medqa["train"]["per_device_eval_batch_size"] == 1
     assert medqa["select"]["metric"] == "eval_loss"
+    # The workshop's warmup (warmup_ratio 0.03 and 0.1, here as fractions below 1) and medqa's 90/5/5.
+    assert (sql["train"]["warmup_steps"], headnotes["train"]["warmup_steps"], medqa["train"]["warmup_steps"]) == \
+        (0.03, 0.1, 0.1)
+    assert medqa["prepare"]["split_fractions"] == {"validation": 0.05, "test": 0.05}
+    assert all(p["train"]["attn_implementation"] == "flash_attention_2" for p in (headnotes, medqa))
 
 
 @pytest.mark.parametrize("name", sorted(STAND_INS))
@@ -87,7 +93,17 @@ def test_preset_prepares_stand_in_records(name, tmp_path, tokenizer_dir, monkeyp
     prepare.main()
     [row] = [json.loads(line) for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
     prompt_text, completion = row["prompt"][-1]["content"], row["completion"][0]["content"]
-    assert EXPECTED[name][0] in prompt_text and EXPECTED[name][1] in completion
+    assert prompt_text.startswith(EXPECTED[name][0]) and EXPECTED[name][1] in completion, (prompt_text, completion)
+    if name == "text-to-sql":  # the schema after the question; the fenced gold scores as its query
+        from sft.metrics import sql_execution
+
+        assert "\n\nSchema:\nCREATE TABLE" in prompt_text and completion.endswith("\n```")
+        context = row["references"]
+        assert sql_execution(completion, completion, context)["execution_accuracy"] == 1.0
+        assert sql_execution(completion.strip("`").removeprefix("sql\n"), completion, context)["exact_match"] == 1.0
+    if name == "headnotes":
+        system = row["prompt"][0]["content"]
+        assert "not plain summaries" in system and "4." in system and system.endswith("Reply with the headnote only.")
     assert json.loads((tmp_path / "m.json").read_text())["records"] == {"train": 4, "validation": 1, "test": 1}
 
 

@@ -226,3 +226,32 @@ def test_max_length_in_train_says_where_it_lives_now(tmp_path):
     (tmp_path / "params.yaml").write_text("train:\n  max_length: 2048\n")
     with pytest.raises(UserError, match=r"train.max_length is prepare's now: move it to prepare.max_length"):
         training.load_params(str(tmp_path / "params.yaml"))
+
+
+def test_early_stopping_ends_the_run_after_patience_evaluations_without_a_better_loss(tiny_model_dir, tmp_path):
+    """train.early_stopping_patience: 1 with a validation loss that only worsens (forced, whatever
+    the random model does): of 5 epochs only 2 run, and both checkpoints stay for select. Unset, it
+    changes nothing, not even a run's fingerprint."""
+    from conftest import prepared
+    from transformers import TrainerCallback
+
+    class WorseEveryEpoch(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            metrics["eval_loss"] = float(state.epoch)
+
+    data = prepared(tmp_path / "data", 4, 1, model_dir=tiny_model_dir)
+    p = training.TrainParams(method="lora", lora_r=4, lora_alpha=8, epochs=5, early_stopping_patience=1)
+    sft = {**training.SFT_DEFAULTS, "report_to": [], "bf16": False, "per_device_train_batch_size": 4,
+           "max_length": 512, "disable_tqdm": True}
+    config = training.sft_config(p, sft, str(tmp_path / "out"), has_cuda=False)
+    trainer, _ = training.make_trainer(p, config, str(tiny_model_dir), data, False, callbacks=[WorseEveryEpoch()])
+    trainer.train()
+    assert trainer.state.epoch == 2.0 and trainer.state.global_step == 2
+    assert sorted(c.name for c in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+    unset = training.TrainParams(method="lora")
+    assert "early_stopping_patience" not in training.trained_by(unset, {}, "all_assistant")
+    assert training.trained_by(p, {}, "all_assistant")["early_stopping_patience"] == 1
+    for bad in (0, 1.5, True):
+        with pytest.raises(UserError, match="train.early_stopping_patience"):
+            training.TrainParams(early_stopping_patience=bad)
