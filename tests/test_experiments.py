@@ -88,7 +88,7 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(ti
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    experiments_module("sweep", "--grid", "train.epochs=1,2 train.lora_r=8,0")
+    experiments_module("sweep", "--grid", "train.epochs=1,2 train.lora_r=8,0", "--jobs", "2")
     table = json.loads((repo / "reports" / "sweep-1" / "report.json").read_text())
     states = {r["name"]: (r["state"], r["train.epochs"], r["train.lora_r"]) for r in table["rows"]}
     assert len(states) == 4, table
