@@ -16,12 +16,8 @@ from sft.task import Task
 @dataclass
 class Scores:
     per_record: list[dict]  # each record's figures, in the order of the records
+    means: dict  # the task metric's own figures (the per-record means), without interval or count
     figures: dict  # the headline figure, its interval, the other means, samples
-
-    @property
-    def means(self) -> dict:
-        """The task metric's own figures (the per-record means), without interval or count."""
-        return aggregate(self.per_record)
 
 
 def gold(record: dict) -> str:
@@ -32,12 +28,13 @@ def scores(task: Task, replies: list[str], records: list[dict]) -> Scores:
     """Each reply scored against its record's gold and reference fields, and the figures of them all."""
     per_record = score_all(task.metric, replies, [gold(r) for r in records], [r["references"] for r in records],
                            task.settings)
-    return Scores(per_record, headline(per_record, task.task_metric))
+    means = aggregate(per_record)
+    return Scores(per_record, means, headline(per_record, means, task.task_metric))
 
 
-def headline(per_record: list[dict], metric: TaskMetric) -> dict:
+def headline(per_record: list[dict], means: dict, metric: TaskMetric) -> dict:
     """The headline figure first, with its 95% interval, then the other means and the sample count."""
-    figures = aggregate(per_record)
+    figures = dict(means)
     low, high = interval([r[metric.primary] for r in per_record], metric.binary)
     return {metric.primary: figures.pop(metric.primary), f"{metric.primary}_ci_low": round(low, 4),
             f"{metric.primary}_ci_high": round(high, 4), **figures, "samples": len(per_record)}

@@ -167,8 +167,7 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
              train_on: str = "all_assistant", max_length: int = 512) -> Path:
     """Prepared train and validation splits of the embedded SQL records, as the prepare stage writes
     them; with `model_dir`, also what train reads: their token ids and loss masks (sft/handoff.py)."""
-
-    from sft import handoff, sources, tokens
+    from sft import sources
     from sft.files import write_jsonl
     from sft.prompts import load_templates
     from stages.prepare import PrepareParams, convert
@@ -177,29 +176,31 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
     records = sources.jsonl_records(ROOT / "data" / "raw" / "sql" / "train.jsonl")
     folder.mkdir(parents=True, exist_ok=True)
     templates = load_templates(p.prompts)
-    rows = {"train": convert(records[:n_train], p, templates, ["sql_context"]),
-            "validation": convert(records[n_train:n_train + n_val], p, templates, ["sql_context"])}
-    for split, records_of_split in rows.items():
-        write_jsonl(folder / f"{split}.jsonl", records_of_split)
+    write_jsonl(folder / "train.jsonl", convert(records[:n_train], p, templates, ["sql_context"]))
+    write_jsonl(folder / "validation.jsonl", convert(records[n_train:n_train + n_val], p, templates, ["sql_context"]))
     if model_dir is not None:
-        tokenizer = tokens.fast_tokenizer(model_dir)
-        handoff.write(folder, {split: tokens.tokenized(tokenizer, rows[split], train_on)
-                               for split in handoff.TRAINED_SPLITS}, max_length, train_on)
+        hand_over(folder, model_dir, train_on, max_length)
     return folder
+
+
+def hand_over(folder: Path, model_dir: Path, train_on: str, max_length: int) -> None:
+    """The folder's prepared splits tokenized as prepare tokenizes them and handed over for train."""
+    from sft import handoff, tokens
+    from sft.files import read_jsonl
+
+    tokenizer = tokens.fast_tokenizer(model_dir)
+    handoff.write(folder, {split: tokens.tokenized(tokenizer, read_jsonl(folder / f"{split}.jsonl"), train_on)
+                           if (folder / f"{split}.jsonl").is_file() else [] for split in handoff.TRAINED_SPLITS},
+                  max_length, train_on)
 
 
 def training_split(path: Path, model_dir: Path, turns: str = "all_assistant"):
     """A prepared split (`<folder>/<split>.jsonl`) as the train stage gives it to SFTTrainer:
     tokenized as prepare tokenizes, handed over (sft/handoff.py) and read back by train's reader."""
+    from sft import training
 
-    from sft import handoff, tokens, training
-    from sft.files import read_jsonl
-
-    folder, tokenizer = path.parent, tokens.fast_tokenizer(model_dir)
-    splits = {split: tokens.tokenized(tokenizer, read_jsonl(folder / f"{split}.jsonl"), turns)
-              if (folder / f"{split}.jsonl").is_file() else [] for split in handoff.TRAINED_SPLITS}
-    handoff.write(folder, splits, 1024, turns)
-    return training.token_split(folder, path.name.removesuffix(".jsonl"))
+    hand_over(path.parent, model_dir, turns, 1024)
+    return training.token_split(path.parent, path.name.removesuffix(".jsonl"))
 
 
 def git_workdir(path: Path) -> Path:
