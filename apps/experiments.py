@@ -6,7 +6,7 @@
 
 A sweep queues every combination of GRID under one name (`dvc exp run --queue -n sweep-<k>
 -S key=v1,v2`, DVC's own grid syntax: sweep-<k>-1, sweep-<k>-2, ...), runs the queue with `dvc
-exp run --run-all -j JOBS` (it waits), and ranks the experiments by the validation figure select
+queue start -j JOBS` and waits for it, and ranks the experiments by the validation figure select
 chose its checkpoint by (`select.metric`), never by a test figure: the test figure is shown for
 the chosen experiment alone. `dvc exp apply <name>` makes it the workspace. Seeds queues N
 experiments that differ only in `train.seed` and reports the spread of the test figure and of
@@ -25,6 +25,7 @@ import math
 import re
 import statistics
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,7 @@ from sft.params import UserError, run
 
 TARGET = "compare"  # the stages each experiment runs: validation and test figures, no export
 SEED = "train.seed"
+POLL_SECONDS = 3  # how often the queue's experiments are looked at while they run
 
 
 def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -122,22 +124,20 @@ def test_figures(e: dict) -> dict:
 
 def ranked(runs: list[dict], keys: list[str]) -> dict:
     """The sweep's table, best validation figure first; failed or unscored experiments last."""
-    rows = []
-    for e in runs:
-        metric, greater, figure = validation(e)
-        speed = e["metrics"].get("metrics/speed/train.json", {})
-        rows.append({"name": e["name"], "state": e["state"], **{k: value(e["params"], k) for k in keys},
-                     metric: figure, "train_seconds": speed.get("train_seconds"),
-                     "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step")})
-    scored = [r for r, e in zip(rows, runs, strict=True) if r[validation(e)[0]] is not None and r["state"] == "success"]
-    if not scored:
-        return {"rows": rows, "chosen": None}
     metric, greater, _ = validation(runs[0])
-    scored.sort(key=lambda r: (-r[metric] if greater else r[metric], r["name"]))
-    rows = scored + [r for r in rows if r not in scored]
-    chosen = scored[0]
-    return {"rows": rows, "metric": metric, "greater_is_better": greater, "chosen": chosen["name"],
-            "chosen_test": test_figures(next(e for e in runs if e["name"] == chosen["name"]))}
+    scored, unscored = [], []
+    for e in runs:
+        figure = validation(e)[2]
+        row = {"name": e["name"], "state": e["state"], **{k: value(e["params"], k) for k in keys}, metric: figure,
+               "train_seconds": e["metrics"].get("metrics/speed/train.json", {}).get("train_seconds"),
+               "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step")}
+        (scored if figure is not None and e["state"] == "success" else unscored).append((row, e))
+    if not scored:
+        return {"rows": [row for row, _ in unscored], "chosen": None}
+    scored.sort(key=lambda pair: (-pair[0][metric] if greater else pair[0][metric], pair[0]["name"]))
+    chosen, chosen_run = scored[0]
+    return {"rows": [row for row, _ in scored + unscored], "metric": metric, "greater_is_better": greater,
+            "chosen": chosen["name"], "chosen_test": test_figures(chosen_run)}
 
 
 def seeds_summary(runs: list[dict]) -> dict:
@@ -229,7 +229,7 @@ def report(name: str, kind: str | None = None, out_dir: str = "reports") -> Path
         write_json(out / "report.json", summary)
         write_text(out / "report.md", seeds_markdown(name, summary))
     else:
-        keys = sorted({k for e in runs for k in grid_keys(e, runs)})
+        keys = grid_keys(runs)
         table = ranked(runs, keys)
         write_json(out / "report.json", table)
         write_text(out / "report.md", sweep_markdown(name, table, keys))
@@ -239,23 +239,33 @@ def report(name: str, kind: str | None = None, out_dir: str = "reports") -> Path
     return out
 
 
-def grid_keys(e: dict, runs: list[dict]) -> list[str]:
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested params as dotted keys: {"train": {"seed": 1}} -> {"train.seed": 1}."""
+    out = {}
+    for k, v in tree.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def grid_keys(runs: list[dict]) -> list[str]:
     """The dotted params whose values differ between the run's experiments: the grid's keys."""
-    def flat(tree, prefix=""):
-        for k, v in tree.items():
-            yield from (flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)])
-    mine = dict(flat(e["params"]))
-    return [k for k in mine if any(dict(flat(o["params"])).get(k) != mine[k] for o in runs)]
+    params = [flat(e["params"]) for e in runs]
+    keys = sorted(set().union(*params))
+    return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
 
 
 def queue_and_run(kind: str, words: list[str], jobs: int) -> str:
     name = free_name(kind, {e["name"] for e in experiments(shown()) if e["name"]})
     print(f"[{kind}] queueing {name}: {' '.join(words)} (dvc exp run --queue, up to `{TARGET}`)", flush=True)
     dvc("exp", "run", "--queue", "-n", name, TARGET, *[x for w in words for x in ("-S", w)])
-    done = dvc("exp", "run", "--run-all", "-j", str(jobs), check=False)
-    if done.returncode != 0:
-        print(f"[{kind}] some experiments failed (they are listed as failed): "
-              f"{(done.stderr or done.stdout).strip().splitlines()[-1:]}", flush=True)
+    # `dvc queue start` and a wait of our own: `dvc exp run --run-all -j 2` was seen waiting on, for
+    # 15 minutes, an experiment its other worker had already finished.
+    dvc("queue", "start", "-j", str(jobs))
+    while any(e["state"] in ("queued", "running") for e in of_run(name, shown())):
+        time.sleep(POLL_SECONDS)
+    failed = [e["name"] for e in of_run(name, shown()) if e["state"] != "success"]
+    if failed:
+        print(f"[{kind}] failed: {', '.join(failed)} (listed as failed; `dvc queue logs <name>` says why)", flush=True)
     return name
 
 
