@@ -130,7 +130,8 @@ def ranked(runs: list[dict], keys: list[str]) -> dict:
         figure = validation(e)[2]
         row = {"name": e["name"], "state": e["state"], **{k: value(e["params"], k) for k in keys}, metric: figure,
                "train_seconds": e["metrics"].get("metrics/speed/train.json", {}).get("train_seconds"),
-               "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step")}
+               "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step"),
+               "general_text_loss_change": e["metrics"].get("metrics/forgetting.json", {}).get("difference")}
         (scored if figure is not None and e["state"] == "success" else unscored).append((row, e))
     if not scored:
         return {"rows": [row for row, _ in unscored], "chosen": None}
@@ -163,14 +164,15 @@ def sweep_markdown(name: str, table: dict, keys: list[str]) -> str:
     if table["chosen"] is None:
         return f"# {name}\n\nNo experiment finished with a validation figure: see `dvc queue logs <name>`.\n"
     metric = table["metric"]
-    head = ["experiment", "state", *keys, f"{metric} (validation)", "train s"]
+    head = ["experiment", "state", *keys, f"{metric} (validation)", "train s", "general-text loss change"]
     lines = [f"# {name}", "", f"Ranked by `{metric}` on the validation split "
              f"({'higher' if table['greater_is_better'] else 'lower'} is better), as select chose checkpoints. "
              "No test figure takes part in the choice.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         cells = [r["name"], r["state"], *[json.dumps(r[k]) for k in keys],
-                 "" if r[metric] is None else f"{r[metric]:.4f}", "" if r["train_seconds"] is None else str(r["train_seconds"])]
+                 "" if r[metric] is None else f"{r[metric]:.4f}", "" if r["train_seconds"] is None else str(r["train_seconds"]),
+                 "" if r["general_text_loss_change"] is None else f"{r['general_text_loss_change']:+.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
     t = table["chosen_test"]
     lines += ["", f"Chosen: **{table['chosen']}**. Make it the workspace: `dvc exp apply {table['chosen']}`.", ""]

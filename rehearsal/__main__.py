@@ -61,6 +61,7 @@ def read(repo: Path, name: str) -> dict:
 def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
     train, compare = read(repo, "train.json"), read(repo, "compare.json")
     merge, prepare = read(repo, "merge.json"), read(repo, "prepare.json")
+    forgetting, fewshot = read(repo, "forgetting.json"), compare.get("against_fewshot", {})
     pin = json.loads((repo / "models" / "base" / "pin.json").read_text())
     config = json.loads((repo / "models" / "base" / "config.json").read_text())
     return (f"rehearse {name}: passed in {seconds:.0f} s: {config['architectures'][0]} ({pin['parameters']:,} "
@@ -68,7 +69,8 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
             f"{prepare.get('records')} records (too long dropped {prepare.get('dropped_too_long')}), "
             f"{train.get('global_step')} steps, eval loss {train.get('eval_loss')}, merge parity "
             f"{merge.get('greedy_agreement')} against {merge.get('parity_reference', 'the adapter on the base')}, "
-            f"{compare.get('metric')} {compare.get('baseline')} -> {compare.get('finetuned')}")
+            f"{compare.get('metric')} {compare.get('baseline')} ({fewshot.get('fewshot')} few-shot) -> "
+            f"{compare.get('finetuned')}, general-text loss change {forgetting.get('difference')}")
 
 
 def main() -> None:

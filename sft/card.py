@@ -18,15 +18,18 @@ CARD_TEMPLATE = """---
 
 ## Results
 
-Test split, {{ samples }} items, greedy decoding. 95% intervals in brackets; the difference is paired
-on the same items.
+Test split, {{ samples }} items, greedy decoding. 95% intervals in brackets; each difference is the
+fine-tuned model's against that row's model, paired on the same items.
 
-| model | {{ metric }} |
-|---|---|
-| baseline ({{ base_model }}) | {{ baseline }} |
-| fine-tuned | {{ finetuned }} |
-| difference | {{ difference }} |
+| model | {{ metric }} | fine-tuned minus it |
+|---|---|---|
+| baseline ({{ base_model }}) | {{ baseline }} | {{ difference }} |
+| baseline, {{ shots }}-shot (train examples before each prompt) | {{ fewshot }} | {{ fewshot_difference }} |
+| fine-tuned | {{ finetuned }} | |
 {{ quantized }}
+Outside the task: general-text loss (mean per-token cross-entropy on {{ forgetting_documents }} documents
+of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
+
 ## Training
 
 | setting | value |
@@ -93,6 +96,10 @@ class RunFacts:
     compare: dict  # metrics/compare.json
     finetuned: dict  # metrics/finetuned.json
     baseline: dict  # metrics/baseline.json
+    fewshot: dict  # metrics/fewshot.json
+    shots: int  # fewshot.shots of params.yaml
+    forgetting: dict  # metrics/forgetting.json
+    forgetting_dataset: str  # forgetting.dataset of params.yaml
     prompt_example: str
     stops: list[str]
     gguf: str
@@ -105,10 +112,15 @@ def _figure(figures: dict, metric: str) -> str:
     return f"{figures[metric]:.3f}{interval}"
 
 
-def _difference(compare: dict) -> str:
-    """compare.json's paired difference (sft/stats.py) with its interval."""
-    return (f"{compare['difference']:+.3f} [{compare['difference_ci_low']:+.3f}, "
-            f"{compare['difference_ci_high']:+.3f}]")
+def _difference(compare: dict, digits: int = 3) -> str:
+    """A paired difference (sft/stats.py) with its interval."""
+    return (f"{compare['difference']:+.{digits}f} [{compare['difference_ci_low']:+.{digits}f}, "
+            f"{compare['difference_ci_high']:+.{digits}f}]")
+
+
+def _forgetting(figures: dict) -> str:
+    return (f"{figures['base_loss']:.3f} -> {figures['finetuned_loss']:.3f} nats a token, "
+            f"{_difference(figures, 4)}")
 
 
 def model_card(facts: RunFacts, model_name: str):
@@ -127,7 +139,7 @@ def model_card(facts: RunFacts, model_name: str):
                                  metric_type=metric, metric_name=metric, metric_value=facts.finetuned[metric])])
     quantized = ""
     if facts.quantized:
-        quantized = (f"| {facts.gguf} (llama.cpp) | {_figure(facts.quantized, metric)} |\n")
+        quantized = (f"| {facts.gguf} (llama.cpp) | {_figure(facts.quantized, metric)} | |\n")
     rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(facts.train_settings.items()))
     data_rows = "\n".join(f"- `{d['dataset']}`" + (f" subset `{d['subset']}`" if d.get("subset") else "")
                           + (f" at revision `{d['revision']}`" if d.get("revision") else "") for d in facts.datasets)
@@ -136,6 +148,9 @@ def model_card(facts: RunFacts, model_name: str):
         data_names=", ".join(f"`{d['dataset']}`" for d in facts.datasets), metric=metric,
         samples=facts.finetuned.get("samples", "?"), baseline=_figure(facts.baseline, metric),
         finetuned=_figure(facts.finetuned, metric), difference=_difference(facts.compare), quantized=quantized,
+        shots=facts.shots, fewshot=_figure(facts.fewshot, metric),
+        fewshot_difference=_difference(facts.compare["against_fewshot"]), forgetting=_forgetting(facts.forgetting),
+        forgetting_documents=facts.forgetting["documents"], forgetting_dataset=facts.forgetting_dataset,
         training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
         stops=", ".join(f"`{s}`" for s in facts.stops), gguf=facts.gguf,
         ollama_name=model_name.lower().replace(" ", "-").replace("/", "-"))

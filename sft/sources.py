@@ -123,13 +123,15 @@ def hub_id(dataset: str) -> str | None:
     return dataset if HUB_ID.fullmatch(dataset) and not local_shape else None
 
 
-def load(dataset: str, subset: str | None = None, revision: str | None = None) -> dict[str, list[Record]]:
-    """Records per split ('train', 'validation', 'test') from a local path or the hub."""
+def load(dataset: str, subset: str | None = None, revision: str | None = None,
+         param: str = "prepare.dataset") -> dict[str, list[Record]]:
+    """Records per split ('train', 'validation', 'test') from a local path or the hub; an error
+    names the dataset as `param`, the key a user sets."""
     if not dataset.startswith(HUB_PREFIX) and Path(dataset).exists():
         return local(dataset, subset)
     if (name := hub_id(dataset)) is None:
         parent = Path(dataset).parent
         near = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else []
-        raise UserError(f"prepare.dataset '{dataset}': no such file or folder ({parent}/ holds {near}); a hub "
+        raise UserError(f"{param} '{dataset}': no such file or folder ({parent}/ holds {near}); a hub "
                         f"dataset is named owner/name, or {HUB_PREFIX}<name> for one without an owner")
     return hub(name, subset, revision)

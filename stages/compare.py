@@ -1,11 +1,12 @@
-"""compare: baseline against fine-tuned on the same test items, paired.
+"""compare: the fine-tuned model against each baseline on the same test items, paired.
 
     python -m stages.compare --predictions metrics/predictions --data data/prepared --out metrics
 
-Reads the two evaluate stages' per-sample predictions (no params of its own). Writes
-metrics/compare.json: the headline figure of both, the paired difference with a 95% bootstrap
-interval and, for 0/1 metrics, the items that improved and regressed with an exact McNemar
-p-value; metrics/flips.json lists those items' ids, each way, for reading them side by side.
+Reads the per-sample predictions of evaluate (baseline, finetuned) and fewshot (no params of its
+own). Writes metrics/compare.json: the headline figure of both, the paired difference with a 95%
+bootstrap interval and, for 0/1 metrics, the items that improved and regressed with an exact
+McNemar p-value; the same against the few-shot baseline under `against_fewshot`.
+metrics/flips.json lists those items' ids, each way, for reading them side by side.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from sft.task import read_task
 def paired(path_before: Path, path_after: Path) -> list[tuple[dict, dict]]:
     before, after = ({r["id"]: r for r in read_jsonl(p)} for p in (path_before, path_after))
     if before.keys() != after.keys():
-        raise UserError(f"{path_before} and {path_after} hold different test items; rerun both evaluate stages "
-                        "(dvc repro evaluate)")
+        raise UserError(f"{path_before} and {path_after} hold different test items; rerun the evaluations "
+                        "(dvc repro evaluate fewshot)")
     return [(before[i], after[i]) for i in before]
 
 
@@ -39,6 +40,10 @@ def comparison(pairs: list[tuple[dict, dict]], metric: TaskMetric) -> tuple[dict
     return figures, flips
 
 
+def without(figures: dict, *keys: str) -> dict:
+    return {k: v for k, v in figures.items() if k not in keys}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Compare baseline and fine-tuned predictions, paired.")
     ap.add_argument("--predictions", default="metrics/predictions")
@@ -47,8 +52,11 @@ def main() -> None:
     args = ap.parse_args()
 
     metric = read_task(args.data).task_metric
-    pairs = paired(Path(args.predictions) / "baseline.jsonl", Path(args.predictions) / "finetuned.jsonl")
-    figures, flips = comparison(pairs, metric)
+    predictions = Path(args.predictions)
+    figures, flips = comparison(paired(predictions / "baseline.jsonl", predictions / "finetuned.jsonl"), metric)
+    fewshot, fewshot_flips = comparison(paired(predictions / "fewshot.jsonl", predictions / "finetuned.jsonl"), metric)
+    figures["against_fewshot"] = {"fewshot": fewshot.pop("baseline"), **without(fewshot, "metric", "finetuned")}
+    flips["against_fewshot"] = fewshot_flips
     write_json(Path(args.out) / "compare.json", figures)
     write_json(Path(args.out) / "flips.json", flips)
     print(f"[compare] {figures}", flush=True)

@@ -94,16 +94,18 @@ def check(figures: dict, p: ExportParams) -> None:
 
 def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], gguf: str, quantized) -> RunFacts:
     base, prepare, train = read_section("base"), read_section("prepare"), read_section("train")
+    shots, forgetting = read_section("fewshot")["shots"], read_section("forgetting")["dataset"]
     sources = prepare.get("datasets") or [{k: prepare.get(k) for k in ("dataset", "subset", "revision")}]
     metrics = Path(args.metrics_dir)
     figures = {name: json.loads((metrics / f"{name}.json").read_text())
-               for name in ("compare", "baseline", "finetuned", "train")}
+               for name in ("compare", "baseline", "finetuned", "fewshot", "forgetting", "train")}
     settings = {k: v for k, v in train.items() if not isinstance(v, dict) and v is not None}  # unset: not a setting
     settings["max_length"] = handoff.settings(args.data)["max_length"]  # SFTConfig's, as prepare applied it
     settings["global_batch"] = figures["train"].get("global_batch")
     return RunFacts(base_model=p.base_model or str(base.get("model_name_or_path")), license=p.license, datasets=sources,
                     method=str(train.get("method", "lora")), train_settings=settings, compare=figures["compare"],
-                    finetuned=figures["finetuned"], baseline=figures["baseline"],
+                    finetuned=figures["finetuned"], baseline=figures["baseline"], fewshot=figures["fewshot"],
+                    shots=shots, forgetting=figures["forgetting"], forgetting_dataset=forgetting,
                     prompt_example=prompt, stops=stops, gguf=gguf, quantized=quantized)
 
 
@@ -111,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Export the merged model as GGUF, with a Modelfile and a model card.")
     ap.add_argument("--model", default="models/merged")
     ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--metrics-dir", default="metrics", help="compare.json, baseline.json, finetuned.json, train.json")
+    ap.add_argument("--metrics-dir", default="metrics", help="compare.json, baseline.json, finetuned.json, fewshot.json, forgetting.json, train.json")
     ap.add_argument("--loss", default="metrics/train/plots/metrics", help="DVCLive's loss curves, drawn in the card")
     ap.add_argument("--out", default="models/gguf")
     ap.add_argument("--figures", default="metrics/export.json")

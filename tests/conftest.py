@@ -69,12 +69,15 @@ def section_classes() -> dict:
     from stages.base import BaseParams
     from stages.evaluate import EvaluateParams
     from stages.export import ExportParams
+    from stages.fewshot import FewShotParams
+    from stages.forgetting import ForgettingParams
     from stages.merge import MergeParams
     from stages.prepare import PrepareParams
     from stages.select import SelectParams
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
-            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "export": ExportParams}
+            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams, "forgetting": ForgettingParams,
+            "export": ExportParams}
 
 
 def tiny_params() -> dict:

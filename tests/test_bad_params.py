@@ -31,6 +31,9 @@ BAD = {
     "merge": {"dtype": "fp16", "parity_prompts": 0, "parity_max_new_tokens": 0, "max_mean_kl": -1.0,
               "min_greedy_agreement": 1.5},
     "evaluate": {"max_new_tokens": 0, "batch_size": 0, "dtype": "half", "backend": "tgi"},
+    "fewshot": {"shots": -1, "seed": "x"},
+    "forgetting": {"dataset": [], "subset": 3, "revision": 1.5, "split": 5, "text_field": 5, "max_documents": 0,
+                   "max_length": 1, "batch_size": 0, "dtype": "half"},
     "export": {"outtype": "q3", "parity_prompts": 0, "parity_max_new_tokens": 0, "min_greedy_agreement": -0.1,
                "test_max_new_tokens": 0, "base_model": 5, "license": 5, "model_name": 5},
 }

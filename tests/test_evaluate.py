@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sft import checkpoints, generation, models
+from sft import checkpoints, evaluation, generation, models
 from sft.device import generation_backend
 from sft.generation import generate, prompt_ids, render_prompts
 from sft.models import load_folder, load_for_inference
@@ -100,7 +100,7 @@ def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(models, "load_pretrained", load_pretrained)
     with pytest.raises(RuntimeError, match="placement seen"):
-        evaluate.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"),
+        evaluation.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"),
                             tmp_path / "kept", "baseline")
     with pytest.raises(RuntimeError, match="placement seen"):  # select and merge load through here
         checkpoints.trained_model(str(tiny_model_dir), tmp_path, "float32")
@@ -138,20 +138,20 @@ def test_replies_are_kept_before_scoring_so_a_failed_or_killed_run_never_generat
         kept.unlink()
 
     # Killed after the first batch of two: those two replies are on disk, nothing was scored.
-    real_keep = evaluate.replies.Kept.keep
+    real_keep = evaluation.replies.Kept.keep
     def killed_after_one_batch(self, batch):
         real_keep(self, batch)
         raise KeyboardInterrupt
-    monkeypatch.setattr(evaluate.replies.Kept, "keep", killed_after_one_batch)
+    monkeypatch.setattr(evaluation.replies.Kept, "keep", killed_after_one_batch)
     with pytest.raises(KeyboardInterrupt):
         run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
-    monkeypatch.setattr(evaluate.replies.Kept, "keep", real_keep)
+    monkeypatch.setattr(evaluation.replies.Kept, "keep", real_keep)
 
     # Then scoring fails: the three other replies are generated once and kept.
     generated = []
     real_generate = generation.generate
     monkeypatch.setattr(generation, "generate", lambda *a: generated.append(a[5]) or real_generate(*a))
-    monkeypatch.setattr(evaluate, "scores", lambda *a: (_ for _ in ()).throw(RuntimeError("scorer bug")))
+    monkeypatch.setattr(evaluation, "scores", lambda *a: (_ for _ in ()).throw(RuntimeError("scorer bug")))
     with pytest.raises(RuntimeError, match="scorer bug"):
         run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
     assert len(generated) == 1 and len(generated[0]) == 2  # it knew the 2 kept replies
@@ -198,7 +198,7 @@ def test_evaluate_scores_hostile_replies_and_contexts_wrong_in_bounded_time_and_
     data = sql_split(work, contexts)
     p = evaluate.EvaluateParams(max_new_tokens=4)
     prompts = [json.loads(line)["prompt"] for line in (data / "test.jsonl").read_text().splitlines()]
-    kept = evaluate.kept_replies(str(tiny_model_dir), prompts, p, "transformers", work / "metrics" / "replies.partial",
+    kept = evaluation.kept_replies(str(tiny_model_dir), prompts, p, "transformers", work / "metrics" / "replies.partial",
                                  "finetuned")
     kept.keep(dict(enumerate(replies)))  # as if the model had answered so
     before = {p for p in work.rglob("*")}

@@ -71,7 +71,13 @@ def facts(**changes) -> RunFacts:
         datasets=[{"dataset": "data/raw/sql", "subset": None, "revision": None}], method="lora",
         train_settings={"epochs": 2, "learning_rate": 0.001, "method": "lora"},
         compare={"metric": "execution_accuracy", "baseline": 0.05, "finetuned": 0.84, "difference": 0.79,
-                 "difference_ci_low": 0.73, "difference_ci_high": 0.85},
+                 "difference_ci_low": 0.73, "difference_ci_high": 0.85,
+                 "against_fewshot": {"fewshot": 0.3, "difference": 0.54, "difference_ci_low": 0.46,
+                                     "difference_ci_high": 0.61}},
+        fewshot={"execution_accuracy": 0.3, "execution_accuracy_ci_low": 0.24, "execution_accuracy_ci_high": 0.37},
+        shots=3, forgetting={"base_loss": 3.505, "finetuned_loss": 3.5412, "difference": 0.0362,
+                             "difference_ci_low": 0.0301, "difference_ci_high": 0.0425, "documents": 200},
+        forgetting_dataset="data/general/python-reference.jsonl",
         finetuned={"execution_accuracy": 0.84, "execution_accuracy_ci_low": 0.783, "execution_accuracy_ci_high": 0.884,
                    "samples": 200},
         baseline={"execution_accuracy": 0.05, "execution_accuracy_ci_low": 0.027, "execution_accuracy_ci_high": 0.09,
@@ -94,14 +100,17 @@ def test_the_model_card_header_and_figures_come_from_the_run():
     assert result["metrics"][0] == {"type": "execution_accuracy", "value": 0.84, "name": "execution_accuracy"}
     assert result["dataset"]["split"] == "test"
     assert ModelCard(text).data.to_dict()["license"] == "apache-2.0"  # huggingface_hub reads it back
-    assert "| baseline (HuggingFaceTB/SmolLM2-135M-Instruct) | 0.050 [0.027, 0.090] |" in text
-    assert "| fine-tuned | 0.840 [0.783, 0.884] |" in text and "| difference | +0.790 [+0.730, +0.850] |" in text
+    assert "| baseline (HuggingFaceTB/SmolLM2-135M-Instruct) | 0.050 [0.027, 0.090] | +0.790 [+0.730, +0.850] |" in text
+    assert "| baseline, 3-shot (train examples before each prompt) | 0.300 [0.240, 0.370] | +0.540 [+0.460, +0.610] |" in text
+    assert "| fine-tuned | 0.840 [0.783, 0.884] | |" in text
+    assert ("general-text loss (mean per-token cross-entropy on 200 documents of `data/general/python-reference.jsonl`, "
+            "paired by document) 3.505 -> 3.541 nats a token, +0.0362 [+0.0301, +0.0425]") in " ".join(text.split())
     for how in ("pipeline(", "vllm serve", "llama-cli -m models/gguf/model-f16.gguf", "ollama create sql-model"):
         assert how in text
     assert "| `learning_rate` | `0.001` |" in text and "`<|im_end|>`" in text
     quantized = str(model_card(facts(gguf="model-q4_k_m.gguf", quantized={
         "execution_accuracy": 0.8, "execution_accuracy_ci_low": 0.74, "execution_accuracy_ci_high": 0.85}), "m"))
-    assert "| model-q4_k_m.gguf (llama.cpp) | 0.800 [0.740, 0.850] |" in quantized
+    assert "| model-q4_k_m.gguf (llama.cpp) | 0.800 [0.740, 0.850] | |" in quantized
 
 
 def test_the_plot_page_loads_nothing_from_the_network_and_the_loss_draws(tmp_path):

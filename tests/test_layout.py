@@ -58,10 +58,12 @@ def test_no_module_imports_a_stage(path):
     assert not stages, f"{path.relative_to(ROOT)} imports {sorted(stages)}; shared code belongs in sft/"
 
 
-def test_raw_data_folders_hold_data_only():
-    """data/raw is a dep of prepare: a script in it would rerun the whole graph when edited."""
-    assert not [p for p in (ROOT / "data" / "raw").rglob("*") if p.suffix not in ("", ".jsonl", ".json", ".csv",
-                                                                                 ".parquet")]
+@pytest.mark.parametrize("folder", ["raw", "general"])
+def test_data_folders_hold_data_only(folder):
+    """data/raw is a dep of prepare, data/general of forgetting: a script or a note in them would
+    rerun the stage when edited (their provenance is in data/generate_*.py and docs/)."""
+    assert not [p for p in (ROOT / "data" / folder).rglob("*") if p.suffix not in ("", ".jsonl", ".json", ".csv",
+                                                                                  ".parquet")]
 
 
 def test_every_registered_metric_has_its_evaluate_module():

@@ -32,6 +32,13 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
                                                                       "loss.png"}
     card = (repo / "models" / "gguf" / "README.md").read_text()
     assert card.startswith("---\n") and f"| fine-tuned | {finetuned['execution_accuracy']:.3f}" in card
+    fewshot = json.loads((repo / "metrics" / "fewshot.json").read_text())
+    assert fewshot["samples"] == 6 and f"| baseline, 2-shot (train examples before each prompt) | {fewshot['execution_accuracy']:.3f}" in card
+    forgetting = json.loads((repo / "metrics" / "forgetting.json").read_text())
+    assert forgetting["documents"] == 8 and forgetting["base_loss"] > 0
+    assert f"{forgetting['base_loss']:.3f} -> {forgetting['finetuned_loss']:.3f} nats a token" in card
+    assert json.loads((repo / "metrics" / "compare.json").read_text())["against_fewshot"]["fewshot"] == \
+        fewshot["execution_accuracy"]
 
     # make plots: a page that loads nothing from the network, and PNGs.
     subprocess.run([sys.executable, "-m", "apps.plots", "--out", "dvc_plots"], cwd=repo, check=True,
@@ -51,11 +58,19 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
 
     edit(repo, lambda p: p["evaluate"].update(max_new_tokens=9))
-    assert stale(repo) == {"evaluate@baseline", "evaluate@finetuned"}
+    assert stale(repo) == {"evaluate@baseline", "evaluate@finetuned", "fewshot"}
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
+
+    # The few-shot baseline and the general-text loss: each reruns alone (and the card that prints it).
+    edit(repo, lambda p: p["fewshot"].update(shots=1))
+    assert stale(repo) == {"fewshot", "export"}
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
+    edit(repo, lambda p: p["forgetting"].update(max_documents=4))
+    assert stale(repo) == {"forgetting"}
     subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
 
     # Files no stage reads change nothing: the data generator, the README, an app, a benchmark.
-    untouched = ("data/generate_sql.py", "README.md", "apps/chat.py", "bench/train.py")
+    untouched = ("data/generate_sql.py", "data/generate_general.py", "README.md", "apps/chat.py", "bench/train.py")
     for name in untouched:
         with open(repo / name, "a") as f:
             f.write("\n# edited\n")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import dvc, free_port, run_copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
@@ -187,12 +188,13 @@ def test_second_clone_pulls_the_run_cache_and_runs_nothing(team):
     assert digests(b) == digests(a)
     assert "Running stage" not in dvc(b, "repro")
     # Without the lock file, the pulled run-cache alone knows every stage's result: nothing reruns.
+    every_stage = len(yaml.safe_load((b / "dvc.lock").read_text())["stages"])
     (b / "dvc.lock").unlink()
     for out_dir in OUTPUTS:
         shutil.rmtree(b / out_dir)
     git(b, "checkout", "--", "metrics/speed")  # git's files stay in a clone; DVC's outputs are gone
     out = dvc(b, "repro")
-    assert "Running stage" not in out and out.count("is cached - skipping run") == 9, out  # every stage
+    assert "Running stage" not in out and out.count("is cached - skipping run") == every_stage, out
     assert digests(b) == digests(a)
 
 

@@ -1,0 +1,53 @@
+"""fewshot: a second baseline, the base model shown solved train examples before each test prompt.
+
+    python -m stages.fewshot --model models/base --data data/prepared --out metrics
+
+Reads `fewshot:` of params.yaml (how many examples, which) and `evaluate:` (how to generate: the
+same settings as the other evaluations, so the two baselines differ by the examples alone).
+`fewshot.shots` train records, drawn once with `fewshot.seed`, come before every test prompt as
+earlier turns of the chat (sft/fewshot.py). Writes what evaluate writes, named fewshot:
+metrics/fewshot.json, metrics/predictions/fewshot.jsonl, metrics/confusion/fewshot.json and
+metrics/speed/fewshot.json; compare pairs it with the fine-tuned model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+from sft import fewshot
+from sft.evaluation import EvaluateParams, evaluate
+from sft.files import read_jsonl
+from sft.params import load, ranged, run
+from sft.task import read_task
+
+
+@dataclass
+class FewShotParams:
+    shots: int = ranged(3, low=0)  # solved train examples shown before each test prompt
+    seed: int = 0  # which ones: drawn once, the same for every test prompt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="Evaluate the base model few-shot on the test split.")
+    ap.add_argument("--model", default="models/base")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", default="metrics")
+    ap.add_argument("--kept", default=None, help="where replies are kept before scoring (default: "
+                    "<out>/replies.partial)")
+    args = ap.parse_args()
+    f = load("fewshot", FewShotParams)
+    p = load("evaluate", EvaluateParams)
+
+    data = Path(args.data)
+    records = read_jsonl(data / "test.jsonl")
+    shown = fewshot.examples(read_jsonl(data / "train.jsonl"), f.shots, f.seed, str(data / "train.jsonl"))
+    print(f"[fewshot] {f.shots} train examples before each test prompt: ids {[r['id'] for r in shown]}", flush=True)
+    prompts = [fewshot.with_examples(r["prompt"], shown) for r in records]
+    evaluate(args.model, "fewshot", records, prompts, read_task(data), p, Path(args.out),
+             Path(args.kept or Path(args.out) / "replies.partial"))
+
+
+if __name__ == "__main__":
+    run(main)
