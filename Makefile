@@ -26,11 +26,15 @@ CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 GRID ?=
 AS ?=
+SHARD ?=
+RANK ?=
+PUSH ?=
+PULL ?=
 N ?= 3
 JOBS ?= 1
 TEST_WORKERS ?= auto
 
-.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi serve chat push pull bench status metrics plots sweep seeds sweep-report lint deps clean
+.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi train-machine serve chat push pull bench status metrics plots sweep seeds sweep-report lint deps clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,14 +119,17 @@ test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's a
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
 	dvc exp run train -S launch.num_processes=$(NPROC) $(if $(ACCELERATE_CONFIG),-S launch.config_file=$(ACCELERATE_CONFIG))
 
-sweep: setup ## a grid through DVC's queue, ranked by the validation figure only: GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16" [JOBS=1]; report in reports/sweep-<k>/
-	python -m apps.experiments sweep --grid "$(GRID)" --jobs $(JOBS)
+train-machine: setup ## machine RANK (1, 2, ...) of a several-machine run: the train stage with this machine's rank, outside DVC (machine 0 runs dvc repro train)
+	python -m sft.launch --machine-rank $(RANK)
+
+sweep: setup ## a grid through DVC's queue, ranked by the validation figure only: GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16" [JOBS=1] [SHARD=i/N PUSH=origin: this machine's share, pushed]; report in reports/sweep-<k>/
+	python -m apps.experiments sweep --grid "$(GRID)" --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD)) $(if $(PUSH),--push $(PUSH))
 
 seeds: setup ## N experiments differing only in train.seed (N=3), and the spread of the test figure and the gain; report in reports/seeds-<k>/
 	python -m apps.experiments seeds --n $(N) --jobs $(JOBS)
 
-sweep-report: setup ## the report of an earlier sweep or seeds run again: NAME=sweep-1 (AS=seeds reads a sweep as seeds)
-	python -m apps.experiments report $(NAME) $(if $(AS),--as $(AS))
+sweep-report: setup ## the report of an earlier sweep or seeds run again: NAME=sweep-1 (AS=seeds reads a sweep as seeds; PULL=origin pulls every machine's share first)
+	python -m apps.experiments report $(NAME) $(if $(AS),--as $(AS)) $(if $(PULL),--pull $(PULL))
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
 	python -m apps.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)

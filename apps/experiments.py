@@ -4,6 +4,10 @@
     make seeds N=3 [JOBS=1]
     make sweep-report NAME=sweep-1   # the report again, from the experiments DVC keeps (AS=seeds: as seeds)
 
+    # past one machine: the i-th share of the grid on each of N machines, each pushing its experiments
+    make sweep GRID="..." SHARD=1/2 PUSH=origin      # machine 1 (and SHARD=2/2 on machine 2)
+    make sweep-report NAME=sweep-<grid id> PULL=origin  # any machine: pull every share, one report
+
 A sweep queues every combination of GRID under one name (`dvc exp run --queue -n sweep-<k>
 -S key=v1,v2`, DVC's own grid syntax: sweep-<k>-1, sweep-<k>-2, ...), runs the queue with `dvc
 queue start -j JOBS` and waits for it, and ranks the experiments by the validation figure select
@@ -12,7 +16,14 @@ the chosen experiment alone. `dvc exp apply <name>` makes it the workspace. Seed
 experiments that differ only in `train.seed` and reports the spread of the test figure and of
 the fine-tuned-minus-baseline difference across seeds beside one run's own interval.
 
-Every experiment runs the graph up to `compare`. Reports go to reports/<name>/: report.md and
+A sharded sweep (`--shard i/N`) queues the combinations whose place in the grid (in GRID's order,
+the last key fastest) is i modulo N, each on its own, named after the grid so every machine agrees:
+sweep-<grid id>-<place>. `--push REMOTE` sends them to the git remote (`dvc exp push`: their
+commits to git, their outputs and the run-cache to the DVC remote); a report with `--pull REMOTE`
+first pulls every experiment of that name (`dvc exp pull`), so it ranks all the shares together.
+The machines must share the commit the sweep starts from (pushed to the git remote first).
+
+Every experiment runs the graph up to `compare` and `forgetting`. Reports go to reports/<name>/: report.md and
 report.json, and for a sweep chart.png and index.html, drawn offline. Failed experiments are
 listed as failed. Not a stage: what it reads is what DVC keeps of each experiment.
 """
@@ -20,6 +31,8 @@ listed as failed. Not a stage: what it reads is what DVC keeps of each experimen
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import math
 import re
@@ -33,7 +46,7 @@ import yaml
 from sft.files import write_json, write_text
 from sft.params import UserError, run
 
-TARGET = "compare"  # the stages each experiment runs: validation and test figures, no export
+TARGETS = ("compare", "forgetting")  # what each experiment runs: validation and test figures, the general-text loss; no export
 SEED = "train.seed"
 POLL_SECONDS = 3  # how often the queue's experiments are looked at while they run
 
@@ -61,6 +74,26 @@ def overrides(grid: str, params: dict) -> list[str]:
         if section != "train" and key not in params[section]:
             raise UserError(f"GRID: '{word}': params.yaml has no key {section}.{key}")
     return words
+
+
+def combinations(words: list[str]) -> list[list[str]]:
+    """Every combination of the grid's values, one `key=value` a key, in GRID's order (the last key fastest)."""
+    keys = [w.split("=", 1) for w in words]
+    return [[f"{k}={v}" for (k, _), v in zip(keys, values, strict=True)]
+            for values in itertools.product(*(vs.split(",") for _, vs in keys))]
+
+
+def shard_of(text: str) -> tuple[int, int]:
+    """SHARD=i/N as (i, N), 1 <= i <= N."""
+    m = re.fullmatch(r"(\d+)/(\d+)", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise UserError(f"SHARD '{text}' is not i/N with 1 <= i <= N (e.g. SHARD=1/2 on one machine, SHARD=2/2 on the other)")
+    return int(m.group(1)), int(m.group(2))
+
+
+def grid_name(words: list[str]) -> str:
+    """The same name on every machine that runs a share of this grid."""
+    return "sweep-" + hashlib.sha256(" ".join(words).encode()).hexdigest()[:8]
 
 
 def shown() -> list[dict]:
@@ -256,10 +289,18 @@ def grid_keys(runs: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
 
 
-def queue_and_run(kind: str, words: list[str], jobs: int) -> str:
-    name = free_name(kind, {e["name"] for e in experiments(shown()) if e["name"]})
-    print(f"[{kind}] queueing {name}: {' '.join(words)} (dvc exp run --queue, up to `{TARGET}`)", flush=True)
-    dvc("exp", "run", "--queue", "-n", name, TARGET, *[x for w in words for x in ("-S", w)])
+def queue_and_run(kind: str, words: list[str], jobs: int, shard: tuple[int, int] | None = None) -> str:
+    if shard is None:
+        name = free_name(kind, {e["name"] for e in experiments(shown()) if e["name"]})
+        print(f"[{kind}] queueing {name}: {' '.join(words)} (dvc exp run --queue, up to {' and '.join(TARGETS)})",
+              flush=True)
+        dvc("exp", "run", "--queue", "-n", name, *TARGETS, *[x for w in words for x in ("-S", w)])
+    else:
+        name, (i, n) = grid_name(words), shard
+        mine = [(place, combo) for place, combo in enumerate(combinations(words), 1) if (place - 1) % n == i - 1]
+        print(f"[{kind}] queueing share {i}/{n} of {name}: {len(mine)} experiments", flush=True)
+        for place, combo in mine:
+            dvc("exp", "run", "--queue", "-n", f"{name}-{place}", *TARGETS, *[x for w in combo for x in ("-S", w)])
     # `dvc queue start` and a wait of our own: `dvc exp run --run-all -j 2` was seen waiting on, for
     # 15 minutes, an experiment its other worker had already finished.
     dvc("queue", "start", "-j", str(jobs))
@@ -271,11 +312,31 @@ def queue_and_run(kind: str, words: list[str], jobs: int) -> str:
     return name
 
 
+def push(name: str, remote: str) -> None:
+    """This machine's experiments of the run to the git remote, their outputs and the run-cache to the DVC remote."""
+    names = sorted(e["name"] for e in of_run(name, shown()) if e["state"] == "success")
+    print(f"[sweep] pushing {len(names)} experiments to {remote}: {', '.join(names)}", flush=True)
+    if names:
+        dvc("exp", "push", "--run-cache", remote, *names)
+
+
+def pull(name: str, remote: str) -> None:
+    """Every experiment of the run that the git remote holds, with its outputs (dvc exp show reads its metrics)."""
+    listed = dvc("exp", "list", remote, "--name-only").stdout.split()
+    names = sorted(x for x in listed if x == name or x.startswith(f"{name}-"))
+    if not names:
+        raise UserError(f"{remote} holds no experiment named {name}-<n> for this commit: see `dvc exp list {remote}`")
+    print(f"[sweep] pulling {len(names)} experiments from {remote}: {', '.join(names)}", flush=True)
+    dvc("exp", "pull", remote, *names)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="Sweeps and seed repeats through DVC's queue, and their reports.")
     sub = ap.add_subparsers(dest="command", required=True)
     sweep = sub.add_parser("sweep", help="queue and run a grid, then rank it by the validation figure")
     sweep.add_argument("--grid", required=True, help='"train.learning_rate=1e-4,3e-4 train.lora_r=8,16"')
+    sweep.add_argument("--shard", help="i/N: run only the i-th of N shares of the grid (one a machine)")
+    sweep.add_argument("--push", metavar="REMOTE", help="then push this machine's experiments to this git remote")
     seeds = sub.add_parser("seeds", help="N experiments differing only in train.seed, then their spread")
     seeds.add_argument("--n", type=int, default=3)
     for p in (sweep, seeds):
@@ -283,16 +344,25 @@ def main() -> None:
     again = sub.add_parser("report", help="the report of an earlier sweep or seeds run, again")
     again.add_argument("name", help="sweep-<k> or seeds-<k>")
     again.add_argument("--as", dest="kind", choices=("sweep", "seeds"), help="report it as this kind")
+    again.add_argument("--pull", metavar="REMOTE", help="first pull every experiment of that name from this git remote")
     args = ap.parse_args()
 
     params = yaml.safe_load(Path("params.yaml").read_text())
     if args.command == "report":
+        if args.pull:
+            pull(args.name, args.pull)
         report(args.name, args.kind)
         return
     if args.jobs < 1:
         raise UserError("JOBS must be at least 1")
     if args.command == "sweep":
-        name = queue_and_run("sweep", overrides(args.grid, params), args.jobs)
+        shard = shard_of(args.shard) if args.shard else None
+        name = queue_and_run("sweep", overrides(args.grid, params), args.jobs, shard)
+        if args.push:
+            push(name, args.push)
+        if shard is not None and shard[1] > 1:
+            print(f"[sweep] share {shard[0]}/{shard[1]} done; with every share pushed: make sweep-report NAME={name} "
+                  f"PULL={args.push or '<git remote>'}", flush=True)
     else:
         if args.n < 2:
             raise UserError("N must be at least 2: one seed has no spread")

@@ -10,6 +10,11 @@ configs keep their own type. Without a CUDA GPU the processes run on the CPU ove
 as it does on a machine with GPUs. The keys are params of the train stage (dvc.lock, `dvc exp
 show`): changing the number of processes changes the global batch, so it reruns training.
 
+On the other machines of a several-machine run, `python -m sft.launch --machine-rank R` (what
+`make train-machine RANK=R` runs) starts the train stage's command of dvc.yaml outside DVC with
+that machine's rank: machine 0 runs `dvc repro train`, and only it writes the outputs and
+dvc.lock. Every machine has the same commit, params and data.
+
 The stage's own params are checked here first, so a bad value is one line before any process
 starts; accelerate runs in this process, so a child's failure ends the launch with the child's
 exit status and its one line, not under the launcher's traceback.
@@ -109,10 +114,30 @@ def exit_status(argv: list[str]) -> int:
     return 0
 
 
+def train_stage() -> list[str]:
+    """The train stage's command in dvc.yaml, after `python -m sft.launch`."""
+    words = yaml.safe_load(Path("dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
+    return words[words.index("sft.launch") + 1:]
+
+
+def another_machine(p: LaunchParams, args: list[str]) -> tuple[LaunchParams, list[str]]:
+    """`--machine-rank R` (and no stage given): this machine's rank in params, and the train stage's command."""
+    rank = args[1] if len(args) == 2 else ""
+    if not rank.isdigit() or not 0 < int(rank) < p.num_machines:
+        raise UserError(f"--machine-rank takes one machine's rank, 1..{p.num_machines - 1} (launch.num_machines "
+                        f"{p.num_machines}; machine 0 runs `dvc repro train`): make train-machine RANK=1")
+    return LaunchParams(**{**p.__dict__, "machine_rank": int(rank)}), train_stage()
+
+
 def main() -> None:
     p = load("launch", LaunchParams)
-    check_stage_params(sys.argv[1:])
-    argv, env = command(p, has_cuda(), sys.argv[1:])
+    stage = sys.argv[1:]
+    if stage[:1] == ["--machine-rank"]:
+        p, stage = another_machine(p, stage)
+        print(f"[launch] machine {p.machine_rank} of {p.num_machines}: the train stage, outside DVC (machine 0 "
+              "writes the outputs and dvc.lock)", flush=True)
+    check_stage_params(stage)
+    argv, env = command(p, has_cuda(), stage)
     print(f"[launch] {' '.join(argv)}", flush=True)
     os.environ.update(env)
     sys.exit(exit_status(argv))

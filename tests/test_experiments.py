@@ -25,6 +25,20 @@ def test_a_grid_names_sections_and_keys_params_yaml_has():
             ex.overrides(grid, PARAMS)
 
 
+def test_a_sharded_grid_gives_each_machine_a_disjoint_share_under_one_name():
+    words = ["train.learning_rate=1e-4,3e-4,1e-3", "train.lora_r=8,16"]
+    combos = ex.combinations(words)
+    assert combos[:2] == [["train.learning_rate=1e-4", "train.lora_r=8"], ["train.learning_rate=1e-4", "train.lora_r=16"]]
+    assert len(combos) == 6 and len({tuple(c) for c in combos}) == 6
+    shares = [[place for place in range(1, 7) if (place - 1) % 4 == i - 1] for i in range(1, 5)]
+    assert sorted(sum(shares, [])) == list(range(1, 7)) and [len(s) for s in shares] == [2, 2, 1, 1]
+    assert ex.grid_name(words) == ex.grid_name(list(words)) != ex.grid_name(words[:1])  # every machine agrees
+    assert ex.shard_of("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0"):
+        with pytest.raises(UserError, match="is not i/N"):
+            ex.shard_of(bad)
+
+
 def experiment(name, state="success", seed=42, loss=None, finetuned=None, difference=None, metric="eval_loss",
                greater=None):
     metrics = {}
@@ -97,6 +111,7 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(ti
     ran = [r for r in table["rows"] if r["state"] == "success"]
     assert ran == table["rows"][:2] and ran[0]["eval_loss"] <= ran[1]["eval_loss"] and table["chosen"] == ran[0]["name"]
     assert table["chosen_test"]["metric"] == "execution_accuracy"
+    assert all(isinstance(r["general_text_loss_change"], float) for r in ran)  # each experiment ran forgetting too
     assert (repo / "reports" / "sweep-1" / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert "<script src" not in (repo / "reports" / "sweep-1" / "index.html").read_text()
 

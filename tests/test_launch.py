@@ -56,6 +56,23 @@ def test_fsdp_checkpoints_are_saved_whole():
     assert config["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
 
 
+def test_another_machine_runs_the_train_stage_of_dvc_yaml_with_its_own_rank(monkeypatch):
+    import yaml
+    from conftest import ROOT
+
+    from sft.launch import another_machine
+
+    monkeypatch.chdir(ROOT)
+    p = LaunchParams(num_processes=3, num_machines=3, main_process_ip="10.0.0.1")
+    mine, stage = another_machine(p, ["--machine-rank", "2"])
+    assert mine.machine_rank == 2 and mine.num_machines == 3 and p.machine_rank == 0
+    cmd = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]["cmd"]
+    assert stage[:2] == ["-m", "stages.train"] and " ".join(stage) in " ".join(cmd.split())
+    for bad in (["--machine-rank", "0"], ["--machine-rank", "3"], ["--machine-rank", "x"], ["--machine-rank"]):
+        with pytest.raises(UserError, match=r"--machine-rank takes one machine's rank, 1..2 .*RANK=1"):
+            another_machine(p, bad)
+
+
 def test_several_machines(monkeypatch):
     from conftest import ROOT
 

@@ -6,6 +6,7 @@ the other. The server stopped in the middle of a push: a clear error, and a push
 restart completes with nothing corrupted in the remote or the local cache."""
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -210,6 +211,40 @@ def test_an_experiment_pushed_from_one_clone_is_applied_in_the_other(team):
     assert "epochs: 1" in (b / "params.yaml").read_text()
     train = (b / "metrics" / "train.json").read_text()
     assert '"global_step": 2' in train and train == (a / "metrics" / "train.json").read_text()
+
+
+def test_a_sweep_sharded_across_two_machines_is_pulled_into_one_report(team):
+    """`make sweep SHARD=i/2 PUSH=origin` on two clones of the team repository (each pulled the
+    run-cache first, as `make pull` does), then `make sweep-report PULL=origin` on a third: one
+    report of both shares, ranked by validation loss."""
+    from apps.experiments import grid_name
+
+    root, _, origin = team
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    grid = "train.epochs=1,2"
+    machines = []
+    for i in (1, 2):
+        m = root / f"machine-{i}"
+        subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(m)], check=True)
+        dvc(m, "pull", "--run-cache")
+        machines.append(subprocess.Popen(
+            [sys.executable, "-m", "apps.experiments", "sweep", "--grid", grid, "--shard", f"{i}/2", "--push", "origin"],
+            cwd=m, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    said = [p.communicate(timeout=900)[0] for p in machines]
+    assert [p.returncode for p in machines] == [0, 0], said
+    name = grid_name([grid])
+    assert f"share 1/2 of {name}: 1 experiments" in said[0] and f"make sweep-report NAME={name} PULL=origin" in said[1]
+
+    third = root / "machine-3"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(third)], check=True)
+    done = subprocess.run([sys.executable, "-m", "apps.experiments", "report", name, "--pull", "origin"], cwd=third,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = json.loads((third / "reports" / name / "report.json").read_text())
+    rows = {r["name"]: (r["state"], r["train.epochs"]) for r in table["rows"]}
+    assert rows == {f"{name}-1": ("success", 1), f"{name}-2": ("success", 2)}, table
+    losses = [r["eval_loss"] for r in table["rows"]]
+    assert losses == sorted(losses) and table["chosen"] == table["rows"][0]["name"]
 
 
 def test_server_stopped_mid_push_fails_clearly_then_a_second_push_completes(s3, tmp_path):

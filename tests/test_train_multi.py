@@ -40,3 +40,41 @@ def test_train_multi_runs_two_cpu_processes_and_writes_once(repo_copy):
     status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "train"], cwd=repo,
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
+
+
+def test_two_machines_on_loopback_train_one_run_and_only_machine_0_writes_it(tmp_path):
+    """docs/several-gpus-several-machines.md's recipe on one host: two clones as machines 0 and 1,
+    one CPU process each, gloo over 127.0.0.1. Machine 0 runs `dvc repro train`, machine 1
+    `make train-machine RANK=1`; one run of world size 2 and one global batch, written by machine 0."""
+    from conftest import copy_repository, dvc, edit, free_port
+
+    port = free_port()
+    machines = [copy_repository(tmp_path / f"machine-{rank}") for rank in (0, 1)]
+    for repo in machines:
+        edit(repo, lambda p: p["launch"].update(num_processes=2, num_machines=2, main_process_ip="127.0.0.1",
+                                                main_process_port=port))
+        dvc(repo, "repro", "prepare")  # the same data on every machine (a team would `dvc pull`)
+    lock_of_machine_1 = (machines[1] / "dvc.lock").read_text()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
+    other = subprocess.Popen(["make", "train-machine", "RANK=1", f"VENV={sys.prefix}", "-o", "setup"],
+                             cwd=machines[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        main = subprocess.run([sys.executable, "-m", "dvc", "repro", "train"], cwd=machines[0], env=env,
+                              capture_output=True, text=True, timeout=900)
+        said = other.communicate(timeout=300)[0]
+    finally:
+        other.kill()
+    assert main.returncode == 0, main.stdout[-3000:] + main.stderr[-3000:]
+    assert other.returncode == 0, said[-3000:]
+    assert "[launch] machine 1 of 2: the train stage, outside DVC" in said
+
+    metrics = json.loads((machines[0] / "metrics" / "train.json").read_text())
+    # 8 records, batch 4 a process, a process on each machine: one global batch of 8 a step.
+    assert metrics["world_size"] == 2 and metrics["global_batch"] == 8 and metrics["global_step"] == 2
+    assert (machines[0] / "models" / "train" / "checkpoint-2").is_dir()
+    lock = yaml.safe_load((machines[0] / "dvc.lock").read_text())["stages"]
+    assert lock["train"]["params"]["params.yaml"]["launch"]["num_machines"] == 2
+    for output in ("models/train", "metrics/train", "metrics/train.json"):
+        assert not (machines[1] / output).exists(), f"machine 1 wrote {output}"
+    assert (machines[1] / "dvc.lock").read_text() == lock_of_machine_1
