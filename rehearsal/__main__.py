@@ -9,7 +9,7 @@ are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the pres
 rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
 rehearsal/standin.py) and the hub revisions (nothing to pin offline). Settings that need a GPU
 fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
-the exit status is that of `dvc repro compare` (every stage but export).
+the exit status is that of `dvc repro` (every stage, export included).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def read(repo: Path, name: str) -> dict:
 
 def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
     train, compare = read(repo, "train.json"), read(repo, "compare.json")
-    merge, prepare = read(repo, "merge.json"), read(repo, "prepare.json")
+    merge, prepare, export = read(repo, "merge.json"), read(repo, "prepare.json"), read(repo, "export.json")
     forgetting, fewshot = read(repo, "forgetting.json"), compare.get("against_fewshot", {})
     pin = json.loads((repo / "models" / "base" / "pin.json").read_text())
     config = json.loads((repo / "models" / "base" / "config.json").read_text())
@@ -70,7 +70,9 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
             f"{train.get('global_step')} steps, eval loss {train.get('eval_loss')}, merge parity "
             f"{merge.get('greedy_agreement')} against {merge.get('parity_reference', 'the adapter on the base')}, "
             f"{compare.get('metric')} {compare.get('baseline')} ({fewshot.get('fewshot')} few-shot) -> "
-            f"{compare.get('finetuned')}, general-text loss change {forgetting.get('difference')}")
+            f"{compare.get('finetuned')}, general-text loss change {forgetting.get('difference')}, GGUF "
+            f"{params['export']['outtype']} parity {export.get('greedy_agreement')} (prompt ids as trained: "
+            f"{export.get('same_prompt_token_ids')}/{export.get('parity_prompts')})")
 
 
 def main() -> None:
@@ -103,10 +105,9 @@ def main() -> None:
           f"{preset['base']['model_class']} of {preset['base']['model_name_or_path']}'s family, in {repo}",
           flush=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    # Up to compare: llama.cpp's Gemma converter reads SentencePiece's tokenizer.model, and the
-    # stand-in tokenizer is byte-level BPE, so export would rehearse the stand-in, not the preset.
-    print("[rehearse] export is not rehearsed (the stand-in tokenizer is not SentencePiece)", flush=True)
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "compare"], cwd=repo, env=env)
+    # The whole graph, export included: the stand-in's tokenizer.model is SentencePiece, as Gemma's
+    # is, so llama.cpp's converter takes the path it takes for the preset's real model.
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env)
     if done.returncode != 0:
         print(f"rehearse {args.name}: FAILED (dvc repro exit status {done.returncode}); the copy is kept at "
               f"{repo}", flush=True)

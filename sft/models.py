@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -147,6 +148,44 @@ def load_tokenizer(folder: str | Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))
+
+
+SENTENCEPIECE_FILE = "tokenizer.model"
+
+
+def sentencepiece_file(source: str, revision: str | None = None) -> Path | None:
+    """The source's SentencePiece model (Gemma's tokenizer.model), from a folder or from the hub at
+    `revision`; None where it has none. save_pretrained does not write it, and llama.cpp's
+    converter needs it for Gemma: without it the converter reads tokenizer.json as a BPE and
+    refuses its pre-tokenizer, so export would fail where the base was loaded from the hub."""
+    folder = Path(source)
+    if folder.is_dir():
+        path = folder / SENTENCEPIECE_FILE
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(source, SENTENCEPIECE_FILE, revision=revision))
+    except (OSError, ValueError):  # not in the repository, or offline without it in the cache
+        return None
+
+
+def keep_sentencepiece(folder: Path, tokenizer, sentencepiece: Path | None) -> None:
+    """Beside a saved tokenizer, what llama.cpp's converter reads for a SentencePiece model: the
+    tokenizer.model, and in tokenizer_config.json the added tokens with their `special` flag
+    (added_tokens_decoder, which transformers 5 no longer writes there). Without the flags the
+    converter types <start_of_turn> as plain text, and the GGUF splits it into characters.
+    Nothing is written for a tokenizer without a SentencePiece model."""
+    if sentencepiece is None:
+        return
+    shutil.copyfile(sentencepiece, folder / SENTENCEPIECE_FILE)
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["added_tokens_decoder"] = {
+        str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                 "single_word": t.single_word, "special": t.special}
+        for i, t in sorted(tokenizer.added_tokens_decoder.items())}
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def save_tokenizer(tokenizer, folder: str | Path) -> None:

@@ -78,6 +78,7 @@ def main() -> None:
         if processor is not None:
             processor.save_pretrained(tmp)
         models.save_tokenizer(tokenizer, tmp)
+        models.keep_sentencepiece(tmp, tokenizer, models.sentencepiece_file(source, p.revision))  # for export
         write_json(tmp / models.PIN_FILE, pin)
     print(f"[base] wrote {args.out} from {source}{' (random weights)' if p.random_init else ''}", flush=True)
 

@@ -34,7 +34,16 @@ from sft.checkpoints import (
 )
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
-from sft.models import DTYPES, PIN_FILE, load_for_inference, load_processor, model_class_of, save_tokenizer
+from sft.models import (
+    DTYPES,
+    PIN_FILE,
+    keep_sentencepiece,
+    load_for_inference,
+    load_processor,
+    model_class_of,
+    save_tokenizer,
+    sentencepiece_file,
+)
 from sft.params import UserError, load, one_of, ranged, run
 from sft.parity import next_token_logprobs, parity, reference
 from sft.stops import set_stops
@@ -109,6 +118,7 @@ def main() -> None:
         save_tokenizer(tokenizer, tmp)
         if (Path(args.base) / PIN_FILE).is_file():  # provenance, and the class to load it with
             shutil.copy(Path(args.base) / PIN_FILE, tmp / PIN_FILE)
+        keep_sentencepiece(tmp, tokenizer, sentencepiece_file(args.base))  # Gemma's, for llama.cpp's converter (export)
         del model
         reloaded, _ = load_for_inference(tmp, dtype=p.dtype)
         figures = {**parity(expected, lambda prompt, cont: next_token_logprobs(reloaded, prompt, cont), ids), "method": method,

@@ -4,6 +4,8 @@ model checked against it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -236,3 +238,54 @@ def test_a_quantized_gguf_answers_the_test_split_scored_as_evaluate_scores(tiny_
     assert figures["samples"] == 6 and 0.0 <= figures["execution_accuracy"] <= 1.0
     assert figures["execution_accuracy_ci_low"] <= figures["execution_accuracy"] <= figures["execution_accuracy_ci_high"]
     assert "tokens_per_second" not in figures  # machine-dependent: kept out of metrics/export.json
+
+
+def test_a_sentencepiece_tokenizer_travels_with_the_model_and_its_special_tokens_stay_special(tmp_path, monkeypatch,
+                                                                                             tiny_model_dir):
+    """Gemma's tokenizer.model is what llama.cpp's converter reads; save_pretrained drops it, and
+    transformers 5 no longer writes which added tokens are special. base and merge keep both."""
+    from rehearsal import gemma
+    from sft.models import SENTENCEPIECE_FILE, keep_sentencepiece, load_folder, save_tokenizer, sentencepiece_file
+
+    source = gemma.build(tmp_path / "hub", "AutoModelForCausalLM", ["select 1 from t", "hello there"] * 20)
+    assert sentencepiece_file(str(source)) == source / SENTENCEPIECE_FILE
+    assert sentencepiece_file(str(tiny_model_dir)) is None  # SmolLM2's byte-level BPE: nothing to keep
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    assert sentencepiece_file("google/gemma-3-270m-it", "0123abc") is None  # offline, not cached: none
+    _, tokenizer = load_folder(source)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    save_tokenizer(tokenizer, saved)
+    assert not (saved / SENTENCEPIECE_FILE).exists()  # what save_pretrained leaves
+    keep_sentencepiece(saved, tokenizer, sentencepiece_file(str(source)))
+    assert (saved / SENTENCEPIECE_FILE).read_bytes() == (source / SENTENCEPIECE_FILE).read_bytes()
+    decoder = json.loads((saved / "tokenizer_config.json").read_text())["added_tokens_decoder"]
+    assert decoder[str(gemma.END_OF_TURN)]["content"] == "<end_of_turn>" and decoder["105"]["content"] == "<start_of_turn>"
+    assert {int(i): d["special"] for i, d in decoder.items()} == {i: t.special for i, t in tokenizer.added_tokens_decoder.items()}
+    assert decoder["0"]["special"] and decoder["1"]["special"] and decoder["2"]["special"]  # pad, eos, bos
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(saved)
+    text = "<start_of_turn>user\nselect 1<end_of_turn>\n"
+    assert again(text)["input_ids"] == tokenizer(text)["input_ids"]
+    keep_sentencepiece(tmp_path, tokenizer, None)  # a tokenizer without one: nothing written
+    assert not (tmp_path / SENTENCEPIECE_FILE).exists() and not (tmp_path / "tokenizer_config.json").exists()
+
+
+@needs_llamacpp
+def test_llama_cpp_reads_the_kept_sentencepiece_model_with_gemmas_turn_tokens_special(tmp_path):
+    from llama_cpp import Llama
+
+    from rehearsal import gemma
+    from sft.models import keep_sentencepiece, load_folder, save_tokenizer, sentencepiece_file
+
+    source = gemma.build(tmp_path / "hub", "AutoModelForCausalLM", ["select 1 from t", "hello there"] * 20)
+    model, tokenizer = load_folder(source)
+    merged = tmp_path / "merged"
+    model.save_pretrained(merged)
+    save_tokenizer(tokenizer, merged)
+    keep_sentencepiece(merged, tokenizer, sentencepiece_file(str(source)))
+    gguf = llamacpp.convert(merged, tmp_path / "m.gguf", "f16")
+    llm = Llama(str(gguf), vocab_only=True, verbose=False)
+    text = "<bos><start_of_turn>user\nselect 1 from t<end_of_turn>\n<start_of_turn>model\n"
+    assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text, add_special_tokens=False)["input_ids"]

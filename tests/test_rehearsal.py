@@ -36,6 +36,17 @@ def test_every_preset_rehearses_end_to_end(name, tmp_path):
         assert generation.pad_token_id == 0 and gemma.END_OF_TURN in generation.eos_token_id
         if vision:  # the processor vLLM and AutoProcessor need travels with the weights
             assert type(AutoProcessor.from_pretrained(repo / "models" / folder)).__name__ == "Gemma3Processor"
+    # Export ran through llama.cpp's SentencePiece path, as it will for the real Gemma: the
+    # tokenizer.model and the special flags travelled from base to merged, and the GGUF's
+    # tokenizer gives the prompt ids training used.
+    assert (repo / "models" / "merged" / "tokenizer.model").is_file()
+    exported = json.loads((repo / "metrics" / "export.json").read_text())
+    assert exported["same_prompt_token_ids"] == exported["parity_prompts"] > 0, exported
+    assert (repo / "models" / "gguf" / "model-f16.gguf").is_file()
+    # Both baselines and the general-text loss ran with the preset's own settings.
+    forgetting = json.loads((repo / "metrics" / "forgetting.json").read_text())
+    assert forgetting["documents"] == preset["forgetting"]["max_documents"] and forgetting["base_loss"] > 0
+    assert json.loads((repo / "metrics" / "compare.json").read_text())["against_fewshot"]["fewshot"] is not None
     merge = json.loads((repo / "metrics" / "merge.json").read_text())
     if preset["train"]["method"] == "qlora":
         assert "[train] QLoRA: 22 linear layers hold 4-bit NF4 weights" in out
