@@ -90,13 +90,16 @@ def tokenizer(texts: list[str], vocab_size: int, folder: Path):
     model = io.BytesIO()
     # At least room for the 256 byte pieces, the special tokens and every character of the texts.
     size = max(vocab_size, 256 + len(SPECIAL) + len(set("".join(texts))) + 16)
+    # Line by line: SentencePiece skips a training sentence longer than max_sentence_length.
+    lines = [line for text in texts for line in text.splitlines() if line.strip()]
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=size, hard_vocab_limit=False, model_type="bpe",
+        sentence_iterator=iter(lines), max_sentence_length=1 << 16, model_writer=model, vocab_size=size, hard_vocab_limit=False, model_type="bpe",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>",
         unk_piece="<unk>", user_defined_symbols=SPECIAL[4:], byte_fallback=True, split_digits=True,
         add_dummy_prefix=False, remove_extra_whitespaces=False, normalization_rule_name="identity",
         character_coverage=1.0, minloglevel=2)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tokenizer.json").unlink(missing_ok=True)  # an earlier build's would be loaded instead of converted
     (folder / SENTENCEPIECE_FILE).write_bytes(model.getvalue())
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
