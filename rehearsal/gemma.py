@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-SENTENCEPIECE_FILE = "tokenizer.model"  # sft.models' name for it; rehearsal builds before sft is needed
+from sft.models import SENTENCEPIECE_FILE
 
 # Gemma 3's first ids: pad, eos, bos, unk, mask, [multimodal], <unused0..98>, then the turn tokens.
 SPECIAL = (["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "[multimodal]"] + [f"<unused{i}>" for i in range(99)]

@@ -61,10 +61,11 @@ def confusion(per_record: list[dict]) -> list[dict]:
 
 
 def evaluate(model_dir: str, name: str, records: list[dict], prompts: list[list[dict]], task, p: EvaluateParams,
-             out: Path, kept_in: Path) -> dict:
+             out: Path, kept_in: str | None = None) -> dict:
     """Generate, score and write out/<name>.json, out/predictions/<name>.jsonl,
-    out/confusion/<name>.json and the speed, out/speed/<name>.json; returns the figures."""
-    answered, speed, backend = replies_of(model_dir, prompts, p, kept_in, name)
+    out/confusion/<name>.json and the speed, out/speed/<name>.json; returns the figures. Replies
+    are kept as they come in `kept_in` (default out/replies.partial: not an output)."""
+    answered, speed, backend = replies_of(model_dir, prompts, p, Path(kept_in or out / "replies.partial"), name)
     scored = scores(task, answered, records)
     predictions = [{"id": r["id"], "prediction": reply, "gold": gold(r), **s}
                    for r, reply, s in zip(records, answered, scored.per_record, strict=True)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sft.params import UserError
 from sft.progress import Progress
-from sft.stops import stop_tokens
+from sft.stops import pad_id, stop_tokens
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
     generated batch as it ends. The batches are the same whatever is skipped, so are the replies."""
     import torch
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     stops = set(stop_tokens(model, tokenizer))
     # Similar lengths in one batch waste less compute on padding.
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)

@@ -15,6 +15,11 @@ def end_of_turn_id(tokenizer) -> int | None:
     return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
 
 
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's own pad token, else its end of sequence."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def stop_tokens(model, tokenizer) -> list[int]:
     """Where generation stops: the generation config's eos, the tokenizer's, and the end of turn."""
     eos = model.generation_config.eos_token_id

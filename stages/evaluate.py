@@ -34,7 +34,7 @@ def main() -> None:
 
     records = read_jsonl(Path(args.data) / "test.jsonl")
     evaluate(args.model, args.name, records, [r["prompt"] for r in records], read_task(args.data), p,
-             Path(args.out), Path(args.kept or Path(args.out) / "replies.partial"))
+             Path(args.out), args.kept)
 
 
 if __name__ == "__main__":

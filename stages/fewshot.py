@@ -45,8 +45,7 @@ def main() -> None:
     shown = fewshot.examples(read_jsonl(data / "train.jsonl"), f.shots, f.seed, str(data / "train.jsonl"))
     print(f"[fewshot] {f.shots} train examples before each test prompt: ids {[r['id'] for r in shown]}", flush=True)
     prompts = [fewshot.with_examples(r["prompt"], shown) for r in records]
-    evaluate(args.model, "fewshot", records, prompts, read_task(data), p, Path(args.out),
-             Path(args.kept or Path(args.out) / "replies.partial"))
+    evaluate(args.model, "fewshot", records, prompts, read_task(data), p, Path(args.out), args.kept)
 
 
 if __name__ == "__main__":

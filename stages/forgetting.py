@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from sft import sources
+from sft import sources, stops
 from sft.files import write_json
 from sft.forgetting import difference, document_text, mean_losses, token_ids
 from sft.models import DTYPES, load_for_inference, load_tokenizer
@@ -69,8 +69,8 @@ def main() -> None:
 
     tokenizer = load_tokenizer(args.base)
     ids = document_ids(tokenizer, documents(p), p)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    figures = difference(losses(args.base, ids, pad_id, p), losses(args.model, ids, pad_id, p))
+    pad = stops.pad_id(tokenizer)
+    figures = difference(losses(args.base, ids, pad, p), losses(args.model, ids, pad, p))
     write_json(args.out, figures)
     print(f"[forgetting] general-text loss {figures['base_loss']} -> {figures['finetuned_loss']} nats a token: "
           f"{figures['difference']:+.4f} [{figures['difference_ci_low']:+.4f}, {figures['difference_ci_high']:+.4f}]",
