@@ -83,12 +83,14 @@ $(VENV)/.llamacpp: $(VENV)/.installed $(LLAMACPP_WHEEL)
 	$(BIN)/pip install -q "llama-cpp-python[server] @ file://$(LLAMACPP_WHEEL)"
 	touch $@
 
-repro: setup ## run the whole pipeline (dvc repro): only stale stages rerun, export included; ends with one line of what ran
-	@log=$$(mktemp); dvc repro 2>&1 | tee "$$log"; status=$${PIPESTATUS[0]}; \
+repro: setup ## run the whole pipeline (dvc repro --keep-going): only stale stages rerun, export included; a failed stage stops only what needs it; ends with one line of what ran
+	@log=$$(mktemp); dvc repro --keep-going 2>&1 | tee "$$log"; status=$${PIPESTATUS[0]}; \
 	ran=$$(sed -n "s/^Running stage '\(.*\)':$$/\1/p" "$$log" | paste -sd' ' -); \
 	kept=$$(sed -n -e "s/^Stage '\(.*\)' didn't change, skipping$$/\1/p" \
 		-e "s/^Stage '\(.*\)' is cached - skipping run, checking out outputs$$/\1/p" "$$log" | paste -sd' ' -); \
-	rm -f "$$log"; echo "[repro] $$([ $$status = 0 ] || echo 'FAILED; ')ran: $${ran:-nothing}; up to date: $${kept:-none}"; \
+	failed=$$(sed -n "s/^ERROR: failed to reproduce '\(.*\)'.*$$/\1/p" "$$log" | paste -sd' ' -); \
+	skipped=$$(sed -n "s/^WARNING: Stage '\(.*\)' will be skipped due to this failure$$/\1/p" "$$log" | sort -u | paste -sd' ' -); \
+	rm -f "$$log"; echo "[repro] $$([ $$status = 0 ] || echo "FAILED: $${failed:-?}; not run, as they need it: $${skipped:-none}; ")ran: $${ran:-nothing}; up to date: $${kept:-none}"; \
 	exit $$status
 
 export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a model card (models/gguf/)

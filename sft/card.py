@@ -5,7 +5,7 @@ or depends on the machine, so the same run gives the same bytes."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -25,7 +25,7 @@ fine-tuned model's against that row's model, paired on the same items.
 |---|---|---|
 | baseline ({{ base_model }}) | {{ baseline }} | {{ difference }} |
 | baseline, {{ shots }}-shot (train examples before each prompt) | {{ fewshot }} | {{ fewshot_difference }} |
-| fine-tuned | {{ finetuned }} | |
+{{ other_rows }}| fine-tuned | {{ finetuned }} | |
 {{ quantized }}
 Outside the task: general-text loss (mean per-token cross-entropy on {{ forgetting_documents }} documents
 of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
@@ -104,6 +104,7 @@ class RunFacts:
     stops: list[str]
     gguf: str
     quantized: dict | None = None  # the GGUF's own test figures, for quantized types
+    others: list[dict] = field(default_factory=list)  # other models: name, model, revision, figures (sft/pairing.py)
 
 
 def _figure(figures: dict, metric: str) -> str:
@@ -116,6 +117,20 @@ def _difference(compare: dict, digits: int = 3) -> str:
     """A paired difference (sft/stats.py) with its interval."""
     return (f"{compare['difference']:+.{digits}f} [{compare['difference_ci_low']:+.{digits}f}, "
             f"{compare['difference_ci_high']:+.{digits}f}]")
+
+
+def _cell(text: str) -> str:
+    """A name from params.yaml as a table cell's code span: no backtick or bar can end either."""
+    return "`" + text.replace("`", "'").replace("|", "/").replace("\n", " ") + "`"
+
+
+def _other_rows(others: list[dict], metric: str) -> str:
+    rows = []
+    for o in others:
+        at = f" at {_cell(o['revision'][:12])}" if o["revision"] else ""
+        rows.append(f"| {o['name']} ({_cell(o['model'])}{at}) | {_figure(o, metric)} | "
+                    f"{_difference(o['against_finetuned'])} |\n")
+    return "".join(rows)
 
 
 def _forgetting(figures: dict) -> str:
@@ -149,7 +164,8 @@ def model_card(facts: RunFacts, model_name: str):
         samples=facts.finetuned.get("samples", "?"), baseline=_figure(facts.baseline, metric),
         finetuned=_figure(facts.finetuned, metric), difference=_difference(facts.compare), quantized=quantized,
         shots=facts.shots, fewshot=_figure(facts.fewshot, metric),
-        fewshot_difference=_difference(facts.compare["against_fewshot"]), forgetting=_forgetting(facts.forgetting),
+        fewshot_difference=_difference(facts.compare["against_fewshot"]),
+        other_rows=_other_rows(facts.others, metric), forgetting=_forgetting(facts.forgetting),
         forgetting_documents=facts.forgetting["documents"], forgetting_dataset=facts.forgetting_dataset,
         training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
         stops=", ".join(f"`{s}`" for s in facts.stops), gguf=facts.gguf,

@@ -14,34 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sft.files import read_jsonl, write_json
-from sft.metrics import TaskMetric
-from sft.params import UserError, run
-from sft.stats import paired_difference
+from sft.files import write_json
+from sft.pairing import against, comparison, paired
+from sft.params import run
 from sft.task import read_task
-
-
-def paired(path_before: Path, path_after: Path) -> list[tuple[dict, dict]]:
-    before, after = ({r["id"]: r for r in read_jsonl(p)} for p in (path_before, path_after))
-    if before.keys() != after.keys():
-        raise UserError(f"{path_before} and {path_after} hold different test items; rerun the evaluations "
-                        "(dvc repro evaluate fewshot)")
-    return [(before[i], after[i]) for i in before]
-
-
-def comparison(pairs: list[tuple[dict, dict]], metric: TaskMetric) -> tuple[dict, dict]:
-    key = metric.primary
-    before = [b[key] for b, _ in pairs]
-    after = [a[key] for _, a in pairs]
-    figures = {"metric": key, "baseline": round(sum(before) / len(pairs), 4),
-               "finetuned": round(sum(after) / len(pairs), 4), **paired_difference(before, after, metric.binary)}
-    flips = {"improved": [b["id"] for b, a in pairs if a[key] > b[key]],
-             "regressed": [b["id"] for b, a in pairs if a[key] < b[key]]}
-    return figures, flips
-
-
-def without(figures: dict, *keys: str) -> dict:
-    return {k: v for k, v in figures.items() if k not in keys}
 
 
 def main() -> None:
@@ -55,7 +31,7 @@ def main() -> None:
     predictions = Path(args.predictions)
     figures, flips = comparison(paired(predictions / "baseline.jsonl", predictions / "finetuned.jsonl"), metric)
     fewshot, fewshot_flips = comparison(paired(predictions / "fewshot.jsonl", predictions / "finetuned.jsonl"), metric)
-    figures["against_fewshot"] = {"fewshot": fewshot.pop("baseline"), **without(fewshot, "metric", "finetuned")}
+    figures["against_fewshot"] = against(fewshot, "fewshot")
     flips["against_fewshot"] = fewshot_flips
     write_json(Path(args.out) / "compare.json", figures)
     write_json(Path(args.out) / "flips.json", flips)

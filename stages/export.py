@@ -31,6 +31,8 @@ from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import Settings, prompt_ids, render_prompts, replies
 from sft.modelfile import modelfile, stop_strings, turn_parts
 from sft.models import load_for_inference
+from sft.others import OthersParams
+from sft.pairing import paired_with_finetuned
 from sft.params import UserError, load, one_of, ranged, read_section, run
 from sft.parity import parity, reference
 from sft.plots import loss_png
@@ -92,7 +94,7 @@ def check(figures: dict, p: ExportParams) -> None:
                         "a lower-bit export.outtype loses more, f16 or q8_0 keep close to the merged model")
 
 
-def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], gguf: str, quantized) -> RunFacts:
+def run_facts(args, p: ExportParams, others: OthersParams, tokenizer, prompt: str, stops: list[str], gguf: str, quantized) -> RunFacts:
     base, prepare, train = read_section("base"), read_section("prepare"), read_section("train")
     shots, forgetting = read_section("fewshot")["shots"], read_section("forgetting")["dataset"]
     sources = prepare.get("datasets") or [{k: prepare.get(k) for k in ("dataset", "subset", "revision")}]
@@ -106,7 +108,17 @@ def run_facts(args, p: ExportParams, tokenizer, prompt: str, stops: list[str], g
                     method=str(train.get("method", "lora")), train_settings=settings, compare=figures["compare"],
                     finetuned=figures["finetuned"], baseline=figures["baseline"], fewshot=figures["fewshot"],
                     shots=shots, forgetting=figures["forgetting"], forgetting_dataset=forgetting,
+                    others=other_models(others, Path(args.predictions), read_task(args.data).task_metric),
                     prompt_example=prompt, stops=stops, gguf=gguf, quantized=quantized)
+
+
+def other_models(others: OthersParams, predictions: Path, metric) -> list[dict]:
+    """The card's rows of other models (others: of params.yaml), from their predictions paired with
+    the fine-tuned model's: the model, its revision, its figure and the fine-tuned model against it."""
+    named = [(name, e["model_name_or_path"], e["revision"]) for name, e in others.hub.items()]
+    named += [(name, path, None) for name, path in others.folders.items()]
+    return [{"name": name, "model": model, "revision": revision,
+             **paired_with_finetuned(predictions, name, metric)} for name, model, revision in named]
 
 
 def main() -> None:
@@ -114,11 +126,14 @@ def main() -> None:
     ap.add_argument("--model", default="models/merged")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--metrics-dir", default="metrics", help="compare.json, baseline.json, finetuned.json, fewshot.json, forgetting.json, train.json")
+    ap.add_argument("--predictions", default="metrics/predictions", help="per-item predictions; the card's "
+                    "rows of other models pair theirs (others/<name>.jsonl) with finetuned.jsonl")
     ap.add_argument("--loss", default="metrics/train/plots/metrics", help="DVCLive's loss curves, drawn in the card")
     ap.add_argument("--out", default="models/gguf")
     ap.add_argument("--figures", default="metrics/export.json")
     args = ap.parse_args()
     p = load("export", ExportParams)
+    others = load("others", OthersParams)  # the card's rows of other models
     if (why := llamacpp.missing()) is not None:
         raise UserError(why)
 
@@ -152,7 +167,7 @@ def main() -> None:
                   "so Ollama uses the chat template inside the GGUF", flush=True)
         (tmp / "Modelfile").write_text(modelfile(name, parts, stop_texts))
         has_plot = loss_png(Path(args.loss), tmp / "loss.png")
-        card = model_card(run_facts(args, p, tokenizer, texts[0], stop_texts, name, quantized), p.model_name)
+        card = model_card(run_facts(args, p, others, tokenizer, texts[0], stop_texts, name, quantized), p.model_name)
         text = str(card) if has_plot else str(card).replace("\n![training and validation loss](loss.png)\n", "\n")
         (tmp / "README.md").write_text(text, encoding="utf-8")
     print(f"[export] wrote {args.out} ({name}, Modelfile, README.md) and {args.figures}", flush=True)

@@ -71,12 +71,13 @@ def section_classes() -> dict:
     from stages.export import ExportParams
     from stages.fewshot import FewShotParams
     from stages.forgetting import ForgettingParams
+    from sft.others import OthersParams
     from stages.merge import MergeParams
     from stages.prepare import PrepareParams
     from stages.select import SelectParams
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
-            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams, "forgetting": ForgettingParams,
+            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams, "forgetting": ForgettingParams, "others": OthersParams,
             "export": ExportParams}
 
 

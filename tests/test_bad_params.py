@@ -34,6 +34,8 @@ BAD = {
     "fewshot": {"shots": -1, "seed": "x"},
     "forgetting": {"dataset": [], "subset": 3, "revision": 1.5, "split": 5, "text_field": 5, "max_documents": 0,
                    "max_length": 1, "batch_size": 0, "dtype": "half"},
+    "others": {"hub": {"gemma": {"model_name_or_path": "google/gemma-3-270m-it", "revision": "main"}},
+               "folders": {"../earlier": "models/earlier"}},
     "export": {"outtype": "q3", "parity_prompts": 0, "parity_max_new_tokens": 0, "min_greedy_agreement": -0.1,
                "test_max_new_tokens": 0, "base_model": 5, "license": 5, "model_name": 5},
 }
@@ -52,6 +54,12 @@ MORE = [
     ("train", "report_to", {"wandb_api_key": "PlantedInParams9c8d"}, "train.report_to.wandb_api_key is a secret"),
     ("prepare", "datasets", [{"dataset": "x", "token": "PlantedInParams77aa"}], "prepare.datasets[0].token is a secret"),
     ("base", "hf_token", "hf_PlantedInParams5b5b", "base.hf_token is a secret"),
+    ("others", "hub", {"gemma": {"model_name_or_path": "google/gemma-3-270m-it"}}, "others.hub.gemma"),
+    ("others", "hub", {"gemma": "google/gemma-3-270m-it"}, "others.hub.gemma"),
+    ("others", "hub", {"gemma": {"model_name_or_path": "a/b", "revision": "0" * 40, "hf_token": "PlantedInParams1a2b"}},
+     "others.hub.gemma.hf_token is a secret"),
+    ("others", "folders", {"": "models/x"}, "others.folders: name ''"),
+    ("others", "folders", {"earlier": None}, "others.folders.earlier"),
 ]
 
 
@@ -60,6 +68,8 @@ def stage_commands() -> dict[str, tuple[str, list[str], list[str]]]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     by_section = {}
     for name, stage in stages.items():
+        if isinstance(stage.get("foreach"), str):  # over a params section: reads one key of it (others.hub.<name>)
+            continue
         if "foreach" in stage:  # evaluate: its first item
             key, item = next(iter(stage["foreach"].items()))
             stage = yaml.safe_load(yaml.safe_dump(stage["do"]).replace("${item}", item).replace("${key}", key))

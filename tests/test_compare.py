@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from sft.pairing import paired
 from sft.params import UserError
 from stages import compare, evaluate, fewshot
 
@@ -62,7 +63,7 @@ def test_predictions_of_different_items_are_refused(tmp_path):
     (tmp_path / "baseline.jsonl").write_text('{"id": 1, "accuracy": 0.0}\n{"id": 2, "accuracy": 1.0}\n')
     (tmp_path / "finetuned.jsonl").write_text('{"id": 1, "accuracy": 1.0}\n{"id": 3, "accuracy": 1.0}\n')
     with pytest.raises(UserError, match="hold different test items; rerun the evaluations"):
-        compare.paired(tmp_path / "baseline.jsonl", tmp_path / "finetuned.jsonl")
+        paired(tmp_path / "baseline.jsonl", tmp_path / "finetuned.jsonl")
 
 
 def test_fewshot_prompts_show_the_same_seeded_train_examples_before_each_test_prompt():

@@ -115,6 +115,20 @@ def test_the_model_card_header_and_figures_come_from_the_run():
     assert "| model-q4_k_m.gguf (llama.cpp) | 0.800 [0.740, 0.850] | |" in quantized
 
 
+def test_other_models_are_rows_of_the_card_and_a_hostile_folder_name_cannot_break_the_table():
+    against = {"finetuned": 0.84, "difference": 0.42, "difference_ci_low": 0.35, "difference_ci_high": 0.49}
+    others = [{"name": "gemma-270m", "model": "google/gemma-3-270m-it", "revision": "a" * 40,
+               "execution_accuracy": 0.42, "execution_accuracy_ci_low": 0.35, "execution_accuracy_ci_high": 0.49,
+               "against_finetuned": against},
+              {"name": "earlier", "model": "models/a|b`c\n| x |", "revision": None, "execution_accuracy": 0.5,
+               "execution_accuracy_ci_low": 0.4, "execution_accuracy_ci_high": 0.6, "against_finetuned": against}]
+    text = str(model_card(facts(others=others), "m"))
+    table = ("| model |" + text.split("| model |", 1)[1].split("\n\n", 1)[0]).splitlines()
+    assert table[4] == "| gemma-270m (`google/gemma-3-270m-it` at `aaaaaaaaaaaa`) | 0.420 [0.350, 0.490] | +0.420 [+0.350, +0.490] |"
+    assert table[5] == "| earlier (`models/a/b'c / x /`) | 0.500 [0.400, 0.600] | +0.420 [+0.350, +0.490] |"
+    assert table[6].startswith("| fine-tuned |") and all(row.count("|") == 4 for row in table)
+
+
 def test_the_plot_page_loads_nothing_from_the_network_and_the_loss_draws(tmp_path):
     page = offline_template()
     assert DVC_PLACEHOLDER in page and "{scripts}" not in page  # dvc's CDN scripts have nowhere to go

@@ -1,0 +1,87 @@
+"""Other models as baselines: a hub model pinned by a commit, or a model folder, evaluated on the
+test split with `evaluate:`'s settings and paired with the fine-tuned model on the same items.
+
+`others:` of params.yaml names them; dvc.yaml evaluates each in a stage of its own
+(other_hub@<name>, other_folder@<name>), so adding one evaluates only it, and one that cannot load
+fails alone, in one line: compare, forgetting and the stages before them never read it (the model
+card does, so export waits for it).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sft.evaluation import EvaluateParams, evaluate
+from sft.files import read_jsonl, write_json
+from sft.pairing import OTHERS, paired_with_finetuned
+from sft.params import PARAMS_FILE, UserError
+from sft.task import read_task
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name on every system, and a DVC stage key
+COMMIT = re.compile(r"[0-9a-f]{40}")
+HUB_KEYS = ("model_name_or_path", "revision")
+# What a snapshot of a model repository needs for transformers and vLLM to load it: no GGUF copies,
+# no original/ checkpoints, no pickled .bin weights.
+MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
+
+
+@dataclass
+class OthersParams:
+    hub: dict = field(default_factory=dict)  # name: {model_name_or_path: org/model, revision: <commit sha>}
+    folders: dict = field(default_factory=dict)  # name: path of a model folder (a dependency of its stage)
+
+    def __post_init__(self):
+        where = f"{PARAMS_FILE}: others"
+        for name, entry in self.hub.items():
+            check_name(name, f"{where}.hub")
+            if not isinstance(entry, dict) or set(entry) != set(HUB_KEYS) \
+                    or not all(isinstance(entry[k], str) and entry[k] for k in HUB_KEYS):
+                raise UserError(f"{where}.hub.{name} is {entry!r}; write {{model_name_or_path: org/model, "
+                                "revision: <commit sha>}")
+            if not COMMIT.fullmatch(entry["revision"]):
+                raise UserError(f"{where}.hub.{name}.revision is {entry['revision']!r}; pin the 40-hex commit sha "
+                                "(the model page's 'Files and versions', or HfApi().model_info(id).sha): a branch "
+                                "moves, and DVC would keep the old figures")
+        for name, path in self.folders.items():
+            check_name(name, f"{where}.folders")
+            if not isinstance(path, str) or not path:
+                raise UserError(f"{where}.folders.{name} is {path!r}; write the path of a model folder")
+        if both := sorted(set(self.hub) & set(self.folders)):
+            raise UserError(f"{where}: {', '.join(both)} named in both hub and folders; every other model needs "
+                            "a name of its own")
+
+
+def check_name(name, where: str) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise UserError(f"{where}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
+                        "letter or digit (it names the stage and its files)")
+
+
+def hub_folder(name: str, model: str, revision: str) -> str:
+    """The local snapshot of a hub model at a commit: from the Hugging Face cache (all there is
+    offline, or with HF_HUB_OFFLINE=1), else downloaded."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(model, revision=revision, allow_patterns=MODEL_FILES)
+    except Exception as e:  # noqa: BLE001 - offline and not cached, no such repository, gated: one line
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{PARAMS_FILE}: others.hub.{name}: cannot load {model} at {revision} "
+                        f"({type(e).__name__}: {reason}); download it once where the hub answers "
+                        f"(hf download {model} --revision {revision}), set HF_TOKEN for a gated model, or delete "
+                        f"others.hub.{name}. The rest of the graph does not need it") from e
+
+
+def evaluate_other(name: str, model_dir: str, identity: dict, data: Path, out: Path, p: EvaluateParams) -> dict:
+    """Evaluate one other model as evaluate does and write out/others/<name>.json: who it is, its
+    task figures, and the fine-tuned model against it."""
+    records = read_jsonl(data / "test.jsonl")
+    task = read_task(data)
+    figures = evaluate(model_dir, f"{OTHERS}/{name}", records, [r["prompt"] for r in records], task, p, out)
+    against = paired_with_finetuned(out / "predictions", name, task.task_metric)["against_finetuned"]
+    result = {**identity, **figures, "against_finetuned": against}
+    write_json(out / OTHERS / f"{name}.json", result)
+    print(f"[{OTHERS}] {name}: fine-tuned minus it {against}", flush=True)
+    return result
