@@ -1,6 +1,8 @@
 """Rehearse a preset on the CPU: every stage of the graph, with the preset's own params, templates,
 task metric, training method and model class, on a tiny random model of the preset's real
-architecture and stand-in records of its dataset's shape. What a user runs before renting a GPU.
+architecture and stand-in records of its dataset's shape. What a user runs before renting a GPU;
+it first prints what the real run will need: GPU memory at the preset's batch and length, and
+disk (rehearsal/estimate.py, from the real model's architecture in rehearsal/configs/).
 
     make rehearse NAME=headnotes        (python -m rehearsal headnotes)
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from rehearsal import gemma, standin
+from rehearsal import estimate, gemma, standin
 from rehearsal.workspace import ROOT, commit, copy_repository
 
 FAMILIES = {"gemma-3": gemma}  # model families a tiny stand-in can be built for
@@ -87,6 +89,8 @@ def main() -> None:
         raise SystemExit(f"rehearse: no presets/{args.name}.yaml")
     preset = yaml.safe_load(preset_path.read_text())
     builder = family(preset["base"]["model_name_or_path"])
+    if (needs := estimate.before_renting(preset)) is not None:
+        print(needs, flush=True)
     records = standin.records(standin.load_spec(ROOT / preset["prepare"]["prompts"]), args.seed)
 
     tmp = args.workdir or Path(tempfile.mkdtemp(prefix=f"rehearse-{args.name}-"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from rehearsal import gemma, standin
+from rehearsal import estimate, gemma, standin
 
 
 def rehearse(name: str, workdir: Path) -> tuple[Path, str]:
@@ -26,6 +26,7 @@ def test_every_preset_rehearses_end_to_end(name, tmp_path):
 
     repo, out = rehearse(name, tmp_path)
     assert f"rehearse {name}: passed" in out.splitlines()[-2]
+    assert out.splitlines()[0].startswith("[rehearse] before renting, for google/gemma-3-")  # printed first
     preset = json.loads(json.dumps(__import__("yaml").safe_load((ROOT / "presets" / f"{name}.yaml").read_text())))
     config = json.loads((repo / "models" / "base" / "config.json").read_text())
     vision = preset["base"]["model_class"] == "AutoModelForImageTextToText"
@@ -102,3 +103,47 @@ def test_the_throwaway_copy_takes_any_file_name_without_a_shell(tmp_path):
     copied = copy_repository(tmp_path / "copy", source=source)
     assert (copied / hostile).read_text() == "data" and (copied / "a b;c.txt").read_text() == "more"
     assert not list(tmp_path.rglob("INJECTED")) and not (Path.cwd() / "INJECTED").exists()
+
+
+@pytest.mark.parametrize("model, model_class, published", [
+    ("google/gemma-3-270m-it", "AutoModelForCausalLM", 268_098_176),
+    ("google/gemma-3-4b-it", "AutoModelForImageTextToText", 4_300_079_472)])
+def test_the_shipped_architectures_are_the_published_models(model, model_class, published):
+    counts = estimate.counts(estimate.config_file(model), model_class)
+    assert counts.total == published  # every parameter of the published model, the tied embedding once
+    assert counts.linear < counts.text <= counts.total
+
+
+def test_the_memory_estimate_is_within_a_quarter_of_what_the_h200_measured():
+    """bench/mfu.py's full fine-tune of gemma-3-270m in bf16 (fused AdamW, no checkpointing) at
+    1024 tokens: torch's measured peak, plain loss and liger-kernel, against the estimate."""
+    measured = json.loads((ROOT / "bench" / "results" / "gpu-nvidia-h200.json").read_text())
+    counts = estimate.counts(estimate.config_file("google/gemma-3-270m-it"), "AutoModelForCausalLM")
+    assert len(measured["train"]) == 3
+    for run in measured["train"]:
+        train = {"method": "full", "model_init_kwargs": {"dtype": "bfloat16"}, "bf16": True, "optim": "adamw_torch_fused",
+                 "gradient_checkpointing": False, "use_liger_kernel": run["side"] == "liger", "fused_lm_head": False}
+        parts = estimate.training_memory(counts, train, run["batch"], measured["seq"])
+        allocated = sum(parts.values()) - parts["CUDA context"]  # torch's peak counts no context
+        assert 0.75 < allocated / run["peak_memory_gb"] < 1.25, (run, parts)
+
+
+def test_before_renting_says_memory_and_disk_for_each_preset_and_what_changes_them():
+    import yaml
+
+    lines = {}
+    for name in ("text-to-sql", "headnotes", "medqa"):
+        preset = yaml.safe_load((ROOT / "presets" / f"{name}.yaml").read_text())
+        lines[name] = estimate.before_renting(preset)
+        assert "GPU memory training" in lines[name] and "disk ~" in lines[name]
+    assert "batch 16 x 8192 tokens" in lines["medqa"] and "10 checkpoints" in lines["medqa"]
+    counts = estimate.counts(estimate.config_file("google/gemma-3-4b-it"), "AutoModelForImageTextToText")
+    train = {"method": "qlora", "model_init_kwargs": {"dtype": "bfloat16"}, "bf16": True, "lora_r": 32}
+    memory = {m: sum(estimate.training_memory(counts, {**train, "method": m}, 4, 2048).values())
+              for m in ("qlora", "lora", "full")}
+    assert memory["qlora"] < memory["lora"] < memory["full"]
+    plain = estimate.training_memory(counts, {**train, "fused_lm_head": False}, 4, 2048)
+    assert plain["logits"] > 10  # 8192 tokens x 262k logits: the reason for liger / the fused LM head
+    unchecked = estimate.training_memory(counts, {**train, "gradient_checkpointing": False}, 4, 2048)
+    assert unchecked["activations"] > 5 * estimate.training_memory(counts, train, 4, 2048)["activations"]
+    assert estimate.before_renting({"base": {"model_name_or_path": "someone/unknown"}}) is None
