@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from sft import volatile
-from sft.device import inference_device
+from sft.device import NATIVE_HALF_FLAGS, inference_device, native_half_cpu
+from sft.numerics import native_half_kernels
 from sft.params import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -117,7 +118,22 @@ def load_folder(folder: str | Path, dtype: str = "float32", **load_kwargs):
 
 
 def load_for_inference(folder: str | Path, dtype: str = "float32", **load_kwargs):
-    return load_folder(folder, dtype=dtype, device_map=inference_device(), **load_kwargs)
+    device = inference_device()
+    return load_folder(folder, dtype=inference_dtype(dtype, device), device_map=device, **load_kwargs)
+
+
+def inference_dtype(dtype: str, device: str) -> str:
+    """The dtype a model runs in: as asked on a GPU; on a CPU, half precision where the CPU has the
+    instructions for it (oneDNN then uses them), else float32 with one line saying so."""
+    if device != "cpu" or dtype == "float32":
+        return dtype
+    if (flag := native_half_cpu(dtype)) is None:
+        print(f"[models] this CPU has no {dtype} instructions ({' or '.join(NATIVE_HALF_FLAGS[dtype])}): "
+              f"{dtype} -> float32 (emulated {dtype} is ~100x slower here)", flush=True)
+        return "float32"
+    native_half_kernels()
+    print(f"[models] {dtype} on the CPU's {flag} instructions (its bytes follow the CPU)", flush=True)
+    return dtype
 
 
 def nf4_config(has_cuda: bool):

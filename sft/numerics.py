@@ -9,6 +9,11 @@ dvc.lock) with the same figures. Pinned here, before torch loads any of them:
 - ATEN_CPU_CAPABILITY=avx2: ATen's AVX2 kernels even where AVX-512 is present;
 - ONEDNN_MAX_CPU_ISA=AVX2: oneDNN (bf16 matmuls, convolutions) without AVX-512 or AMX.
 SFT_NATIVE_CPU=1 leaves the CPU's own choices (faster on AVX-512; bytes then follow the CPU).
+
+Half precision on a CPU (bfloat16, float16: opt-in, by params) is the exception: oneDNN capped at
+AVX2 emulates it, ~100x slower than float32. native_half_kernels() lifts oneDNN's cap alone, in the
+process that asks, before its first half-precision product; float32 stays on pinned MKL and ATen.
+Half-precision bytes then follow the CPU (AMX and AVX512-BF16 round differently), as they would.
 """
 
 from __future__ import annotations
@@ -26,3 +31,9 @@ def pin_numerics(environ=os.environ) -> dict[str, str]:
         return {}
     environ.update(PINS)
     return dict(PINS)
+
+
+def native_half_kernels(environ=os.environ) -> None:
+    """oneDNN's own ISA (AMX, AVX512-BF16) for this process: it reads ONEDNN_MAX_CPU_ISA once, at its
+    first use, so this must come before any half-precision product here."""
+    environ.pop("ONEDNN_MAX_CPU_ISA", None)

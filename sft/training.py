@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sft import handoff
-from sft.device import peak_memory_bytes
+from sft.device import NATIVE_HALF_FLAGS, native_half_cpu, peak_memory_bytes
 from sft.models import DTYPES, nf4_config
+from sft.numerics import native_half_kernels
 from sft.params import Range, UserError, check_ranges, check_types, from_dict, log_params, one_of, ranged, read_section
 
 METHODS = ("full", "lora", "qlora")
@@ -47,6 +48,7 @@ class TrainParams:
     fused_lm_head: str | bool = "auto"  # trl's chunked LM-head loss; auto: on a GPU only (see trainer_class)
     keep_stale: int = ranged(2, low=0)  # interrupted runs set aside in models/train.stale/ when params or data change (newest kept)
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better metric_for_best_model; None: never
+    cpu_bf16: bool = False  # without a GPU: bf16 autocast on a CPU with AMX or AVX512-BF16 (refused without them)
 
     def __post_init__(self):
         one_of("train", "method", self.method, METHODS)
@@ -75,15 +77,15 @@ SFT_DEFAULTS = {
 
 # Settings that change what is logged or kept, not what is trained: a resume ignores them.
 TRACKING_KEYS = ("report_to", "run_name", "logging_steps", "disable_tqdm", "keep_stale")
-# Settings added after runs were made whose unset value changes nothing: left out of a run's
-# digest while unset, so a run made before they existed is the same run (and still resumes).
-OFF_WHEN_NONE = ("early_stopping_patience",)
+# Settings added after runs were made whose default changes nothing: left out of a run's digest
+# while at it, so a run made before they existed is the same run (and still resumes).
+OFF_BY_DEFAULT = {"early_stopping_patience": None, "cpu_bf16": False}
 
 
 def trained_by(p: TrainParams, sft: dict, train_on: str) -> dict:
     """What decides the trained weights: the resume fingerprint's params."""
     return {k: v for k, v in {**dataclasses.asdict(p), **sft, "train_on": train_on}.items()
-            if k not in TRACKING_KEYS and not (k in OFF_WHEN_NONE and v is None)}
+            if k not in TRACKING_KEYS and not (k in OFF_BY_DEFAULT and v is OFF_BY_DEFAULT[k])}
 
 
 def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[TrainParams, dict]:
@@ -159,10 +161,32 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     return sft
 
 
+def cpu_bf16_flag(p: TrainParams, has_cuda: bool) -> str | None:
+    """Where train.cpu_bf16 applies (set, and no CUDA): the CPU's bf16 instruction flag; refused in
+    one line on a CPU without one, where bf16 is emulated and slower than float32. Else None."""
+    if not p.cpu_bf16 or has_cuda:
+        return None
+    if (flag := native_half_cpu("bfloat16")) is None:
+        raise UserError("params.yaml: train.cpu_bf16 is true, but this CPU has neither AMX nor AVX512-BF16 "
+                        f"({' nor '.join(NATIVE_HALF_FLAGS['bfloat16'])} in /proc/cpuinfo): bf16 would be "
+                        "emulated, far slower than float32; set train.cpu_bf16: false")
+    return flag
+
+
+def with_cpu_bf16(p: TrainParams, sft: dict, has_cuda: bool) -> dict:
+    """train.cpu_bf16: the Trainer's bf16 autocast on the CPU, weights and optimizer in float32,
+    the bf16 products on the CPU's own instructions (sft/numerics.py: oneDNN's cap lifted here)."""
+    if (flag := cpu_bf16_flag(p, has_cuda)) is None:
+        return sft
+    native_half_kernels()
+    print(f"[train] train.cpu_bf16: bf16 autocast on the CPU ({flag}); float32 weights and optimizer", flush=True)
+    return {**sft, "bf16": True, "use_cpu": True}  # transformers' CPU autocast needs both
+
+
 def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
     from trl import SFTConfig
 
-    sft = without_gpu_only_settings(sft, has_cuda)
+    sft = with_cpu_bf16(p, without_gpu_only_settings(sft, has_cuda), has_cuda)
     return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
 
 
