@@ -22,7 +22,7 @@ BAD = {
                "main_process_port": 70000},
     "train": {"method": "bogus", "epochs": 0, "lora_r": 0, "lora_alpha": 0, "lora_dropout": 1.5,
               "lora_target_modules": 5, "use_dora": "yes", "attn_implementation": "flash", "fused_lm_head": "sometimes",
-              "keep_stale": -1, "early_stopping_patience": 0, "learning_rate": -1.0e-3, "lr_scheduler_type": "cosin", "warmup_steps": -1,
+              "keep_stale": -1, "early_stopping_patience": 0, "cpu_bf16": "yes", "learning_rate": -1.0e-3, "lr_scheduler_type": "cosin", "warmup_steps": -1,
               "per_device_train_batch_size": 0, "per_device_eval_batch_size": 0, "gradient_accumulation_steps": 0,
               "train_sampling_strategy": "by_length", "gradient_checkpointing": "yes",
               "logging_steps": 0, "seed": "x", "bf16": "yes"},
