@@ -264,7 +264,10 @@ def trainer_class(fused_lm_head: bool):
 
     class PlainLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss = None if return_outputs else completion_loss(model, inputs, num_items_in_batch)
+            # The decoder is called past the forward accelerate wraps in autocast: mixed precision
+            # (bf16 on a GPU, train.cpu_bf16 on a CPU) is applied here as it is there.
+            with self.accelerator.autocast():
+                loss = None if return_outputs else completion_loss(model, inputs, num_items_in_batch)
             if loss is None:
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:

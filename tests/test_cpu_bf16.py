@@ -93,7 +93,12 @@ def test_a_tiny_model_trains_under_cpu_bf16_autocast(tiny_model_dir, tmp_path, m
     assert config.bf16
     data = prepared(tmp_path / "data", 8, 2, model_dir=tiny_model_dir)
     trainer, _ = training.make_trainer(p, config, str(tiny_model_dir), data, has_cuda=False)
+    computed = set()  # the dtype the projections compute in, through the stage's own loss
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda m, args, out: computed.add(out.dtype))
     trainer.train()
+    assert computed == {torch.bfloat16}
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 2 and all(0 < loss < 20 for loss in losses)
     # Autocast computes in bf16; the weights and what the optimizer updates stay float32.
