@@ -16,7 +16,7 @@ from pathlib import Path
 from sft.evaluation import EvaluateParams, evaluate
 from sft.files import read_jsonl, write_json
 from sft.pairing import OTHERS, paired_with_finetuned
-from sft.params import PARAMS_FILE, UserError
+from sft.params import PARAMS_FILE, UserError, load
 from sft.task import read_task
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name on every system, and a DVC stage key
@@ -53,6 +53,33 @@ class OthersParams:
                             "a name of its own")
 
 
+@dataclass
+class Request:
+    """What an other-model stage is asked to do: which model (its key under others.<kind>), its
+    entry there, where the prepared data are and where the outputs go, and how to generate."""
+    name: str
+    entry: dict | str  # hub: {model_name_or_path, revision}; folders: the folder
+    data: Path
+    out: Path
+    evaluate: EvaluateParams
+
+
+def request(kind: str, description: str) -> Request:
+    """The stage's command line and params: `--name` must be a key of others.<kind>."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--name", required=True, help=f"its key under others.{kind} of params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", default="metrics")
+    args = ap.parse_args()
+    listed = getattr(load("others", OthersParams), kind)
+    evaluate_params = load("evaluate", EvaluateParams)
+    if args.name not in listed:
+        raise UserError(f"{PARAMS_FILE}: others.{kind} has no '{args.name}'")
+    return Request(args.name, listed[args.name], Path(args.data), Path(args.out), evaluate_params)
+
+
 def check_name(name, where: str) -> None:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UserError(f"{where}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
@@ -74,14 +101,15 @@ def hub_folder(name: str, model: str, revision: str) -> str:
                         f"others.hub.{name}. The rest of the graph does not need it") from e
 
 
-def evaluate_other(name: str, model_dir: str, identity: dict, data: Path, out: Path, p: EvaluateParams) -> dict:
+def evaluate_other(r: Request, model_dir: str, identity: dict) -> dict:
     """Evaluate one other model as evaluate does and write out/others/<name>.json: who it is, its
     task figures, and the fine-tuned model against it."""
-    records = read_jsonl(data / "test.jsonl")
-    task = read_task(data)
-    figures = evaluate(model_dir, f"{OTHERS}/{name}", records, [r["prompt"] for r in records], task, p, out)
-    against = paired_with_finetuned(out / "predictions", name, task.task_metric)["against_finetuned"]
+    records = read_jsonl(r.data / "test.jsonl")
+    task = read_task(r.data)
+    figures = evaluate(model_dir, f"{OTHERS}/{r.name}", records, [x["prompt"] for x in records], task, r.evaluate,
+                       r.out)
+    against = paired_with_finetuned(r.out / "predictions", r.name, task.task_metric)["against_finetuned"]
     result = {**identity, **figures, "against_finetuned": against}
-    write_json(out / OTHERS / f"{name}.json", result)
-    print(f"[{OTHERS}] {name}: fine-tuned minus it {against}", flush=True)
+    write_json(r.out / OTHERS / f"{r.name}.json", result)
+    print(f"[{OTHERS}] {r.name}: fine-tuned minus it {against}", flush=True)
     return result

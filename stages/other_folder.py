@@ -11,30 +11,19 @@ metrics/confusion/others/<name>.json.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from sft import others
-from sft.evaluation import EvaluateParams
-from sft.params import UserError, load, run
+from sft.params import UserError, run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Evaluate a model folder as a baseline.")
-    ap.add_argument("--name", required=True, help="its key under others.folders of params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--out", default="metrics")
-    args = ap.parse_args()
-    o = load("others", others.OthersParams)
-    p = load("evaluate", EvaluateParams)
-    if args.name not in o.folders:
-        raise UserError(f"params.yaml: others.folders has no '{args.name}'")
+    r = others.request("folders", "Evaluate a model folder as a baseline.")
 
-    folder = o.folders[args.name]
-    if not (Path(folder) / "config.json").is_file():
-        raise UserError(f"params.yaml: others.folders.{args.name} is {folder!r}, which holds no config.json: "
+    if not (Path(r.entry) / "config.json").is_file():
+        raise UserError(f"params.yaml: others.folders.{r.name} is {r.entry!r}, which holds no config.json: "
                         "not a model folder (write the folder that holds config.json and the weights)")
-    others.evaluate_other(args.name, folder, {"model": folder}, Path(args.data), Path(args.out), p)
+    others.evaluate_other(r, r.entry, {"model": r.entry})
 
 
 if __name__ == "__main__":

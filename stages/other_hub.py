@@ -12,29 +12,16 @@ items), metrics/predictions/others/<name>.jsonl, metrics/confusion/others/<name>
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 from sft import others
-from sft.evaluation import EvaluateParams
-from sft.params import UserError, load, run
+from sft.params import run
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description="Evaluate a pinned hub model as a baseline.")
-    ap.add_argument("--name", required=True, help="its key under others.hub of params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--out", default="metrics")
-    args = ap.parse_args()
-    o = load("others", others.OthersParams)
-    p = load("evaluate", EvaluateParams)
-    if args.name not in o.hub:
-        raise UserError(f"params.yaml: others.hub has no '{args.name}'")
+    r = others.request("hub", "Evaluate a pinned hub model as a baseline.")
 
-    model, revision = o.hub[args.name]["model_name_or_path"], o.hub[args.name]["revision"]
-    folder = others.hub_folder(args.name, model, revision)
-    others.evaluate_other(args.name, folder, {"model": model, "revision": revision}, Path(args.data),
-                          Path(args.out), p)
+    model, revision = r.entry["model_name_or_path"], r.entry["revision"]
+    folder = others.hub_folder(r.name, model, revision)
+    others.evaluate_other(r, folder, {"model": model, "revision": revision})
 
 
 if __name__ == "__main__":
