@@ -9,6 +9,7 @@ card does, so export waits for it).
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,8 +67,6 @@ class Request:
 
 def request(kind: str, description: str) -> Request:
     """The stage's command line and params: `--name` must be a key of others.<kind>."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--name", required=True, help=f"its key under others.{kind} of params.yaml")
     ap.add_argument("--data", default="data/prepared")

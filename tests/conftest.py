@@ -320,3 +320,17 @@ def trained_run(tiny_model_dir, tmp_path_factory) -> Path:
 def trained_copy(trained_run, tmp_path) -> Path:
     """A copy of trained_run that a test may change (params, select.json, merged folders)."""
     return Path(shutil.copytree(trained_run, tmp_path / "run", symlinks=True))
+
+
+def multiple_choice_data(folder: Path, with_train: bool = False) -> Path:
+    """A prepared folder of four multiple-choice test items ("the answer is (A)" ...) and their task;
+    with `with_train`, the same items as train records (ids 100-103) for few-shot examples."""
+    folder.mkdir(parents=True)
+    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Question {i}?"}],
+             "completion": [{"role": "assistant", "content": f"... the answer is ({'ABCD'[i % 4]})."}],
+             "references": {}} for i in range(4)]
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if with_train:
+        (folder / "train.jsonl").write_text("".join(json.dumps({**r, "id": 100 + r["id"]}) + "\n" for r in rows))
+    (folder / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
+    return folder

@@ -4,6 +4,7 @@ paired, from real evaluate and fewshot outputs."""
 import json
 
 import pytest
+from conftest import multiple_choice_data
 
 from sft.pairing import paired
 from sft.params import UserError
@@ -12,14 +13,7 @@ from stages import compare, evaluate, fewshot
 
 def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = tmp_path / "data"
-    data.mkdir()
-    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Question {i}?"}],
-             "completion": [{"role": "assistant", "content": f"... the answer is ({'ABCD'[i % 4]})."}],
-             "references": {}} for i in range(4)]
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "train.jsonl").write_text("".join(json.dumps({**r, "id": 100 + r["id"]}) + "\n" for r in rows))
-    (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
+    data = multiple_choice_data(tmp_path / "data", with_train=True)
     (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 3\n  batch_size: 4\nfewshot:\n  shots: 2\n")
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "baseline",
                                      "--data", str(data), "--out", "metrics"])

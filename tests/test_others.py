@@ -12,23 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, dvc, edit, run_copy, stale
+from conftest import ROOT, dvc, edit, multiple_choice_data, run_copy, stale
 
 from stages import evaluate, other_folder
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def write_data(run: Path) -> Path:
-    """Four multiple-choice test items, their task, and params.yaml (3 new tokens, one batch)."""
-    data = run / "data"
-    data.mkdir()
-    rows = [{"id": i, "prompt": [{"role": "user", "content": f"Question {i}?"}],
-             "completion": [{"role": "assistant", "content": f"... the answer is ({'ABCD'[i % 4]})."}],
-             "references": {}} for i in range(4)]
-    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
-    return data
 
 
 def write_params(run: Path, others: dict) -> None:
@@ -42,7 +30,7 @@ def read(path: Path):
 
 def test_a_model_folder_is_evaluated_and_paired_with_the_fine_tuned_model(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    data = write_data(tmp_path)
+    data = multiple_choice_data(tmp_path / "data")
     write_params(tmp_path, {"folders": {"earlier": str(tiny_model_dir)}})
     # The fine-tuned model's predictions: here the same model, evaluated by the evaluate stage.
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "finetuned",
@@ -83,7 +71,7 @@ def run_stage(module: str, name: str, run: Path, cache: Path) -> subprocess.Comp
 
 def test_a_hub_model_pinned_by_a_commit_loads_offline_from_the_cache_and_one_that_cannot_fails_in_one_line(
         tiny_model_dir, tmp_path):
-    write_data(tmp_path)
+    multiple_choice_data(tmp_path / "data")
     cache = tmp_path / "hub"
     snapshot = cache / "models--someone--tiny" / "snapshots" / COMMIT  # the cache's layout, as hf download leaves it
     shutil.copytree(tiny_model_dir, snapshot)
