@@ -84,6 +84,11 @@ def activation_bytes_per_token(text: dict, checkpointing: bool, act_bytes: int) 
     return layers * d * act_bytes + layer if checkpointing else layers * layer
 
 
+def load_bytes(train: dict) -> int:
+    """Bytes a weight as training loads it (trl's `model_init_kwargs.dtype`; float32 unset)."""
+    return DTYPE_BYTES[(train.get("model_init_kwargs") or {}).get("dtype", "float32")]
+
+
 def optimizer_state_bytes(optim: str, param_bytes: float) -> float:
     """AdamW's two states a trained parameter: torch keeps them at the parameter's dtype."""
     return 2 * (0.5 if "4bit" in optim else 1 if "8bit" in optim else param_bytes)
@@ -92,7 +97,7 @@ def optimizer_state_bytes(optim: str, param_bytes: float) -> float:
 def training_memory(c: Counts, train: dict, batch: int, max_length: int) -> dict:
     """GB at the peak of a training step, by part."""
     method = train.get("method", "lora")
-    load = DTYPE_BYTES[(train.get("model_init_kwargs") or {}).get("dtype", "float32")]
+    load = load_bytes(train)
     act = 2 if train.get("bf16") else 4
     if method == "qlora":
         weights = c.linear * NF4_BYTES + (c.total - c.linear) * load
@@ -115,7 +120,7 @@ def disk(c: Counts, params: dict) -> dict:
     """GB the run leaves on disk, by part: DVC links its cache into the workspace (.dvc/config),
     so each output is stored once; a stale run's outputs stay in the cache until `dvc gc`."""
     train = params["train"]
-    load = DTYPE_BYTES[(train.get("model_init_kwargs") or {}).get("dtype", "float32")]
+    load = load_bytes(train)
     optim = str(train.get("optim", "adamw_torch"))
     if train.get("method", "lora") == "full":
         checkpoint = c.total * (load + optimizer_state_bytes(optim, load))
