@@ -95,8 +95,13 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
                   ) -> list[list[int]]:
     """Greedy continuation of each prompt (token ids, up to and including the stop token). A batch
     whose prompts are all in `skip` is not generated (its rows stay empty); `done` gets each
-    generated batch as it ends. The batches are the same whatever is skipped, so are the replies."""
+    generated batch as it ends. The batches are the same whatever is skipped, so are the replies.
+
+    The tokens every prompt starts with (system message, few-shot examples) are run through the
+    model once and their keys and values copied into each batch, not computed again per prompt."""
     import torch
+
+    from sft.attention import grouped_query_attention
 
     pad = pad_id(tokenizer)
     stops = set(stop_tokens(model, tokenizer))
@@ -104,22 +109,74 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     out: list[list[int]] = [[] for _ in ids]
     model.eval()
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        if all(i in skip for i in idx):
-            continue
-        width = max(len(ids[i]) for i in idx)
-        input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
-        mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
-        with torch.inference_mode():
-            generated = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                       do_sample=False, pad_token_id=pad)[:, width:]
-        for i, row in zip(idx, generated.tolist(), strict=True):
-            end = next((n + 1 for n, t in enumerate(row) if t in stops), len(row))
-            out[i] = row[:end]
-        if done is not None:
-            done({i: out[i] for i in idx})
+    with torch.inference_mode(), grouped_query_attention(model):
+        shared = shared_prefix(ids)
+        cache = prefix_cache(model, shared)
+        if cache is None:
+            shared = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            if all(i in skip for i in idx):
+                continue
+            input_ids, mask = batch_inputs([ids[i] for i in idx], len(shared), pad)
+            kwargs = {} if cache is None else {"past_key_values": repeated(cache, len(idx))}
+            generated = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                       max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+                                       **kwargs)[:, input_ids.shape[1]:]
+            for i, row in zip(idx, generated.tolist(), strict=True):
+                end = next((n + 1 for n, t in enumerate(row) if t in stops), len(row))
+                out[i] = row[:end]
+            if done is not None:
+                done({i: out[i] for i in idx})
     return out
+
+
+def shared_prefix(ids: list[list[int]]) -> list[int]:
+    """The tokens every prompt starts with, leaving each prompt at least one of its own."""
+    if not ids:
+        return []
+    shortest = min(ids, key=len)
+    n = 0
+    while n < len(shortest) - 1 and all(row[n] == shortest[n] for row in ids):
+        n += 1
+    return shortest[:n]
+
+
+def prefix_cache(model, shared: list[int]):
+    """The model's keys and values for `shared`, a batch of one; None where there is nothing to
+    share, or the model's cache is not plain full attention: a sliding window counts the padding
+    between shared and own tokens as distance, and a recurrent layer would read the padding."""
+    import torch
+
+    if not shared:
+        return None
+    cache = getattr(model(input_ids=torch.tensor([shared], device=model.device), use_cache=True),
+                    "past_key_values", None)
+    if not hasattr(cache, "batch_repeat_interleave") or any(getattr(cache, "is_sliding", [True])) \
+            or any(getattr(cache, "is_linear", [])):
+        return None
+    return cache
+
+
+def repeated(cache, rows: int):
+    """A fresh copy of the shared prefix's cache for a batch of `rows` (generate appends to it)."""
+    import copy
+
+    batch = copy.deepcopy(cache)
+    batch.batch_repeat_interleave(rows)
+    return batch
+
+
+def batch_inputs(rows: list[list[int]], shared: int, pad: int):
+    """Token ids and attention mask of a batch: the `shared` first tokens (cached, the same in every
+    row), then each row's own tokens, left-padded to the longest. The padding sits between the two
+    and is masked; positions count unmasked tokens, so each row reads as its own prompt."""
+    import torch
+
+    width = max(len(r) for r in rows) - shared
+    input_ids = torch.tensor([r[:shared] + [pad] * (width - len(r) + shared) + r[shared:] for r in rows])
+    mask = torch.tensor([[1] * shared + [0] * (width - len(r) + shared) + [1] * (len(r) - shared) for r in rows])
+    return input_ids, mask
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int,

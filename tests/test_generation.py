@@ -1,0 +1,146 @@
+"""Generation's two shortcuts give what the plain computation gives: grouped-query attention on a
+CPU (transformers' sdpa bit for bit, without its key/value copies) and the shared prefix of the
+prompts computed once (each prompt's reply as if generated on its own)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sft import attention, fewshot, generation
+from sft.generation import batch_inputs, continuations, prompt_ids, shared_prefix
+from sft.models import load_folder
+from sft.stops import stop_tokens
+
+QUESTIONS = ["How many rows?", "List every name in the table of employees, longest first.", "Sum of x?",
+             "Which departments have more than three employees earning above the median salary?", "Max?"]
+SYSTEM = {"role": "system", "content": "You translate a question into one SQLite query. Reply with the query only."}
+
+
+def few_shot_prompts() -> list[list[dict]]:
+    shown = [{"prompt": [SYSTEM, {"role": "user", "content": f"Example question {n}?"}],
+              "completion": [{"role": "assistant", "content": f"SELECT {n};"}]} for n in range(3)]
+    return [fewshot.with_examples([SYSTEM, {"role": "user", "content": q}], shown) for q in QUESTIONS]
+
+
+def alone(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """Each prompt's greedy continuation, one at a time, no padding, no cache handed in."""
+    stops = set(stop_tokens(model, tokenizer))
+    out = []
+    for row in ids:
+        with torch.inference_mode():
+            new = model.generate(input_ids=torch.tensor([row]), max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.eos_token_id)[0, len(row):].tolist()
+        out.append(new[:next((n + 1 for n, t in enumerate(new) if t in stops), len(new))])
+    return out
+
+
+def padded_batch(tokenizer):
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    return batch_inputs(ids, 0, tokenizer.eos_token_id)
+
+
+def test_grouped_attention_is_sdpa_bit_for_bit_without_copying_keys_and_values(tiny_model_dir, monkeypatch):
+    from transformers.integrations import sdpa_attention
+
+    model, tokenizer = load_folder(tiny_model_dir)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped
+    input_ids, mask = padded_batch(tokenizer)
+    with torch.inference_mode():
+        plain = model(input_ids=input_ids, attention_mask=mask).logits
+        copies = []
+        real_repeat = sdpa_attention.repeat_kv
+        monkeypatch.setattr(sdpa_attention, "repeat_kv", lambda h, n: copies.append(n) or real_repeat(h, n))
+        with attention.grouped_query_attention(model):
+            assert model.config._attn_implementation == attention.NAME
+            grouped = model(input_ids=input_ids, attention_mask=mask).logits
+        assert copies == []
+        assert model.config._attn_implementation == "sdpa"  # put back
+        model(input_ids=input_ids, attention_mask=mask)
+        assert copies  # sdpa itself copies: the check above can fail
+    assert torch.equal(plain, grouped)
+
+
+def test_grouped_attention_leaves_other_attention_alone(tiny_model_dir):
+    model, _ = load_folder(tiny_model_dir, attn_implementation="eager")
+    with attention.grouped_query_attention(model):
+        assert model.config._attn_implementation == "eager"
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5, 6], [1, 2, 3]]) == [1, 2]
+    assert shared_prefix([[1, 2], [3]]) == []
+    assert shared_prefix([[7, 8, 9]]) == [7, 8]
+    assert shared_prefix([]) == []
+
+
+def test_batch_inputs_put_the_padding_between_shared_and_own_tokens():
+    input_ids, mask = batch_inputs([[1, 2, 3, 4], [1, 2, 5]], shared=2, pad=0)
+    assert input_ids.tolist() == [[1, 2, 3, 4], [1, 2, 0, 5]]
+    assert mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 1]]
+
+
+def test_a_shared_prefix_computed_once_gives_each_prompt_its_own_reply(smollm_dir, monkeypatch):
+    # The real embedded model: a tiny random one answers every prompt with the same token.
+    model, tokenizer = load_folder(smollm_dir)
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    assert len(shared_prefix(ids)) > 40  # the system message and the three examples
+    cached = []
+    real_cache = generation.prefix_cache
+    monkeypatch.setattr(generation, "prefix_cache", lambda m, s: cached.append(real := real_cache(m, s)) or real)
+    got = continuations(model, tokenizer, ids, max_new_tokens=12, batch_size=3)
+    assert cached and cached[0] is not None  # the shortcut ran
+    assert len({tuple(r) for r in got}) > 2  # replies that differ, so a wrong prompt would show
+    assert got == alone(model, tokenizer, ids, 12)
+
+
+@pytest.fixture(scope="module")
+def sliding_window_model(tiny_model_dir):
+    """Gemma 3's text architecture, tiny and random: a sliding-window layer (4 tokens) and a full one."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from sft.models import load_tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(tiny_model_dir)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=1024,
+                              eos_token_id=tokenizer.eos_token_id, attn_implementation="sdpa")
+    return Gemma3ForCausalLM(config).eval(), tokenizer
+
+
+def test_a_sliding_window_model_is_not_given_the_shared_prefix_and_still_answers_as_alone(sliding_window_model):
+    # Padding between the shared and own tokens would count as distance in the window.
+    model, tokenizer = sliding_window_model
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    with torch.inference_mode():
+        assert generation.prefix_cache(model, shared_prefix(ids)) is None
+    expected = alone(model, tokenizer, ids, 8)
+    assert continuations(model, tokenizer, ids, max_new_tokens=8, batch_size=3) == expected
+
+
+def first_logits(model, tokenizer, ids: list[list[int]], shared: int) -> list[torch.Tensor]:
+    """Each prompt's next-token logits: from one batch on `shared` cached tokens, and alone."""
+    input_ids, mask = batch_inputs(ids, shared, tokenizer.eos_token_id)
+    with torch.inference_mode():
+        cache = model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
+        batch = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=generation.repeated(cache, len(ids)),
+                               max_new_tokens=1, do_sample=False, output_logits=True, return_dict_in_generate=True,
+                               pad_token_id=tokenizer.eos_token_id).logits[0]
+        own = [model(input_ids=torch.tensor([row])).logits[0, -1] for row in ids]
+    return [(b - o).abs().max().item() for b, o in zip(batch, own, strict=True)]
+
+
+def test_padding_after_the_shared_prefix_is_invisible_to_full_attention(tiny_model_dir):
+    model, tokenizer = load_folder(tiny_model_dir)
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    assert len({len(r) for r in ids}) > 1  # some rows are padded
+    assert max(first_logits(model, tokenizer, ids, len(shared_prefix(ids)))) < 1e-4
+
+
+def test_but_not_to_a_sliding_window_which_is_why_it_gets_no_shared_prefix(sliding_window_model):
+    model, tokenizer = sliding_window_model
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    errors = first_logits(model, tokenizer, ids, len(shared_prefix(ids)))
+    assert max(errors) > 1e-2  # the padded rows read differently
