@@ -151,6 +151,7 @@ bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, gener
 	python bench/train.py
 	python bench/turns.py
 	python bench/generate.py
+	python bench/generate.py --shots 3
 	python bench/overhead.py
 	python bench/mfu.py
 	@python bench/summary.py
