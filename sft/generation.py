@@ -1,12 +1,13 @@
 """Greedy generation, one entry point (`replies`) for every stage, bench and test, three backends:
-transformers (CPU or GPU; batched, left padding, longest first), vLLM (GPU) and llama.cpp (CPU, the
-model as a GGUF at its own precision). All feed the model the same token ids: the prompt rendered
-by the model's own chat template, exactly as training rendered it. Which backend runs where is
-sft/device.py's choice.
+transformers (CPU or GPU; batched, left padding, longest first, the prompts' shared first tokens
+read once), vLLM (GPU) and llama.cpp (CPU, the model as a GGUF at its own precision). All feed the
+model the same token ids: the prompt rendered by the model's own chat template, exactly as
+training rendered it. Which backend runs where is sft/device.py's choice.
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 from collections.abc import Callable, Container
@@ -110,15 +111,13 @@ def continuations(model, tokenizer, ids: list[list[int]], max_new_tokens: int, b
     out: list[list[int]] = [[] for _ in ids]
     model.eval()
     with torch.inference_mode(), grouped_query_attention(model):
-        shared = shared_prefix(ids)
-        cache = prefix_cache(model, shared)
-        if cache is None:
-            shared = []
+        cache = prefix_cache(model, shared := shared_prefix(ids))
+        shared_tokens = len(shared) if cache is not None else 0
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             if all(i in skip for i in idx):
                 continue
-            input_ids, mask = batch_inputs([ids[i] for i in idx], len(shared), pad)
+            input_ids, mask = batch_inputs([ids[i] for i in idx], shared_tokens, pad)
             kwargs = {} if cache is None else {"past_key_values": repeated(cache, len(idx))}
             generated = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
                                        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
@@ -160,8 +159,6 @@ def prefix_cache(model, shared: list[int]):
 
 def repeated(cache, rows: int):
     """A fresh copy of the shared prefix's cache for a batch of `rows` (generate appends to it)."""
-    import copy
-
     batch = copy.deepcopy(cache)
     batch.batch_repeat_interleave(rows)
     return batch
