@@ -1,6 +1,7 @@
-"""Generation's two shortcuts give what the plain computation gives: grouped-query attention on a
-CPU (transformers' sdpa bit for bit, without its key/value copies) and the shared prefix of the
-prompts computed once (each prompt's reply as if generated on its own)."""
+"""Generation's shortcuts give what the plain computation gives: grouped-query attention on a
+CPU (transformers' sdpa bit for bit, without its key/value copies), the shared prefix of the
+prompts computed once, and rows leaving the batch when their reply is over (each prompt's reply
+as if generated on its own)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ def few_shot_prompts() -> list[list[dict]]:
     return [fewshot.with_examples([SYSTEM, {"role": "user", "content": q}], shown) for q in QUESTIONS]
 
 
-def alone(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+def alone(model, tokenizer, ids: list[list[int]], max_new_tokens: int, stops: set[int] | None = None
+          ) -> list[list[int]]:
     """Each prompt's greedy continuation, one at a time, no padding, no cache handed in."""
-    stops = set(stop_tokens(model, tokenizer))
+    stops = set(stop_tokens(model, tokenizer)) if stops is None else stops
     out = []
     for row in ids:
         with torch.inference_mode():
@@ -33,6 +35,13 @@ def alone(model, tokenizer, ids: list[list[int]], max_new_tokens: int) -> list[l
                                  pad_token_id=tokenizer.eos_token_id)[0, len(row):].tolist()
         out.append(new[:next((n + 1 for n, t in enumerate(new) if t in stops), len(new))])
     return out
+
+
+def generate_rows(model, monkeypatch) -> list[int]:
+    """The rows of every `model.generate` call from here on."""
+    rows, real = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: rows.append(kw["input_ids"].shape[0]) or real(**kw))
+    return rows
 
 
 def padded_batch(tokenizer):
@@ -144,3 +153,47 @@ def test_but_not_to_a_sliding_window_which_is_why_it_gets_no_shared_prefix(slidi
     ids = prompt_ids(tokenizer, few_shot_prompts())
     errors = first_logits(model, tokenizer, ids, len(shared_prefix(ids)))
     assert max(errors) > 1e-2  # the padded rows read differently
+
+
+def test_rows_whose_reply_is_over_leave_the_batch_and_the_others_answer_as_alone(smollm_dir, monkeypatch):
+    model, tokenizer = load_folder(smollm_dir)
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    expected = alone(model, tokenizer, ids, 24)
+    assert len({len(r) for r in expected}) > 2  # replies that end at different steps
+    calls = generate_rows(model, monkeypatch)
+    assert continuations(model, tokenizer, ids, max_new_tokens=24, batch_size=5) == expected
+    assert calls[0] == 5 and min(calls) < 5  # rows left the batch, and the rest went on
+
+
+def test_a_cache_that_cannot_drop_rows_goes_on_with_every_row(smollm_dir, monkeypatch):
+    model, tokenizer = load_folder(smollm_dir)
+    ids = prompt_ids(tokenizer, few_shot_prompts())
+    monkeypatch.setattr(generation, "prefix_cache", lambda m, s: None)  # generate makes the cache ...
+    monkeypatch.setattr(generation, "prunable", lambda cache: False)  # ... and it cannot drop rows
+    expected = alone(model, tokenizer, ids, 24)
+    calls = generate_rows(model, monkeypatch)
+    assert continuations(model, tokenizer, ids, max_new_tokens=24, batch_size=5) == expected
+    assert len(calls) > 1 and set(calls) == {5}  # stopped early once, then every row went on
+
+
+def test_a_sliding_window_cache_drops_rows_and_each_row_answers_as_alone(sliding_window_model, monkeypatch):
+    model, tokenizer = sliding_window_model
+    ids = prompt_ids(tokenizer, [[SYSTEM, {"role": "user", "content": q}] for q in QUESTIONS])
+    free = alone(model, tokenizer, ids, 10, stops=set())
+    stops = {row[n + 1] for n, row in enumerate(free)}  # a random model has no end of turn: rows stop where told
+    expected = alone(model, tokenizer, ids, 10, stops=stops)
+    assert len({len(r) for r in expected}) > 1
+    input_ids, mask = batch_inputs(ids, 0, tokenizer.eos_token_id)
+    calls = generate_rows(model, monkeypatch)
+    with torch.inference_mode():
+        got = generation.batch_continuations(model, input_ids, mask, None, 10, tokenizer.eos_token_id, stops)
+    assert got == expected
+    assert min(calls) < len(ids)
+
+
+def test_a_generate_call_ends_once_a_quarter_of_its_rows_have_stopped():
+    criterion = generation.StoppedShare({7}, rows=8)  # 2 of 8
+    assert not criterion(torch.tensor([[1, 7]] + [[1, 2]] * 7), None).any()
+    assert not criterion(torch.tensor([[7, 3]] + [[2, 2]] * 7), None).any()  # the same row, still one
+    assert criterion(torch.tensor([[7, 3], [2, 7]] + [[2, 2]] * 6), None).all()
+    assert generation.StoppedShare({7}, rows=1)(torch.tensor([[7]]), None).all()
