@@ -2,7 +2,8 @@
 transformers (CPU or GPU; batched, left padding, longest first, the prompts' shared first tokens
 read once, a row leaving its batch once its reply is over), vLLM (GPU) and llama.cpp (CPU, the
 model as a GGUF at its own precision). All feed the model the same token ids: the prompt rendered
-by the model's own chat template, exactly as training rendered it. Which backend runs where is sft/device.py's choice.
+by the model's own chat template, exactly as training rendered it. Which backend runs where is
+sft/device.py's choice.
 """
 
 from __future__ import annotations
