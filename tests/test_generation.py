@@ -155,22 +155,26 @@ def test_but_not_to_a_sliding_window_which_is_why_it_gets_no_shared_prefix(slidi
     assert max(errors) > 1e-2  # the padded rows read differently
 
 
-def test_rows_whose_reply_is_over_leave_the_batch_and_the_others_answer_as_alone(smollm_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def few_shot_alone(smollm_dir):
+    """The real embedded model, the few-shot prompts' ids, and each one's 24-token reply generated alone."""
     model, tokenizer = load_folder(smollm_dir)
     ids = prompt_ids(tokenizer, few_shot_prompts())
-    expected = alone(model, tokenizer, ids, 24)
+    return model, tokenizer, ids, alone(model, tokenizer, ids, 24)
+
+
+def test_rows_whose_reply_is_over_leave_the_batch_and_the_others_answer_as_alone(few_shot_alone, monkeypatch):
+    model, tokenizer, ids, expected = few_shot_alone
     assert len({len(r) for r in expected}) > 2  # replies that end at different steps
     calls = generate_rows(model, monkeypatch)
     assert continuations(model, tokenizer, ids, max_new_tokens=24, batch_size=5) == expected
     assert calls[0] == 5 and min(calls) < 5  # rows left the batch, and the rest went on
 
 
-def test_a_cache_that_cannot_drop_rows_goes_on_with_every_row(smollm_dir, monkeypatch):
-    model, tokenizer = load_folder(smollm_dir)
-    ids = prompt_ids(tokenizer, few_shot_prompts())
+def test_a_cache_that_cannot_drop_rows_goes_on_with_every_row(few_shot_alone, monkeypatch):
+    model, tokenizer, ids, expected = few_shot_alone
     monkeypatch.setattr(generation, "prefix_cache", lambda m, s: None)  # generate makes the cache ...
     monkeypatch.setattr(generation, "prunable", lambda cache: False)  # ... and it cannot drop rows
-    expected = alone(model, tokenizer, ids, 24)
     calls = generate_rows(model, monkeypatch)
     assert continuations(model, tokenizer, ids, max_new_tokens=24, batch_size=5) == expected
     assert len(calls) > 1 and set(calls) == {5}  # stopped early once, then every row went on
