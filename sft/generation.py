@@ -154,15 +154,16 @@ def batch_continuations(model, input_ids, mask, cache, max_new_tokens: int, pad:
     prune = cache is None or prunable(cache)
     while True:
         made = input_ids.shape[1] - prompt
+        criteria = [StoppedShare(stops, len(rows))] if prune else []
         result = model.generate(input_ids=input_ids, attention_mask=mask, past_key_values=cache,
                                 max_new_tokens=max_new_tokens - made, do_sample=False, pad_token_id=pad,
-                                return_dict_in_generate=True,
-                                stopping_criteria=StoppingCriteriaList([StoppedShare(stops, len(rows))] if prune else []))
+                                return_dict_in_generate=True, stopping_criteria=StoppingCriteriaList(criteria))
         going = []
         for k, (r, row) in enumerate(zip(rows, result.sequences[:, prompt:].tolist(), strict=True)):
             end = next((n + 1 for n, t in enumerate(row) if t in stops), None)
             out[r] = row[:end]
-            going += [k] if end is None else []
+            if end is None:
+                going.append(k)
         if not going or result.sequences.shape[1] - prompt >= max_new_tokens:
             return out
         cache, grown = result.past_key_values, torch.ones_like(result.sequences[:, mask.shape[1]:])
@@ -190,12 +191,14 @@ class StoppedShare:
         import math
 
         self.stops, self.needed = sorted(stops), max(1, math.ceil(STOPPED_SHARE * rows))
-        self.stopped = None
+        self.stopped = self.stop_ids = None
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        last = torch.isin(input_ids[:, -1], torch.tensor(self.stops, device=input_ids.device))
+        if self.stop_ids is None:  # once a call, not once a decoding step
+            self.stop_ids = torch.tensor(self.stops, device=input_ids.device)
+        last = torch.isin(input_ids[:, -1], self.stop_ids)
         self.stopped = last if self.stopped is None else self.stopped | last
         return torch.full_like(last, int(self.stopped.sum()) >= self.needed)
 
