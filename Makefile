@@ -145,7 +145,7 @@ push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name, JO
 pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
 	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))
 
-bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, generate, DVC overhead; MFU on a GPU); figures in bench/results/
+bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, generate, DVC overhead, the run's floor; MFU on a GPU); figures in bench/results/
 	dvc repro
 	python bench/prepare.py
 	python bench/train.py
@@ -153,6 +153,7 @@ bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, gener
 	python bench/generate.py
 	python bench/generate.py --shots 3
 	python bench/overhead.py
+	python bench/floor.py
 	python bench/mfu.py
 	@python bench/summary.py
 

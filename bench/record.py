@@ -13,12 +13,14 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def save(name: str, result: dict) -> str:
-    """Writes the result (plus machine and date) and returns its path relative to the repository."""
+def save(name: str, result: dict, results: Path = RESULTS) -> str:
+    """Writes the result (plus machine and date) to `results` (bench/results/ of a repository) and
+    returns its path relative to that repository."""
     result = {**result, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d")}
-    out = RESULTS / f"{name}.json"
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{name}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    return str(out.relative_to(RESULTS.parents[1]))
+    return str(out.relative_to(results.parents[1]))
 
 
 def run_side(script: str, side: str, steps: int, *extra: str) -> dict:

@@ -1,0 +1,200 @@
+"""The least time a finished run's model compute can take on this machine: each stage's model
+FLOPs, counted from the run's own files, over this machine's matrix-product limit measured in the
+same process (bench/limit.py), beside the seconds the run recorded (metrics/speed/).
+
+    python bench/floor.py [--seconds 658]     # after make repro; --seconds: its wall time
+
+Counted, as the stages compute it: training's forward, its backward through the frozen weights
+(LoRA; a full fine-tune's weight gradients as well) and the recompute under activation
+checkpointing, the LM head at completion positions only (sft/training.py), and a validation pass
+an epoch; each evaluation's prompts, the tokens every prompt shares read once and the LM head at
+each prompt's last position (sft/generation.py), and its generated tokens; the general-text loss
+of both models. Left out, so the floor stays a floor: the parity checks of merge and export,
+select by a task figure, other models' baselines, loading, saving and starting processes.
+Every matrix product is counted at the limit, decoding's too, which no batch of 32 rows reaches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from limit import attention_flops, linear_shapes, matmul_gflops  # before torch: pins numerics as stages do
+from record import save
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EVALUATIONS = ("baseline", "finetuned", "fewshot")
+NEEDED = ("params.yaml", "models/base/config.json", "metrics/train.json", "data/prepared/train.tokens.jsonl",
+          "data/prepared/validation.tokens.jsonl", "data/prepared/test.jsonl")
+
+
+def head_flops(config) -> float:
+    """The LM head's forward FLOPs for one position."""
+    return 2 * config.hidden_size * config.vocab_size
+
+
+def body_flops(config, context: float) -> float:
+    """A token's forward FLOPs through every layer but the LM head, attending to `context` positions."""
+    layers = sum(2 * i * o * n for i, o, n in linear_shapes(config)) - head_flops(config)
+    return layers + attention_flops(config, context)
+
+
+def forward_flops(config, lengths: list[int], heads: int) -> float:
+    """One forward pass over sequences of `lengths` (each position attends to those before it, so
+    to half its length on average), with the LM head at `heads` positions."""
+    return sum(n * body_flops(config, n / 2) for n in lengths) + heads * head_flops(config)
+
+
+def train_flops(config, train: list[dict], validation: list[dict], epochs: float, method: str,
+                   checkpointing: bool) -> dict:
+    """Training and its validation passes, from prepare's token ids and loss masks."""
+    def one_pass(rows):
+        return forward_flops(config, [len(r["input_ids"]) for r in rows], sum(sum(r["assistant_masks"]) for r in rows))
+
+    # Backward: the gradient of each layer's input costs what its forward did; a full fine-tune
+    # also takes each weight's gradient, another forward's worth.
+    backward = 2 if method == "full" else 1
+    step = 1 + backward + (1 if checkpointing else 0)
+    return {"train": one_pass(train) * epochs * step, "validation": one_pass(validation) * math.ceil(epochs - 1e-6)}
+
+
+def evaluation_flops(config, prompts: list[list[int]], shared: int, generated: int) -> float:
+    """One evaluation: its prompts, the `shared` first tokens once, each prompt's own tokens after
+    them, the LM head at each prompt's last position; then `generated` tokens, each through the
+    whole model, attending to the prompt and half a reply on average."""
+    own = [len(p) - shared for p in prompts]
+    reply = generated / max(len(prompts), 1)
+    context = sum(map(len, prompts)) / max(len(prompts), 1) + reply / 2
+    return (forward_flops(config, [shared], 0) + sum(n * body_flops(config, shared + n / 2) for n in own)
+            + len(prompts) * head_flops(config) + generated * (body_flops(config, context) + head_flops(config)))
+
+
+def figure(x: float) -> float:
+    """Four significant digits: a tiny model's floor is milliseconds, the embedded default's minutes."""
+    return float(f"{x:.4g}")
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def evaluation_prompts(name: str, tokenizer, params: dict) -> list[list[int]]:
+    """The token ids the evaluation `name` generated from, as its stage built them."""
+    from sft import fewshot
+    from sft.generation import prompt_ids
+
+    records = read_jsonl(Path("data/prepared/test.jsonl"))
+    prompts = [r["prompt"] for r in records]
+    if name == "fewshot":
+        train = "data/prepared/train.jsonl"
+        shown = fewshot.examples(read_jsonl(Path(train)), params["fewshot"]["shots"], params["fewshot"]["seed"], train)
+        prompts = [fewshot.with_examples(p, shown) for p in prompts]
+    return prompt_ids(tokenizer, prompts)
+
+
+def forgetting_lengths(tokenizer, p: dict) -> list[int]:
+    """The general-text documents' token counts, as the forgetting stage scores them."""
+    from sft import sources
+    from sft.forgetting import document_text, token_ids
+
+    records = sources.load(p["dataset"], p.get("subset"), p.get("revision"), param="forgetting.dataset")
+    texts = [document_text(r, p["text_field"], tokenizer) for r in records[p["split"]][: p["max_documents"]]]
+    return [len(ids) for ids in token_ids(tokenizer, texts, p["max_length"])]
+
+
+TRAIN, FORGETTING = "train (with validation)", "forgetting (two models)"
+
+
+def stage_flops(config, tokenizer, params: dict) -> tuple[dict, dict]:
+    """FLOPs of each counted stage of the run in the current folder, and the seconds it recorded."""
+    from sft.generation import shared_prefix
+
+    train = train_flops(config, read_jsonl(Path("data/prepared/train.tokens.jsonl")),
+                        read_jsonl(Path("data/prepared/validation.tokens.jsonl")),
+                        read_json(Path("metrics/train.json"))["epochs"], params["train"].get("method", "lora"),
+                        bool(params["train"].get("gradient_checkpointing")))
+    flops = {TRAIN: train["train"] + train["validation"]}
+    recorded = {TRAIN: (read_json(Path("metrics/speed/train.json")) or {}).get("train_seconds")}
+    for name in EVALUATIONS:
+        speed = read_json(Path(f"metrics/speed/{name}.json"))
+        if speed is None or speed.get("backend", "transformers") != "transformers":
+            continue  # not run, or run by vLLM or llama.cpp, whose own prompt reuse differs
+        prompts = evaluation_prompts(name, tokenizer, params)
+        flops[name] = evaluation_flops(config, prompts, len(shared_prefix(prompts)), speed["generated_tokens"])
+        recorded[name] = speed["generation_seconds"]
+    lengths = forgetting_lengths(tokenizer, params["forgetting"])
+    flops[FORGETTING] = 2 * forward_flops(config, lengths, sum(lengths))  # logits at every position
+    recorded[FORGETTING] = None  # the stage records no speed
+    return flops, recorded
+
+
+def report(flops: dict, recorded: dict, limits: dict, seconds: float | None) -> dict:
+    """Each stage's FLOPs, its floor at the float32 limit and its recorded seconds' share of it;
+    the whole run's floor at each limit, and the run's share of it when its seconds are given."""
+    def at_limit(f: float, dtype: str = "float32") -> float:
+        return f / (limits[dtype] * 1e9)
+
+    def share(f: float, taken: float | None) -> float | None:
+        return figure(at_limit(f) / taken) if taken else None
+
+    stages = {name: {"tflop": figure(f / 1e12), "floor_seconds": figure(at_limit(f)),
+                     "recorded_seconds": recorded[name], "share_of_limit": share(f, recorded[name])}
+              for name, f in flops.items()}
+    total = sum(flops.values())
+    floors = {dtype: figure(at_limit(total, dtype)) for dtype in limits}
+    return {"stages": stages, "total_tflop": figure(total / 1e12),
+            "limit_gflops": {dtype: round(gflops, 1) for dtype, gflops in limits.items()}, "floor_seconds": floors,
+            "run_seconds": seconds, "run_share_of_limit": share(total, seconds)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the finished run's folder (default: this repository)")
+    ap.add_argument("--seconds", type=float, help="the run's wall time (e.g. `time make repro`), set-up excluded")
+    ap.add_argument("--tokens", type=int, default=2048, help="rows of each product when measuring the limit")
+    args = ap.parse_args()
+    import yaml
+    from transformers import AutoConfig, AutoTokenizer
+
+    from sft.device import native_half_cpu
+    from sft.numerics import native_half_kernels
+
+    repo = args.repo.resolve()
+    os.chdir(repo)  # the run's paths are relative, as the stages read them
+    if missing := [f for f in NEEDED if not Path(f).exists()]:
+        sys.exit(f"floor: {repo} has no finished run ({', '.join(missing)} missing): run `make repro` there first")
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    config, tokenizer = AutoConfig.from_pretrained("models/base"), AutoTokenizer.from_pretrained("models/base")
+    flops, recorded = stage_flops(config, tokenizer, params)
+    dtypes = ["float32"]
+    if native_half_cpu("bfloat16"):
+        # oneDNN's bf16 instructions, as train.cpu_bf16 runs (emulated bf16 is ~100x slower): lifted
+        # before the first product of any kind; float32 stays on pinned MKL.
+        native_half_kernels()
+        dtypes.append("bfloat16")
+    limits = {dtype: matmul_gflops(config, args.tokens, dtype, repeats=5) for dtype in dtypes}
+    result = report(flops, recorded, limits, args.seconds)
+    for name, s in result["stages"].items():
+        seen = s["recorded_seconds"]
+        share = f", recorded {seen} s: {s['share_of_limit']:.0%} of the limit" if seen else ""
+        print(f"floor: {name}: {s['tflop']} TFLOP, {s['floor_seconds']} s at the limit{share}")
+    floors = result["floor_seconds"]
+    bf16 = f" ({floors['bfloat16']} s at its bf16 limit, {limits['bfloat16']:.0f} GFLOP/s)" if len(floors) > 1 else ""
+    run = f"; the run took {args.seconds:.0f} s: {result['run_share_of_limit']:.0%} of the limit" if args.seconds \
+        else ""
+    print(f"floor: {result['total_tflop']} TFLOP in all: {floors['float32']} s at this machine's float32 limit "
+          f"({limits['float32']:.0f} GFLOP/s){bf16}{run}")
+    print(f"floor: written to {save('floor', result, repo / 'bench' / 'results')}")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""bench/floor.py: the least time a finished run's model compute can take here, counted from the
+run's own files, against what the run recorded."""
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from conftest import ROOT, run_copy
+
+sys.path.insert(0, str(ROOT / "bench"))
+import floor  # noqa: E402
+
+# One layer, hidden 8 (2 heads of 4, 1 key/value head), MLP 16, vocabulary 10.
+CONFIG = SimpleNamespace(hidden_size=8, num_attention_heads=2, num_key_value_heads=1, head_dim=4, num_hidden_layers=1,
+                         intermediate_size=16, vocab_size=10)
+# Per token, by hand: q 8x8, k and v 8x4 each, o 8x8, gate and up 8x16 each, down 16x8: 576
+# multiply-adds; the head 8x10: 80. Attention: scores and mixing, 2 heads x 4 dims x 2 x 2 a position.
+BODY, HEAD, ATTENTION = 2 * 576, 2 * 80, 32
+
+
+def test_a_tokens_flops_are_its_layers_products_and_attention_to_its_context():
+    assert floor.head_flops(CONFIG) == HEAD
+    assert floor.body_flops(CONFIG, 0) == BODY
+    assert floor.body_flops(CONFIG, 10) == BODY + 10 * ATTENTION
+    # Two sequences of 4 and 2 tokens, the head at 3 positions.
+    assert floor.forward_flops(CONFIG, [4, 2], 3) == 4 * (BODY + 2 * ATTENTION) + 2 * (BODY + ATTENTION) + 3 * HEAD
+
+
+def test_training_counts_the_head_at_completion_positions_and_each_method_its_backward():
+    train = [{"input_ids": [0] * 4, "assistant_masks": [0, 0, 1, 1]}, {"input_ids": [0] * 2, "assistant_masks": [0, 0]}]
+    validation = [{"input_ids": [0] * 2, "assistant_masks": [1, 1]}]
+    forward = floor.forward_flops(CONFIG, [4, 2], 2)  # a record with no completion gets no head
+    once = floor.forward_flops(CONFIG, [2], 2)
+    lora = floor.train_flops(CONFIG, train, validation, 2.0, "lora", checkpointing=False)
+    assert lora == {"train": 2 * 2 * forward, "validation": 2 * once}  # forward and backward, 2 epochs; 2 passes
+    assert floor.train_flops(CONFIG, train, validation, 2.0, "full", False)["train"] == 2 * 3 * forward
+    assert floor.train_flops(CONFIG, train, validation, 2.0, "qlora", True)["train"] == 2 * 3 * forward
+    # Stopped early, half-way through the third epoch: three validation passes.
+    assert floor.train_flops(CONFIG, train, validation, 2.5, "lora", False)["validation"] == 3 * once
+
+
+def test_an_evaluation_reads_the_shared_tokens_once():
+    prompts = [[1, 2, 3, 4, 5], [1, 2, 3, 6], [1, 2, 3, 7, 8, 9]]
+    shared = floor.evaluation_flops(CONFIG, prompts, shared=3, generated=0)
+    assert shared == floor.forward_flops(CONFIG, [3], 0) + sum(
+        n * floor.body_flops(CONFIG, 3 + n / 2) for n in (2, 1, 3)) + 3 * HEAD
+    unshared = floor.evaluation_flops(CONFIG, prompts, shared=0, generated=0)
+    assert unshared == floor.forward_flops(CONFIG, [5, 4, 6], 3)
+    assert unshared - shared > 2 * 3 * BODY  # the two copies of the 3 shared tokens not read again
+    # Six generated tokens, each through the whole model at the prompt's mean length and half a reply.
+    assert floor.evaluation_flops(CONFIG, prompts, 3, 6) - shared == 6 * (floor.body_flops(CONFIG, 5 + 1) + HEAD)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tiny_run")
+def test_the_floor_of_a_finished_run_against_what_it_recorded(tiny_run, tmp_path):
+    repo = run_copy(tiny_run, tmp_path / "repo")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "floor.py"), "--repo", str(repo), "--seconds", "90",
+                           "--tokens", "64"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((repo / "bench" / "results" / "floor.json").read_text())
+    stages = result["stages"]
+    assert set(stages) == {"train (with validation)", "baseline", "finetuned", "fewshot", "forgetting (two models)"}
+    speed = {name: json.loads((repo / "metrics" / "speed" / f"{name}.json").read_text())
+             for name in ("train", "baseline", "finetuned", "fewshot")}
+    assert stages["train (with validation)"]["recorded_seconds"] == speed["train"]["train_seconds"]
+    assert stages["fewshot"]["recorded_seconds"] == speed["fewshot"]["generation_seconds"]
+    assert stages["forgetting (two models)"]["recorded_seconds"] is None  # the stage records no speed
+    # The training count from prepare's files: every token through forward, backward (LoRA) and
+    # the recompute of activation checkpointing (on in the tiny configuration), two epochs, and a
+    # validation pass after each.
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["gradient_checkpointing"] is True
+    config = SimpleNamespace(**json.loads((repo / "models" / "base" / "config.json").read_text()))
+
+    def forward(split):
+        rows = (repo / "data" / "prepared" / f"{split}.tokens.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in rows]
+        return floor.forward_flops(config, [len(r["input_ids"]) for r in records],
+                                   sum(sum(r["assistant_masks"]) for r in records))
+
+    expected = 2 * 3 * forward("train") + 2 * forward("validation")
+    assert stages["train (with validation)"]["tflop"] * 1e12 == pytest.approx(expected, rel=1e-3)
+    total = sum(s["tflop"] for s in stages.values())
+    assert result["total_tflop"] == pytest.approx(total, rel=1e-3)
+    assert result["floor_seconds"]["float32"] == pytest.approx(
+        result["total_tflop"] * 1e12 / (result["limit_gflops"]["float32"] * 1e9), rel=0.01)
+    assert result["run_share_of_limit"] == pytest.approx(result["floor_seconds"]["float32"] / 90, rel=2e-3)
+    assert "in all:" in done.stdout and "the run took 90 s" in done.stdout
+
+
+def test_a_folder_without_a_finished_run_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("train: {}\n")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "floor.py"), "--repo", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "has no finished run" in done.stderr and "metrics/train.json" in done.stderr and "make repro" in done.stderr
