@@ -52,7 +52,7 @@ def forward_flops(config, lengths: list[int], heads: int) -> float:
 
 
 def train_flops(config, train: list[dict], validation: list[dict], epochs: float, method: str,
-                   checkpointing: bool) -> dict:
+                checkpointing: bool) -> dict:
     """Training and its validation passes, from prepare's token ids and loss masks."""
     def one_pass(rows):
         return forward_flops(config, [len(r["input_ids"]) for r in rows], sum(sum(r["assistant_masks"]) for r in rows))
@@ -84,13 +84,10 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def evaluation_prompts(name: str, tokenizer, params: dict) -> list[list[int]]:
     """The token ids the evaluation `name` generated from, as its stage built them."""
     from sft import fewshot
+    from sft.files import read_jsonl
     from sft.generation import prompt_ids
 
     records = read_jsonl(Path("data/prepared/test.jsonl"))
@@ -117,6 +114,7 @@ TRAIN, FORGETTING = "train (with validation)", "forgetting (two models)"
 
 def stage_flops(config, tokenizer, params: dict) -> tuple[dict, dict]:
     """FLOPs of each counted stage of the run in the current folder, and the seconds it recorded."""
+    from sft.files import read_jsonl
     from sft.generation import shared_prefix
 
     train = train_flops(config, read_jsonl(Path("data/prepared/train.tokens.jsonl")),
