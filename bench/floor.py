@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from limit import attention_flops, linear_shapes, matmul_gflops  # before torch: pins numerics as stages do
+from limit import attention_flops, linear_flops, matmul_gflops  # before torch: pins numerics as stages do
 from record import save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,7 @@ def head_flops(config) -> float:
 
 def body_flops(config, context: float) -> float:
     """A token's forward FLOPs through every layer but the LM head, attending to `context` positions."""
-    layers = sum(2 * i * o * n for i, o, n in linear_shapes(config)) - head_flops(config)
-    return layers + attention_flops(config, context)
+    return linear_flops(config) - head_flops(config) + attention_flops(config, context)
 
 
 def forward_flops(config, lengths: list[int], heads: int) -> float:
