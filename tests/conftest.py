@@ -35,21 +35,12 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
 def pytest_collection_modifyitems(config, items):
     """For `pytest -n N --dist loadgroup`: a module's tests stay on one worker (its module-scoped
     fixtures are built once), a module marked xdist_group joins its group, and modules with slow
-    tests are handed out first, so that no long test starts last. The finished tiny run is built
-    once, behind a lock, by the first slow module that needs it; the other slow modules that need
-    it come after those that do not, so that no worker waits idle on the build (seen: 73 s)."""
+    tests are handed out first, so that no long test starts last."""
     for item in items:
         if not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    needs_run = {item.module.__name__ for item in items if "tiny_run" in getattr(item, "fixturenames", ())}
-    builder = next((item.module.__name__ for item in items if item.module.__name__ in slow & needs_run), None)
-
-    def order(item) -> tuple[bool, bool]:
-        module = item.module.__name__
-        return module not in slow, module in needs_run and module != builder
-
-    items.sort(key=order)  # stable: each module keeps its order
+    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module keeps its order
 
 
 def smollm_folder() -> Path:
