@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import dvc, edit, run_copy, stale
+from conftest import ROOT, dvc, edit, run_copy, stale
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
 
@@ -146,3 +146,47 @@ def test_no_token_in_the_environment_reaches_an_output_the_cache_the_lock_or_the
     assert any(p.name == "training_args.bin" for p in files) and (tiny_run / "models/gguf/README.md").is_file()
     assert [str(p) for p in files if any(secret in p.read_bytes() for secret in planted)] == []
     assert not any(secret in log for secret in planted)
+
+
+def test_the_floor_of_a_finished_run_against_what_it_recorded(tiny_run, tmp_path):
+    """bench/floor.py on the finished tiny run: every counted stage, the seconds it recorded, and
+    the training count from prepare's files (tests/test_floor.py checks the arithmetic)."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import floor
+
+    repo = run_copy(tiny_run, tmp_path / "repo")
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "floor.py"), "--repo", str(repo), "--seconds", "90",
+                           "--tokens", "64"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((repo / "bench" / "results" / "floor.json").read_text())
+    stages = result["stages"]
+    assert set(stages) == {"train (with validation)", "baseline", "finetuned", "fewshot", "forgetting (two models)"}
+    speed = {name: json.loads((repo / "metrics" / "speed" / f"{name}.json").read_text())
+             for name in ("train", "baseline", "finetuned", "fewshot")}
+    assert stages["train (with validation)"]["recorded_seconds"] == speed["train"]["train_seconds"]
+    assert stages["fewshot"]["recorded_seconds"] == speed["fewshot"]["generation_seconds"]
+    assert stages["forgetting (two models)"]["recorded_seconds"] is None  # the stage records no speed
+    # The training count from prepare's files: every token through forward, backward (LoRA) and
+    # the recompute of activation checkpointing (on in the tiny configuration), two epochs, and a
+    # validation pass after each.
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["gradient_checkpointing"] is True
+    config = SimpleNamespace(**json.loads((repo / "models" / "base" / "config.json").read_text()))
+
+    def forward(split):
+        rows = (repo / "data" / "prepared" / f"{split}.tokens.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in rows]
+        return floor.forward_flops(config, [len(r["input_ids"]) for r in records],
+                                   sum(sum(r["assistant_masks"]) for r in records))
+
+    expected = 2 * 3 * forward("train") + 2 * forward("validation")
+    assert stages["train (with validation)"]["tflop"] * 1e12 == pytest.approx(expected, rel=1e-3)
+    total = sum(s["tflop"] for s in stages.values())
+    assert result["total_tflop"] == pytest.approx(total, rel=1e-3)
+    assert result["floor_seconds"]["float32"] == pytest.approx(
+        result["total_tflop"] * 1e12 / (result["limit_gflops"]["float32"] * 1e9), rel=0.01)
+    assert result["run_share_of_limit"] == pytest.approx(result["floor_seconds"]["float32"] / 90, rel=2e-3)
+    assert "in all:" in done.stdout and "the run took 90 s" in done.stdout
