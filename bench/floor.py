@@ -83,29 +83,42 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def evaluation_prompts(name: str, tokenizer, params: dict) -> list[list[int]]:
+def evaluation_prompts(name: str, tokenizer) -> list[list[int]]:
     """The token ids the evaluation `name` generated from, as its stage built them."""
     from sft import fewshot
     from sft.files import read_jsonl
     from sft.generation import prompt_ids
 
-    records = read_jsonl(Path("data/prepared/test.jsonl"))
-    prompts = [r["prompt"] for r in records]
-    if name == "fewshot":
-        train = "data/prepared/train.jsonl"
-        shown = fewshot.examples(read_jsonl(Path(train)), params["fewshot"]["shots"], params["fewshot"]["seed"], train)
-        prompts = [fewshot.with_examples(p, shown) for p in prompts]
-    return prompt_ids(tokenizer, prompts)
+    data = Path("data/prepared")
+    records = read_jsonl(data / "test.jsonl")
+    if name != "fewshot":
+        return prompt_ids(tokenizer, [r["prompt"] for r in records])
+    p = quiet_params("fewshot", fewshot.FewShotParams)
+    return prompt_ids(tokenizer, fewshot.prompts(records, fewshot.train_examples(data, p)))
 
 
-def forgetting_lengths(tokenizer, p: dict) -> list[int]:
+def forgetting_lengths(tokenizer) -> list[int]:
     """The general-text documents' token counts, as the forgetting stage scores them."""
-    from sft import sources
-    from sft.forgetting import document_text, token_ids
+    from sft import forgetting
 
-    records = sources.load(p["dataset"], p.get("subset"), p.get("revision"), param="forgetting.dataset")
-    texts = [document_text(r, p["text_field"], tokenizer) for r in records[p["split"]][: p["max_documents"]]]
-    return [len(ids) for ids in token_ids(tokenizer, texts, p["max_length"])]
+    p = quiet_params("forgetting", forgetting.ForgettingParams)
+    return [len(ids) for ids in forgetting.document_ids(tokenizer, forgetting.documents(p), p)]
+
+
+def checkpointing(train: dict) -> bool:
+    """Whether training recomputed activations: train.gradient_checkpointing, or trl's default."""
+    if "gradient_checkpointing" in train:
+        return bool(train["gradient_checkpointing"])
+    from trl import SFTConfig
+
+    return SFTConfig.__dataclass_fields__["gradient_checkpointing"].default
+
+
+def quiet_params(section: str, cls):
+    """A stage's params as it reads them, defaults included, without the line it prints."""
+    from sft.params import PARAMS_FILE, from_dict, read_section
+
+    return from_dict(cls, read_section(section), f"{PARAMS_FILE}: {section}")
 
 
 TRAIN, FORGETTING = "train (with validation)", "forgetting (two models)"
@@ -119,17 +132,17 @@ def stage_flops(config, tokenizer, params: dict) -> tuple[dict, dict]:
     train = train_flops(config, read_jsonl(Path("data/prepared/train.tokens.jsonl")),
                         read_jsonl(Path("data/prepared/validation.tokens.jsonl")),
                         read_json(Path("metrics/train.json"))["epochs"], params["train"].get("method", "lora"),
-                        bool(params["train"].get("gradient_checkpointing")))
+                        checkpointing(params["train"]))
     flops = {TRAIN: train["train"] + train["validation"]}
     recorded = {TRAIN: (read_json(Path("metrics/speed/train.json")) or {}).get("train_seconds")}
     for name in EVALUATIONS:
         speed = read_json(Path(f"metrics/speed/{name}.json"))
         if speed is None or speed.get("backend", "transformers") != "transformers":
             continue  # not run, or run by vLLM or llama.cpp, whose own prompt reuse differs
-        prompts = evaluation_prompts(name, tokenizer, params)
+        prompts = evaluation_prompts(name, tokenizer)
         flops[name] = evaluation_flops(config, prompts, len(shared_prefix(prompts)), speed["generated_tokens"])
         recorded[name] = speed["generation_seconds"]
-    lengths = forgetting_lengths(tokenizer, params["forgetting"])
+    lengths = forgetting_lengths(tokenizer)
     flops[FORGETTING] = 2 * forward_flops(config, lengths, sum(lengths))  # logits at every position
     recorded[FORGETTING] = None  # the stage records no speed
     return flops, recorded

@@ -104,9 +104,8 @@ def main() -> None:
     records = [json.loads(line) for line in (data / "test.jsonl").open()][:args.prompts]
     prompts = [r["prompt"] for r in records]
     if args.shots:
-        train = [json.loads(line) for line in (data / "train.jsonl").open()]
-        shown = fewshot.examples(train, args.shots, all_params["fewshot"]["seed"], str(data / "train.jsonl"))
-        prompts = [fewshot.with_examples(p, shown) for p in prompts]
+        drawn = fewshot.FewShotParams(shots=args.shots, seed=all_params["fewshot"]["seed"])
+        prompts = fewshot.prompts(records, fewshot.train_examples(data, drawn))
     workdir = tempfile.TemporaryDirectory()
     llm = None
     if llamacpp.missing() is None:

@@ -9,8 +9,17 @@ alone. The test prompt's own system message stays first; the examples' are left 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from pathlib import Path
 
-from sft.params import UserError
+from sft.files import read_jsonl
+from sft.params import UserError, ranged
+
+
+@dataclass
+class FewShotParams:
+    shots: int = ranged(3, low=0)  # solved train examples shown before each test prompt
+    seed: int = 0  # which ones: drawn once, the same for every test prompt
 
 
 def examples(records: list[dict], shots: int, seed: int, where: str) -> list[dict]:
@@ -18,6 +27,12 @@ def examples(records: list[dict], shots: int, seed: int, where: str) -> list[dic
     if shots > len(records):
         raise UserError(f"fewshot.shots is {shots} but {where} holds {len(records)} records; lower fewshot.shots")
     return random.Random(seed).sample(records, shots)
+
+
+def train_examples(data: Path, p: FewShotParams) -> list[dict]:
+    """The solved examples every test prompt is shown: drawn from prepare's train split in `data`."""
+    train = data / "train.jsonl"
+    return examples(read_jsonl(train), p.shots, p.seed, str(train))
 
 
 def turns(record: dict) -> list[dict]:
@@ -29,3 +44,8 @@ def with_examples(prompt: list[dict], shown: list[dict]) -> list[dict]:
     system = [m for m in prompt if m["role"] == "system"]
     rest = [m for m in prompt if m["role"] != "system"]
     return system + [m for r in shown for m in turns(r)] + rest
+
+
+def prompts(records: list[dict], shown: list[dict]) -> list[list[dict]]:
+    """Each record's prompt with the solved examples before it."""
+    return [with_examples(r["prompt"], shown) for r in records]

@@ -8,11 +8,47 @@ document is plain text, or a list of chat messages rendered through the model's 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from sft.params import UserError
+from sft import sources
+from sft.models import DTYPES
+from sft.params import UserError, one_of, ranged
 from sft.sources import Record
 from sft.stats import paired_difference
+
+
+@dataclass
+class ForgettingParams:
+    dataset: str = "data/general/python-reference.jsonl"  # general text that is no task's data; or a hub id / local file
+    subset: str | None = None
+    revision: str | None = None  # for a hub id, pin a commit sha
+    split: str = "train"
+    text_field: str = "text"  # plain text, or a list of chat messages (rendered by the model's chat template)
+    max_documents: int = ranged(200, low=1)  # the first ones, in the split's order
+    max_length: int = ranged(64, low=2)  # tokens of each document scored (the rest is not read)
+    batch_size: int = ranged(8, low=1)
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        one_of("forgetting", "dtype", self.dtype, DTYPES)
+
+
+def documents(p: ForgettingParams) -> list[Record]:
+    """The documents scored: the first `max_documents` of the split, in its order."""
+    splits = sources.load(p.dataset, p.subset, p.revision, param="forgetting.dataset")
+    if p.split not in splits:
+        raise UserError(f"{p.dataset}: no split '{p.split}' (it has {sorted(splits)}); set forgetting.split")
+    return splits[p.split][: p.max_documents]
+
+
+def document_ids(tokenizer, records: list[Record], p: ForgettingParams) -> list[list[int]]:
+    """Every document's tokens, by the base's tokenizer for both models: the same tokens are scored."""
+    ids = token_ids(tokenizer, [document_text(r, p.text_field, tokenizer) for r in records], p.max_length)
+    if len(ids) < len(records):
+        raise UserError(f"{p.dataset}: {len(records) - len(ids)} documents have fewer than 2 tokens; drop them")
+    return ids
 
 
 def document_text(record: Record, field: str, tokenizer) -> str:

@@ -13,20 +13,14 @@ metrics/speed/fewshot.json; compare pairs it with the fine-tuned model.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 from sft import fewshot
 from sft.evaluation import EvaluateParams, evaluate
+from sft.fewshot import FewShotParams
 from sft.files import read_jsonl
-from sft.params import load, ranged, run
+from sft.params import load, run
 from sft.task import read_task
-
-
-@dataclass
-class FewShotParams:
-    shots: int = ranged(3, low=0)  # solved train examples shown before each test prompt
-    seed: int = 0  # which ones: drawn once, the same for every test prompt
 
 
 def main() -> None:
@@ -42,10 +36,10 @@ def main() -> None:
 
     data = Path(args.data)
     records = read_jsonl(data / "test.jsonl")
-    shown = fewshot.examples(read_jsonl(data / "train.jsonl"), f.shots, f.seed, str(data / "train.jsonl"))
+    shown = fewshot.train_examples(data, f)
     print(f"[fewshot] {f.shots} train examples before each test prompt: ids {[r['id'] for r in shown]}", flush=True)
-    prompts = [fewshot.with_examples(r["prompt"], shown) for r in records]
-    evaluate(args.model, "fewshot", records, prompts, read_task(data), p, Path(args.out), args.kept)
+    evaluate(args.model, "fewshot", records, fewshot.prompts(records, shown), read_task(data), p, Path(args.out),
+             args.kept)
 
 
 if __name__ == "__main__":

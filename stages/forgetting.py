@@ -13,44 +13,12 @@ each model and fine-tuned minus base, paired by document, with a 95% bootstrap i
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
-from sft import sources, stops
+from sft import stops
 from sft.files import write_json
-from sft.forgetting import difference, document_text, mean_losses, token_ids
-from sft.models import DTYPES, load_for_inference, load_tokenizer
-from sft.params import UserError, load, one_of, ranged, run
-
-
-@dataclass
-class ForgettingParams:
-    dataset: str = "data/general/python-reference.jsonl"  # general text that is no task's data; or a hub id / local file
-    subset: str | None = None
-    revision: str | None = None  # for a hub id, pin a commit sha
-    split: str = "train"
-    text_field: str = "text"  # plain text, or a list of chat messages (rendered by the model's chat template)
-    max_documents: int = ranged(200, low=1)  # the first ones, in the split's order
-    max_length: int = ranged(64, low=2)  # tokens of each document scored (the rest is not read)
-    batch_size: int = ranged(8, low=1)
-    dtype: str = "float32"
-
-    def __post_init__(self):
-        one_of("forgetting", "dtype", self.dtype, DTYPES)
-
-
-def documents(p: ForgettingParams) -> list[sources.Record]:
-    splits = sources.load(p.dataset, p.subset, p.revision, param="forgetting.dataset")
-    if p.split not in splits:
-        raise UserError(f"{p.dataset}: no split '{p.split}' (it has {sorted(splits)}); set forgetting.split")
-    return splits[p.split][: p.max_documents]
-
-
-def document_ids(tokenizer, records: list[sources.Record], p: ForgettingParams) -> list[list[int]]:
-    """Every document's tokens, by the base's tokenizer for both models: the same tokens are scored."""
-    ids = token_ids(tokenizer, [document_text(r, p.text_field, tokenizer) for r in records], p.max_length)
-    if len(ids) < len(records):
-        raise UserError(f"{p.dataset}: {len(records) - len(ids)} documents have fewer than 2 tokens; drop them")
-    return ids
+from sft.forgetting import ForgettingParams, difference, document_ids, documents, mean_losses
+from sft.models import load_for_inference, load_tokenizer
+from sft.params import load, run
 
 
 def losses(model_dir: str, ids: list[list[int]], pad_id: int, p: ForgettingParams) -> list[float]:

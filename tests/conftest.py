@@ -64,21 +64,21 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 def section_classes() -> dict:
     """Each params.yaml section and the dataclass its stage reads it into (train: the project's own keys)."""
+    from sft.fewshot import FewShotParams
+    from sft.forgetting import ForgettingParams
     from sft.launch import LaunchParams
     from sft.others import OthersParams
     from sft.training import TrainParams
     from stages.base import BaseParams
     from stages.evaluate import EvaluateParams
     from stages.export import ExportParams
-    from stages.fewshot import FewShotParams
-    from stages.forgetting import ForgettingParams
     from stages.merge import MergeParams
     from stages.prepare import PrepareParams
     from stages.select import SelectParams
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
-            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams, "forgetting": ForgettingParams, "others": OthersParams,
-            "export": ExportParams}
+            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams,
+            "forgetting": ForgettingParams, "others": OthersParams, "export": ExportParams}
 
 
 def tiny_params() -> dict:

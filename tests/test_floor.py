@@ -52,6 +52,13 @@ def test_an_evaluation_reads_the_shared_tokens_once():
     assert floor.evaluation_flops(CONFIG, prompts, 3, 6) - shared == 6 * (floor.body_flops(CONFIG, 5 + 1) + HEAD)
 
 
+def test_checkpointing_left_out_of_params_is_counted_as_trl_runs_it():
+    assert floor.checkpointing({"gradient_checkpointing": False}) is False
+    assert floor.checkpointing({"gradient_checkpointing": True}) is True
+    # Left out, SFTTrainer recomputes activations as its own default says: on, in the pinned trl.
+    assert floor.checkpointing({}) is True
+
+
 def test_a_folder_without_a_finished_run_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {}\n")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "floor.py"), "--repo", str(tmp_path)],
