@@ -70,6 +70,23 @@ def test_grouped_attention_is_sdpa_bit_for_bit_without_copying_keys_and_values(t
     assert torch.equal(plain, grouped)
 
 
+def test_a_half_precision_model_attends_in_float32_on_a_cpu():
+    """torch's CPU attention kernel is slower in bf16 than in float32: the grouped attention
+    computes a bf16 model's attention in float32 and hands back bf16."""
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(0)
+    query, key, value = (torch.randn(2, heads, 5, 8, generator=generator).bfloat16() for heads in (4, 2, 2))
+    mask = torch.ones(5, 5, dtype=torch.bool).tril().expand(2, 1, 5, 5).clone()
+    mask[1, :, :, 0] = False  # a padded first position in the second row
+    mask[1, :, 0, 0] = True  # which still attends to itself
+    out, _ = attention.grouped_sdpa(SimpleNamespace(is_causal=True), query, key, value, mask)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.float(), key.float().repeat_interleave(2, dim=1), value.float().repeat_interleave(2, dim=1),
+        attn_mask=mask).bfloat16().transpose(1, 2)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected)
+
+
 def test_grouped_attention_leaves_other_attention_alone(tiny_model_dir):
     model, _ = load_folder(tiny_model_dir, attn_implementation="eager")
     with attention.grouped_query_attention(model):
