@@ -1,6 +1,7 @@
 """The least time a finished run's model compute can take on this machine: each stage's model
 FLOPs, counted from the run's own files, over this machine's matrix-product limit measured in the
-same process (bench/limit.py), beside the seconds the run recorded (metrics/speed/).
+same process (bench/limit.py) in the precision the stage ran in (float32, or bf16 where its params
+chose it and the CPU has the instructions), beside the seconds the run recorded (metrics/speed/).
 
     python bench/floor.py [--seconds 658]     # after make repro; --seconds: its wall time
 
@@ -114,6 +115,18 @@ def checkpointing(train: dict) -> bool:
     return SFTConfig.__dataclass_fields__["gradient_checkpointing"].default
 
 
+def stage_dtypes(params: dict, native) -> dict:
+    """The precision each counted stage's products ran in, as its params chose it: a half type
+    only where the CPU has its instructions (`native`), as the stages fall back to float32."""
+    from sft.evaluation import EvaluateParams
+    from sft.forgetting import ForgettingParams
+
+    chosen = {TRAIN: "bfloat16" if (params.get("train") or {}).get("cpu_bf16") else "float32",
+              **dict.fromkeys(EVALUATIONS, quiet_params("evaluate", EvaluateParams).dtype),
+              FORGETTING: quiet_params("forgetting", ForgettingParams).dtype}
+    return {name: dtype if dtype == "float32" or native(dtype) else "float32" for name, dtype in chosen.items()}
+
+
 def quiet_params(section: str, cls):
     """A stage's params as it reads them, defaults included, without the line it prints."""
     from sft.params import PARAMS_FILE, from_dict, read_section
@@ -148,23 +161,25 @@ def stage_flops(config, tokenizer, params: dict) -> tuple[dict, dict]:
     return flops, recorded
 
 
-def report(flops: dict, recorded: dict, limits: dict, seconds: float | None) -> dict:
-    """Each stage's FLOPs, its floor at the float32 limit and its recorded seconds' share of it;
-    the whole run's floor at each limit, and the run's share of it when its seconds are given."""
-    def at_limit(f: float, dtype: str = "float32") -> float:
+def report(flops: dict, recorded: dict, limits: dict, seconds: float | None, dtypes: dict) -> dict:
+    """Each stage's FLOPs, its floor at the limit of the precision it ran in (`dtypes`) and its
+    recorded seconds' share of it; the whole run's floor at each measured limit and as its stages
+    ran (`as_run`), and the run's share of that when its seconds are given."""
+    def at_limit(f: float, dtype: str) -> float:
         return f / (limits[dtype] * 1e9)
 
-    def share(f: float, taken: float | None) -> float | None:
-        return figure(at_limit(f) / taken) if taken else None
+    def share(floor: float, taken: float | None) -> float | None:
+        return figure(floor / taken) if taken else None
 
-    stages = {name: {"tflop": figure(f / 1e12), "floor_seconds": figure(at_limit(f)),
-                     "recorded_seconds": recorded[name], "share_of_limit": share(f, recorded[name])}
+    floor = {name: at_limit(f, dtypes[name]) for name, f in flops.items()}
+    stages = {name: {"tflop": figure(f / 1e12), "dtype": dtypes[name], "floor_seconds": figure(floor[name]),
+                     "recorded_seconds": recorded[name], "share_of_limit": share(floor[name], recorded[name])}
               for name, f in flops.items()}
     total = sum(flops.values())
-    floors = {dtype: figure(at_limit(total, dtype)) for dtype in limits}
+    floors = {**{dtype: figure(at_limit(total, dtype)) for dtype in limits}, "as_run": figure(sum(floor.values()))}
     return {"stages": stages, "total_tflop": figure(total / 1e12),
             "limit_gflops": {dtype: round(gflops, 1) for dtype, gflops in limits.items()}, "floor_seconds": floors,
-            "run_seconds": seconds, "run_share_of_limit": share(total, seconds)}
+            "run_seconds": seconds, "run_share_of_limit": share(sum(floor.values()), seconds)}
 
 
 def main() -> None:
@@ -186,24 +201,29 @@ def main() -> None:
     params = yaml.safe_load(Path("params.yaml").read_text())
     config, tokenizer = AutoConfig.from_pretrained("models/base"), AutoTokenizer.from_pretrained("models/base")
     flops, recorded = stage_flops(config, tokenizer, params)
-    dtypes = ["float32"]
-    if native_half_cpu("bfloat16"):
-        # oneDNN's bf16 instructions, as train.cpu_bf16 runs (emulated bf16 is ~100x slower): lifted
-        # before the first product of any kind; float32 stays on pinned MKL.
+    dtypes = stage_dtypes(params, native_half_cpu)
+    measured = ["float32"] + sorted({d for d in dtypes.values() if d != "float32"}
+                                    | ({"bfloat16"} if native_half_cpu("bfloat16") else set()))
+    if len(measured) > 1:
+        # The CPU's own half-precision instructions, as train.cpu_bf16 and a half evaluate.dtype run
+        # (emulated, ~100x slower): lifted before the first product of any kind; float32 stays on
+        # pinned MKL.
         native_half_kernels()
-        dtypes.append("bfloat16")
-    limits = {dtype: matmul_gflops(config, args.tokens, dtype, repeats=5) for dtype in dtypes}
-    result = report(flops, recorded, limits, args.seconds)
+    limits = {dtype: matmul_gflops(config, args.tokens, dtype, repeats=5) for dtype in measured}
+    result = report(flops, recorded, limits, args.seconds, dtypes)
     for name, s in result["stages"].items():
         seen = s["recorded_seconds"]
         share = f", recorded {seen} s: {s['share_of_limit']:.0%} of the limit" if seen else ""
-        print(f"floor: {name}: {s['tflop']} TFLOP, {s['floor_seconds']} s at the limit{share}")
+        precision = "" if s["dtype"] == "float32" else f" (its {s['dtype']} limit)"
+        print(f"floor: {name}: {s['tflop']} TFLOP, {s['floor_seconds']} s at the limit{precision}{share}")
     floors = result["floor_seconds"]
-    bf16 = f" ({floors['bfloat16']} s at its bf16 limit, {limits['bfloat16']:.0f} GFLOP/s)" if len(floors) > 1 else ""
+    halves = "".join(f" ({floors[d]} s at its {d} limit, {limits[d]:.0f} GFLOP/s)" for d in measured[1:])
+    as_run = f"; {floors['as_run']} s in the precisions this run chose" if floors["as_run"] != floors["float32"] \
+        else ""
     run = f"; the run took {args.seconds:.0f} s: {result['run_share_of_limit']:.0%} of the limit" if args.seconds \
         else ""
     print(f"floor: {result['total_tflop']} TFLOP in all: {floors['float32']} s at this machine's float32 limit "
-          f"({limits['float32']:.0f} GFLOP/s){bf16}{run}")
+          f"({limits['float32']:.0f} GFLOP/s){halves}{as_run}{run}")
     print(f"floor: written to {save('floor', result, repo / 'bench' / 'results')}")
 
 if __name__ == "__main__":

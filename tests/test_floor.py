@@ -59,6 +59,28 @@ def test_checkpointing_left_out_of_params_is_counted_as_trl_runs_it():
     assert floor.checkpointing({}) is True
 
 
+def test_each_stage_is_held_to_the_limit_of_the_precision_it_ran_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the stages' params, as floor.py reads them in the run's folder
+    (tmp_path / "params.yaml").write_text("evaluate: {dtype: bfloat16}\nforgetting: {dtype: float16}\n")
+    params = {"train": {"cpu_bf16": True}}
+    native = floor.stage_dtypes(params, native=lambda dtype: "avx512_bf16" if dtype == "bfloat16" else None)
+    # No float16 instructions: the forgetting stage fell back to float32, as it says in one line.
+    assert native == {floor.TRAIN: "bfloat16", "baseline": "bfloat16", "finetuned": "bfloat16", "fewshot": "bfloat16",
+                      floor.FORGETTING: "float32"}
+    emulated = floor.stage_dtypes(params, native=lambda dtype: None)
+    assert set(emulated.values()) == {"float32"}  # a CPU without them runs every stage in float32
+
+    flops = {floor.TRAIN: 4e12, "baseline": 1e12}
+    limits = {"float32": 100.0, "bfloat16": 200.0}
+    result = floor.report(flops, {floor.TRAIN: 40.0, "baseline": None}, limits, 50.0,
+                          {floor.TRAIN: "bfloat16", "baseline": "float32"})
+    assert result["stages"][floor.TRAIN] == {"tflop": 4.0, "dtype": "bfloat16", "floor_seconds": 20.0,
+                                             "recorded_seconds": 40.0, "share_of_limit": 0.5}
+    assert result["stages"]["baseline"]["floor_seconds"] == 10.0
+    assert result["floor_seconds"] == {"float32": 50.0, "bfloat16": 25.0, "as_run": 30.0}
+    assert result["run_share_of_limit"] == 0.6  # the run against its floor in the precisions it chose
+
+
 def test_a_folder_without_a_finished_run_is_one_line(tmp_path):
     (tmp_path / "params.yaml").write_text("train: {}\n")
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "floor.py"), "--repo", str(tmp_path)],
