@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sft import device, generation, llamacpp, models, replies, stops
+from sft import attention, device, generation, llamacpp, models, numerics, replies, stops
 from sft.files import write_json, write_jsonl
 from sft.models import DTYPES
 from sft.params import one_of, ranged
@@ -47,10 +47,15 @@ def replies_of(model_dir: str, prompts: list, p: EvaluateParams, kept_in: Path,
     return [replies.as_text(r) for r in answered], {**speed, "kept_replies": len(known)}, backend
 
 
+# Every module that can change a reply: the generation code and what it imports (a test checks
+# this against the imports), so replies kept by older code are never taken for the new code's.
+GENERATION_CODE = (generation, attention, device, llamacpp, models, numerics, stops)
+
+
 def kept_replies(model_dir: str, prompts: list, p: EvaluateParams, backend: str, kept_in: Path,
                  name: str) -> replies.Kept:
     """Where this model's replies to these prompts, with these settings and code, are kept."""
-    code = [Path(m.__file__) for m in (generation, llamacpp, stops, models)]
+    code = [Path(m.__file__) for m in GENERATION_CODE]
     key = replies.digest(model_dir, prompts, {**asdict(p), "backend": backend}, code)
     return replies.Kept(kept_in, name, key, len(prompts))
 

@@ -169,6 +169,24 @@ def test_replies_are_kept_before_scoring_so_a_failed_or_killed_run_never_generat
         run_evaluate(tmp_path, tiny_model_dir, data, monkeypatch)
 
 
+def test_kept_replies_are_keyed_by_every_module_that_can_change_a_reply(tiny_model_dir, tmp_path, monkeypatch):
+    """The key covers the generation code and all it imports (sft/attention.py once was left out,
+    so a reply kept by older attention code would have been read back for the new code's)."""
+    from tools.deps import ROOT, closure
+
+    keyed = {str(Path(m.__file__).resolve().relative_to(ROOT)) for m in evaluation.GENERATION_CODE}
+    # Error messages, progress bars and machine-varying figures cannot change a reply; sft/__init__.py
+    # only calls sft/numerics.py, which is keyed.
+    assert keyed == closure(ROOT / "sft" / "generation.py") - {
+        "sft/__init__.py", "sft/params.py", "sft/progress.py", "sft/volatile.py"}
+    p = evaluate.EvaluateParams()
+    key = evaluation.kept_replies(str(tiny_model_dir), [[]], p, "transformers", tmp_path, "x").path
+    edited = tmp_path / "attention.py"
+    edited.write_text(Path(evaluation.attention.__file__).read_text() + "\n# edited\n")
+    monkeypatch.setattr(evaluation.attention, "__file__", str(edited))
+    assert evaluation.kept_replies(str(tiny_model_dir), [[]], p, "transformers", tmp_path, "x").path != key
+
+
 HOSTILE_REPLIES = ["SELECT zeroblob(999999999) FROM t;", "SELECT randomblob(20000000) FROM t, t a, t b, t c;",
                    "SELECT 1;\x00 DROP TABLE t;", "SELECT '\ud800';", "ATTACH DATABASE '{out}/r.db' AS y; "
                    "CREATE TABLE y.z (a);", "VACUUM INTO '{out}/v.db';", "SELECT load_extension('{out}/x.so');",
