@@ -121,7 +121,7 @@ def stage_dtypes(params: dict, native) -> dict:
     from sft.evaluation import EvaluateParams
     from sft.forgetting import ForgettingParams
 
-    chosen = {TRAIN: "bfloat16" if (params.get("train") or {}).get("cpu_bf16") else "float32",
+    chosen = {TRAIN: "bfloat16" if params["train"].get("cpu_bf16") else "float32",
               **dict.fromkeys(EVALUATIONS, quiet_params("evaluate", EvaluateParams).dtype),
               FORGETTING: quiet_params("forgetting", ForgettingParams).dtype}
     return {name: dtype if dtype == "float32" or native(dtype) else "float32" for name, dtype in chosen.items()}
