@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 EVALUATIONS = ("baseline", "finetuned", "fewshot")
+TRAIN, FORGETTING = "train (with validation)", "forgetting (two models)"
 NEEDED = ("params.yaml", "models/base/config.json", "metrics/train.json", "data/prepared/train.tokens.jsonl",
           "data/prepared/validation.tokens.jsonl", "data/prepared/test.jsonl")
 
@@ -134,8 +135,6 @@ def quiet_params(section: str, cls):
     return from_dict(cls, read_section(section), f"{PARAMS_FILE}: {section}")
 
 
-TRAIN, FORGETTING = "train (with validation)", "forgetting (two models)"
-
 
 def stage_flops(config, tokenizer, params: dict) -> tuple[dict, dict]:
     """FLOPs of each counted stage of the run in the current folder, and the seconds it recorded."""
@@ -225,6 +224,7 @@ def main() -> None:
     print(f"floor: {result['total_tflop']} TFLOP in all: {floors['float32']} s at this machine's float32 limit "
           f"({limits['float32']:.0f} GFLOP/s){halves}{as_run}{run}")
     print(f"floor: written to {save('floor', result, repo / 'bench' / 'results')}")
+
 
 if __name__ == "__main__":
     main()
