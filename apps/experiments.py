@@ -41,10 +41,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import yaml
-
 from sft.files import write_json, write_text
-from sft.params import UserError, run
+from sft.params import UserError, read_yaml, run
 
 TARGETS = ("compare", "forgetting")  # what each experiment runs: validation and test figures, the general-text loss; no export
 SEED = "train.seed"
@@ -347,7 +345,7 @@ def main() -> None:
     again.add_argument("--pull", metavar="REMOTE", help="first pull every experiment of that name from this git remote")
     args = ap.parse_args()
 
-    params = yaml.safe_load(Path("params.yaml").read_text())
+    params = read_yaml("params.yaml")
     if args.command == "report":
         if args.pull:
             pull(args.name, args.pull)

@@ -3,20 +3,32 @@
 A server on loopback is still reachable from every web page the user opens: a page can POST to
 http://127.0.0.1:8080 (its Origin is foreign) or rebind a name it owns to 127.0.0.1 (its Host is
 foreign). So a request passes only when its Host is one the server answers to and its Origin, if
-any, is one of those hosts; its body, its `max_tokens` and the generations in flight are bounded;
-and with a key set, it carries `Authorization: Bearer <key>` (compared in constant time).
+any, is one of those hosts, and with a key set, it carries `Authorization: Bearer <key>` (compared
+in constant time). Only the routes in ROUTES reach the app (the backends' other paths, their
+administrative ones among them, get 404 or 405); a generation request's fields are an allow-list
+(apps/fields.py); its body, its reply's length, the generations in flight and each request's time
+are bounded; a client that never finishes its headers is cut off (HeadersInTime).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from apps.fields import bounded
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GENERATING = ("/v1/chat/completions", "/v1/completions")
+# Every route a client reaches, and its methods; /v1/models and /health the gate answers itself.
+ROUTES = {"/v1/chat/completions": ("POST",), "/v1/completions": ("POST",), "/v1/models": ("GET",),
+          "/health": ("GET",)}
 
 
 @dataclass(frozen=True)
@@ -25,12 +37,13 @@ class Limits:
     max_body_bytes: int = 1_000_000
     max_tokens: int = 2048
     max_in_flight: int = 16  # generations at once; more get 429
+    max_seconds: float = 300.0  # one request, body and reply; then it is cut (504 before any reply)
 
 
 @dataclass
 class Gate:
     """ASGI middleware: refuses what fails the limits, lists the pinned model under `name` on
-    /v1/models, and passes everything else to `app` untouched."""
+    /v1/models, and passes the generation routes to `app`, bounded."""
 
     app: object
     name: str
@@ -39,21 +52,32 @@ class Gate:
     in_flight: int = field(default=0, init=False)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":  # the app's own start-up and shutdown
             return await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await send({"type": "websocket.close", "code": 1008})  # no route takes a websocket
         headers = {k.lower(): v for k, v in scope["headers"]}
-        refusal = self.refusal(headers)
+        refusal = self.refusal(headers) or route_refusal(scope)
         if refusal:
             return await reply(send, *refusal)
-        if scope["path"].rstrip("/") == "/v1/models" and scope["method"] == "GET":
+        path = canonical(scope["path"])
+        if path == "/v1/models":
             return await reply(send, 200, {"object": "list", "data": [
                 {"id": self.name, "object": "model", "created": int(time.time()), "owned_by": "sft-pipeline"}]})
-        if scope["method"] != "POST" or scope["path"].rstrip("/") not in GENERATING:
-            return await self.app(scope, receive, send)
+        if path == "/health":
+            return await reply(send, 200, {"status": "ok"})
+        started = Started(send)
+        try:
+            await asyncio.wait_for(self.generation(scope, path, receive, started), self.limits.max_seconds)
+        except TimeoutError:
+            if not started.status:
+                await reply(send, 504, error(f"the request took over {self.limits.max_seconds:g} s; it was stopped"))
+
+    async def generation(self, scope, path, receive, send):
         body = await read_body(receive, self.limits.max_body_bytes)
         if body is None:
             return await reply(send, 413, error(f"the request body passed {self.limits.max_body_bytes} bytes"))
-        body, problem = bounded_request(body, self.limits.max_tokens)
+        body, problem = bounded_request(body, path, self.limits.max_tokens)
         if problem:
             return await reply(send, 400, error(problem))
         if self.in_flight >= self.limits.max_in_flight:
@@ -61,7 +85,9 @@ class Gate:
                                [(b"retry-after", b"1")])
         self.in_flight += 1
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        scope = {**scope, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        # The app sees the route as allowed: one spelling of the path, no query string.
+        scope = {**scope, "path": path, "raw_path": path.encode(), "query_string": b"",
+                 "headers": [*headers, (b"content-length", str(len(body)).encode())]}
         try:
             return await self.app(scope, replay(body, receive), send)
         finally:
@@ -93,21 +119,83 @@ def has_key(authorization: bytes, key: str) -> bool:
     return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), key.encode())
 
 
-def bounded_request(body: bytes, max_tokens: int) -> tuple[bytes, str | None]:
-    """The body with `max_tokens` at most `max_tokens` (set to it when absent), or why it is refused."""
+def canonical(path: str) -> str:
+    return "/" + "/".join(part for part in path.split("/") if part)
+
+
+def route_refusal(scope) -> tuple[int, dict] | None:
+    """404 for a path that is no route here, 405 for a route asked with another method."""
+    path = canonical(scope["path"])
+    if path not in ROUTES:
+        return 404, error(f"no route {path[:100]!r} on this server; it serves {', '.join(ROUTES)}")
+    if scope["method"] not in ROUTES[path]:
+        return 405, error(f"{path} takes {', '.join(ROUTES[path])}")
+    return None
+
+
+def bounded_request(body: bytes, path: str, max_tokens: int) -> tuple[bytes, str | None]:
+    """The body with its fields checked and `max_tokens` at most `max_tokens` (set to it when
+    absent), or why it is refused."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):
         return body, "the request body is not JSON"
     if not isinstance(request, dict):
         return body, "the request body is not a JSON object"
-    for key in ("max_tokens", "max_completion_tokens"):
-        asked = request.get(key)
-        if asked is not None and (isinstance(asked, bool) or not isinstance(asked, int) or asked > max_tokens):
-            return body, f"{key} must be an integer of at most {max_tokens} on this server"
-    if request.get("max_tokens") is None and request.get("max_completion_tokens") is None:
-        request["max_tokens"] = max_tokens
-    return json.dumps(request).encode(), None
+    request, problem = bounded(request, path, max_tokens)
+    return (body, problem) if problem else (json.dumps(request).encode(), None)
+
+
+class Started:
+    """A `send` that remembers whether the reply has started (a timeout then cannot answer 504)."""
+
+    def __init__(self, send):
+        self.send, self.status = send, None
+
+    async def __call__(self, message):
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+class HeadersInTime(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request's headers: a client that opens
+    a connection and never finishes them (slowloris) holds no connection past HEADER_SECONDS."""
+
+    HEADER_SECONDS = 10.0
+    headers_due = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.arm()
+
+    def arm(self):
+        self.disarm()
+        self.headers_due = self.loop.call_later(self.HEADER_SECONDS, self.headers_late)
+
+    def disarm(self):
+        if self.headers_due is not None:
+            self.headers_due.cancel()
+            self.headers_due = None
+
+    def handle_events(self):
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # a request's headers have all arrived
+            self.disarm()
+
+    def on_response_complete(self):
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self.arm()  # the next request on this connection has the same deadline
+
+    def connection_lost(self, exc):
+        self.disarm()
+        super().connection_lost(exc)
+
+    def headers_late(self):
+        self.headers_due = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 async def read_body(receive, limit: int) -> bytes | None:

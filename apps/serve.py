@@ -21,14 +21,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
-from apps.gate import LOOPBACK, Gate, Limits
+from apps.gate import LOOPBACK, Gate, HeadersInTime, Limits
 from sft.device import GENERATION_BACKENDS, serving_backend
 from sft.generation import vllm_engine_args
 from sft.params import UserError, run
+
+
+SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def vllm_command(model: str, name: str, host: str, port: int, limits: Limits, max_model_len: int) -> list[str]:
@@ -91,6 +95,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=Limits.max_tokens, help="the most tokens one reply may ask for")
     ap.add_argument("--max-in-flight", type=int, default=Limits.max_in_flight,
                     help="generations at once; more are answered 429")
+    ap.add_argument("--max-seconds", type=float, default=Limits.max_seconds,
+                    help="the longest one request may take, body and reply; then it is stopped")
     ap.add_argument("--max-model-len", type=int, default=8192,
                     help="vLLM: the longest prompt and reply it reserves memory for (not the model's own context)")
     args = ap.parse_args()
@@ -102,11 +108,14 @@ def main() -> None:
     if args.host not in LOOPBACK and not api_key:
         raise UserError(f"--host {args.host} reaches beyond this machine: set an API key in the environment "
                         f"({args.api_key_env}=...) or keep --host 127.0.0.1")
-    if args.max_tokens < 1 or args.max_in_flight < 1:
-        raise UserError("--max-tokens and --max-in-flight must be at least 1")
+    if args.max_tokens < 1 or args.max_in_flight < 1 or not 0 < args.max_seconds < float("inf"):
+        raise UserError("--max-tokens, --max-in-flight and --max-seconds must be positive")
+    if not SERVED_NAME.fullmatch(args.name):
+        raise UserError(f"--name {args.name[:80]!r}: a served name is letters, digits, '.', '_' and '-' (at most 64, "
+                        "not starting with '.' or '-'); it names a link in the server's working folder, never a path")
     named = [h.lower() for h in (args.host, *args.allow_host) if h not in ("0.0.0.0", "::", "")]
     limits = Limits(hosts=tuple(dict.fromkeys((*LOOPBACK, *named))), max_tokens=args.max_tokens,
-                    max_in_flight=args.max_in_flight)
+                    max_in_flight=args.max_in_flight, max_seconds=args.max_seconds)
     print(f"[serve] {model} as '{args.name}' on http://{args.host}:{args.port}/v1"
           f"{' (API key required)' if api_key else ''}", flush=True)
     backend = serving_backend() if args.backend == "auto" else args.backend
@@ -118,7 +127,7 @@ def main() -> None:
 
     app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key, limits)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeadersInTime)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

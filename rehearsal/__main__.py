@@ -30,6 +30,7 @@ import yaml
 
 from rehearsal import estimate, gemma, standin
 from rehearsal.workspace import ROOT, commit, copy_repository
+from sft.params import read_yaml
 
 FAMILIES = {"gemma-3": gemma}  # model families a tiny stand-in can be built for
 
@@ -87,7 +88,7 @@ def main() -> None:
     preset_path = ROOT / "presets" / f"{args.name}.yaml"
     if not preset_path.is_file():
         raise SystemExit(f"rehearse: no presets/{args.name}.yaml")
-    preset = yaml.safe_load(preset_path.read_text())
+    preset = read_yaml(preset_path)
     builder = family(preset["base"]["model_name_or_path"])
     if (needs := estimate.before_renting(preset)) is not None:
         print(needs, flush=True)

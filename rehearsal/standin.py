@@ -17,7 +17,7 @@ import random
 import re
 from pathlib import Path
 
-import yaml
+from sft.params import read_yaml
 
 SPEC = "standin.yaml"
 
@@ -27,7 +27,7 @@ def load_spec(prompts: str | Path) -> dict:
     if not path.is_file():
         raise SystemExit(f"{path} is missing: a rehearsal needs stand-in records of the dataset's shape "
                          "(see prompts/headnotes/standin.yaml)")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return read_yaml(path)
 
 
 def length(low: int, high: int, rng: random.Random) -> int:

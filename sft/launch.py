@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from sft.device import has_cuda
-from sft.params import UserError, load, ranged, run
+from sft.params import UserError, load, ranged, read_yaml, run
 
 
 @dataclass
@@ -58,7 +58,10 @@ def distributed_type(config_file: str) -> str:
     path = Path(config_file)
     if not path.is_file():
         raise UserError(f"params.yaml: launch.config_file {config_file} does not exist (see configs/accelerate/)")
-    return str((yaml.safe_load(path.read_text()) or {}).get("distributed_type", "NO"))
+    config = read_yaml(path) or {}
+    if not isinstance(config, dict):
+        raise UserError(f"{path}: an accelerate config must be a mapping of keys (see configs/accelerate/)")
+    return str(config.get("distributed_type", "NO"))
 
 
 def command(p: LaunchParams, cuda: bool, stage: list[str]) -> tuple[list[str], dict[str, str]]:

@@ -14,6 +14,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -31,33 +32,106 @@ def closest(key: str, valid: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-# Keys that name a credential. params.yaml is committed, and a stage's params go into dvc.lock, its
-# log, the model card and every checkpoint's training_args.bin. (eos_token, pad_token: not secrets.)
-SECRET_KEY = re.compile(r"(^|_)(api_key|access_key|secret|secret_key|password|passwd|credentials?)$"
-                        r"|(^|_)(hub|hf|auth|access|api|bearer|wandb)_token$|^token$", re.IGNORECASE)
-SECRET_ENV = {"hub": "HF_TOKEN", "hf": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
+# A credential in params would go into git, dvc.lock, the run-cache, the log line and every
+# checkpoint's training_args.bin. It is found two ways, at any depth: by its key's words
+# (hub_token, githubToken, apikey, private-key, ...), and by the shape of its value (hf_..., ghp_...,
+# sk-..., AKIA..., a JWT, a PEM key, a URL with a password), whatever the key is called.
+SECRET_WORDS = {"password", "passwd", "passphrase", "pwd", "secret", "secrets", "credential", "credentials",
+                "apikey", "accesskey", "secretkey", "privatekey", "authkey", "token", "bearer", "cookie"}
+SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("auth", "key"),
+                ("signing", "key"), ("session", "key"), ("encryption", "key"), ("client", "key")}
+# "<word>_token" keys that name a vocabulary token (eos_token: "<|im_end|>"), not a credential.
+VOCABULARY = {"eos", "bos", "pad", "unk", "sep", "cls", "mask", "stop", "end", "start", "eot", "eom", "image",
+              "audio", "video", "special", "tool", "think", "boi", "eoi", "sot", "im"}
+SECRET_VALUE = re.compile(
+    r"\bhf_[A-Za-z0-9]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_\w{20,}|\bglpat-[\w-]{20,}"
+    r"|\bsk-(?:proj-|ant-)?[\w-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bxox[abposr]-[\w-]{10,}"
+    r"|\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.|-----BEGIN [A-Z ]*PRIVATE KEY-----|\bbearer\s+[\w.~+/-]{16,}"
+    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
+# A long run of letters and digits with no separator, mixing cases and digits: a random key. Names,
+# paths and revisions (hex) do not look like this.
+RANDOM_KEY = re.compile(r"(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{32,}")
+SECRET_ENV = {"hub": "HF_TOKEN", "hf": "HF_TOKEN", "huggingface": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
+LARGEST_INT = 2**63 - 1  # what a 64-bit field holds; a larger number in params is a mistake
 
 
-def refuse_secrets(values: Any, where: str) -> None:
-    """No credential in params, at any depth; the message names the key, never the value."""
+def key_words(key: str) -> list[str]:
+    """hub_token, hubToken, Hub-Token -> ['hub', 'token']."""
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower().replace("-", "_").split("_")
+
+
+def secret_key(key: str) -> bool:
+    words = [w for w in key_words(key) if w]
+    if any(w in SECRET_WORDS for w in words if w != "token") or any(p in SECRET_PAIRS for p in zip(words, words[1:])):
+        return True
+    return any(w == "token" and (i == 0 or words[i - 1] not in VOCABULARY) for i, w in enumerate(words))
+
+
+def secret_value(value: str) -> bool:
+    return bool(SECRET_VALUE.search(value) or RANDOM_KEY.search(value))
+
+
+def refuse_bad_values(values: Any, where: str) -> None:
+    """No credential (by key or by value), no number that is not finite or does not fit 64 bits, at
+    any depth; a message names the key, never the value."""
     items = values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
     for key, value in items:
         name = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
-        if isinstance(key, str) and SECRET_KEY.search(key):
-            env = next((v for k, v in SECRET_ENV.items() if k in key.lower()), "the library's environment variable")
+        if isinstance(key, str) and secret_key(key) or isinstance(value, str) and secret_value(value):
+            words = key_words(key) if isinstance(key, str) else []
+            env = next((v for k, v in SECRET_ENV.items() if k in words), "the library's environment variable")
             raise UserError(f"{name} is a secret: params go into git, dvc.lock, logs and checkpoints; delete it "
                             f"and set {env} in the environment instead")
-        refuse_secrets(value, name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name} is {value}; it must be a finite number")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
+            raise UserError(f"{name} is a {len(str(abs(value)))}-digit number; it must fit in 64 bits")
+        refuse_bad_values(value, name)
+
+
+MAX_YAML_BYTES = 1 << 20  # params and task files are a few KB; more is a mistake, or an attack
+
+
+class NoAliases(yaml.SafeLoader):
+    """YAML without anchors and aliases: a kilobyte of nested aliases expands to billions of nodes
+    (and one that refers to itself to a cycle), so every value must be written out."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.MarkedYAMLError(None, None, "an alias (*name): aliases and anchors are not accepted here; "
+                                       "write the value out", mark)
+        return super().compose_node(parent, index)
+
+
+def read_yaml(path: str | Path, text: str | None = None) -> Any:
+    """A YAML file the project reads (params, presets, task.yaml, configs): anything malformed,
+    aliased, too large or too deep is one UserError naming the file and the line."""
+    path = Path(path)
+    try:
+        if text is None:
+            if path.stat().st_size > MAX_YAML_BYTES:
+                raise UserError(f"{path}: {path.stat().st_size} bytes; a YAML file read here must be under "
+                                f"{MAX_YAML_BYTES} bytes")
+            text = path.read_text(encoding="utf-8")
+        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader, without aliases
+    except FileNotFoundError:
+        raise
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: bytes that are not UTF-8 at byte {e.start}; re-encode the file as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deep to read; flatten it") from None
+    except ValueError as e:  # a number past Python's digit limit
+        raise UserError(f"{path}: a value cannot be read: {e}") from None
 
 
 def read_section(section: str, path: str = PARAMS_FILE) -> dict[str, Any]:
     try:
-        with open(path, encoding="utf-8") as f:
-            params = yaml.safe_load(f) or {}
+        params = read_yaml(path) or {}
     except FileNotFoundError as e:
         raise UserError(f"{path}: not found; run the stage from the repository root") from e
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(params, dict):
         raise UserError(f"{path}: must be a mapping of sections (base:, prepare:, train:, ...)")
     if section not in params:
@@ -65,7 +139,7 @@ def read_section(section: str, path: str = PARAMS_FILE) -> dict[str, Any]:
     values = params[section] or {}
     if not isinstance(values, dict):
         raise UserError(f"{path}: {section}: must be a mapping of keys, found {type_name(type(values))}")
-    refuse_secrets(values, f"{path}: {section}")
+    refuse_bad_values(values, f"{path}: {section}")
     return values
 
 

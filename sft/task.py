@@ -9,10 +9,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from sft.metrics import TaskMetric, metric_named
-from sft.params import UserError
+from sft.params import UserError, read_yaml
 
 TASK_FILE = "task.json"
 
@@ -34,9 +32,9 @@ def load_task(folder: str | Path) -> Task:
     if not path.is_file():
         raise UserError(f"{path} is missing; it names the task's metric (see prompts/sql/task.yaml)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e}); quote regular expressions with single quotes") from None
+        data = read_yaml(path) or {}
+    except UserError as e:
+        raise UserError(f"{e}; quote regular expressions with single quotes") from None
     if "metric" not in data:
         raise UserError(f"{path}: no 'metric:' key")
     try:

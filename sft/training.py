@@ -57,8 +57,9 @@ class TrainParams:
         if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
             raise UserError(f"params.yaml: train.early_stopping_patience is {patience!r}; it must be a whole number "
                             "of evaluations, at least 1, or null (never stop early)")
-        if "/" not in self.attn_implementation:  # owner/name: a kernel from the hub's kernels library
-            one_of("train", "attn_implementation", self.attn_implementation, ATTENTION)
+        # A choice, never any string: transformers takes "owner/name" as a kernel repository on the
+        # hub, whose code it downloads and runs at training time.
+        one_of("train", "attn_implementation", self.attn_implementation, ATTENTION)
 
 
 # Defaults that differ from SFTConfig's, each for a reason; params.yaml overrides any of them.
@@ -104,14 +105,32 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
         if f.name in passed and "choices" in f.metadata:
             one_of("train", f.name, passed[f.name], f.metadata["choices"])
     init = passed.get("model_init_kwargs")
-    if isinstance(init, dict) and "dtype" in init:
-        one_of("train", "model_init_kwargs.dtype", init["dtype"], DTYPES)
+    if isinstance(init, dict):
+        check_model_init_kwargs(init, path)
     if passed.get("max_steps", -1) == 0:
         raise UserError(f"{path}: train.max_steps is 0: nothing would be trained; -1 (epochs decide) or more")
     sft = {**SFT_DEFAULTS, **passed}
     if announce:
         log_params("train", {**dataclasses.asdict(p), **sft})
     return p, sft
+
+
+# from_pretrained's arguments a user may set under train.model_init_kwargs: how the base is held in
+# memory. Others change what code runs (trust_remote_code, an attn_implementation naming a hub kernel
+# repository, a revision) and have their own checked keys, or none.
+MODEL_INIT_KEYS = ("dtype", "device_map", "low_cpu_mem_usage", "use_cache")
+
+
+def check_model_init_kwargs(init: dict, path: str) -> None:
+    for key in init:
+        if key not in MODEL_INIT_KEYS:
+            where = " (it is train.attn_implementation, a choice)" if key == "attn_implementation" else ""
+            raise UserError(f"{path}: train.model_init_kwargs.{key} is not accepted{where}; the keys are "
+                            f"{', '.join(MODEL_INIT_KEYS)}")
+    if "dtype" in init:
+        one_of("train", "model_init_kwargs.dtype", init["dtype"], DTYPES)
+    if "device_map" in init and not isinstance(init["device_map"], str | dict):
+        raise UserError(f"{path}: train.model_init_kwargs.device_map must be a name (auto) or a mapping")
 
 
 HALF_DTYPES = ("bfloat16", "float16")
@@ -144,7 +163,8 @@ def without_gpu_only_settings(sft: dict, has_cuda: bool) -> dict:
     GPU, those whose package is missing."""
     if has_cuda:
         return without_missing_packages(sft)
-    sft = {**sft}
+    # Pinned memory speeds copies to a GPU; without one, torch warns at every dataloader it starts.
+    sft = {"dataloader_pin_memory": False, **sft}
     if sft.get("optim") in GPU_OPTIMIZERS:
         print(f"[train] no CUDA GPU: train.optim {sft['optim']} -> adamw_torch", flush=True)
         sft["optim"] = "adamw_torch"

@@ -60,6 +60,28 @@ MORE = [
      "others.hub.gemma.hf_token is a secret"),
     ("others", "folders", {"": "models/x"}, "others.folders: name ''"),
     ("others", "folders", {"earlier": None}, "others.folders.earlier"),
+    # Numbers YAML reads that no range check may let through: infinities and 64-bit overflows.
+    ("train", "epochs", math.inf, "train.epochs is inf"),
+    ("train", "learning_rate", math.inf, "train.learning_rate is inf"),
+    ("train", "warmup_steps", -math.inf, "train.warmup_steps is -inf"),
+    ("train", "max_grad_norm", math.inf, "train.max_grad_norm is inf"),
+    ("evaluate", "max_new_tokens", 10**30, "evaluate.max_new_tokens"),
+    ("prepare", "max_records", {"train": 10**5000 // 10**4000}, "prepare.max_records.train"),
+    # Code that runs at training time must not be named in params.
+    ("train", "attn_implementation", "kernels-community/flash-attn", "train.attn_implementation"),
+    ("train", "model_init_kwargs", {"attn_implementation": "kernels-community/flash-attn"},
+     "train.model_init_kwargs.attn_implementation"),
+    ("train", "model_init_kwargs", {"trust_remote_code": True}, "train.model_init_kwargs.trust_remote_code"),
+    # Secrets under keys no fixed pattern lists, and by the shape of their value under any key.
+    ("train", "dataset_kwargs", {"huggingface_token": "PlantedInParams4d4d"}, "train.dataset_kwargs.huggingface_token"),
+    ("prepare", "datasets", [{"dataset": "x", "github_token": "PlantedInParams3c3c"}], "prepare.datasets[0].github_token"),
+    ("train", "dataset_kwargs", {"apikey": "PlantedInParams2b2b"}, "train.dataset_kwargs.apikey"),
+    ("train", "dataset_kwargs", {"private_key": "PlantedInParams1a1a"}, "train.dataset_kwargs.private_key"),
+    ("train", "dataset_kwargs", {"openaiApiKey": "PlantedInParams5e5e"}, "train.dataset_kwargs.openaiApiKey"),
+    ("train", "run_name", "hf_PlantedInParamsAbCdEfGhIjKlMnOpQr01", "train.run_name"),
+    ("train", "dataset_kwargs", {"note": "ghp_PlantedInParams0123456789abcdefABCD"}, "train.dataset_kwargs.note"),
+    ("forgetting", "dataset", "https://someone:PlantedInParams@example.com/data", "forgetting.dataset"),
+    ("train", "hub_model_id", "PlantedInParamsX9aB7cD2eF4gH6iJ8kL0mN1o", "train.hub_model_id"),
 ]
 
 

@@ -3,6 +3,7 @@ against a stand-in app that records what reached it (the served apps are tested 
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -36,7 +37,7 @@ async def call(gate, method, path, headers, body, chunks=None):
     sent = []
 
     async def receive():
-        if parts:
+        if parts and parts[0] is not None:  # None: a client that goes silent there
             part = parts.pop(0)
             return {"type": "http.request", "body": part, "more_body": bool(parts)}
         await asyncio.sleep(3600)
@@ -159,3 +160,143 @@ def test_generations_past_the_bound_get_429_and_later_ones_pass():
                                           ("LocalHost", "localhost"), ("::1", "::1"), ("a@b:1", "b")])
 def test_hostname_drops_port_brackets_and_userinfo(netloc, host):
     assert hostname(netloc) == host
+
+
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
+
+
+def backend_routes() -> dict[str, set[str]]:
+    """Every path (and its methods) that the two CPU backends' apps serve, read off the apps
+    themselves: transformers serve's FastAPI app and llama-cpp-python's router."""
+    from transformers.cli.serving.server import build_server
+
+    routes: dict[str, set[str]] = {}
+    apps = [build_server(*[None] * 6).routes]
+    try:
+        from llama_cpp.server.app import router
+        apps.append(router.routes)
+    except ImportError:  # llama.cpp not installed here: its routes are walked where it is (CI)
+        pass
+    for listed in apps:
+        for route in listed:
+            routes.setdefault(route.path, set()).update(getattr(route, "methods", None) or {"GET"})
+    return routes
+
+
+def test_every_path_the_backends_serve_is_refused_unless_allowed():
+    from apps.gate import ROUTES
+
+    served = backend_routes()
+    assert {"/v1/chat/completions", "/v1/completions", "/load_model", "/reset", "/docs"} <= set(served)
+    g, app = gate(max_body_bytes=100)
+    walked = 0
+    for path in {*served, "/", "/v1", "/v1/models/x", "/metrics", "/v1/embeddings"}:
+        for method in METHODS:
+            status, _ = request(g, method, path, headers=[bearer()], body=b'{"model": "x"}')
+            walked += 1
+            expected = 200 if method in ROUTES.get(path, ()) else 405 if path in ROUTES else 404
+            assert status == expected, (method, path, status)
+    assert walked >= 7 * 10 and len(app.bodies) == 2, "only the two generation routes' POSTs reached the app"
+
+
+@pytest.mark.parametrize("path", ["/load_model", "//load_model", "/v1/../load_model", "/v1/chat/completions/../../reset",
+                                  "/v1/responses", "/v1/audio/transcriptions", "/extras/tokenize", "/docs", "/openapi.json"])
+def test_administrative_and_unlisted_paths_never_reach_the_app(path):
+    g, app = gate()
+    status, body = request(g, "POST", path, headers=[bearer()], body=b'{"model": "/etc"}')
+    assert status == 404 and "no route" in body["error"]["message"] and app.bodies == []
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions/", "//v1//chat/completions"])
+def test_a_route_spelled_otherwise_reaches_the_app_as_the_route_and_bounded(path):
+    g, app = gate(max_tokens=16)
+    status, _ = request(g, "POST", path, headers=[bearer()], body=b'{"messages": []}')
+    assert status == 200 and json.loads(app.bodies[0])["max_tokens"] == 16
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "OPTIONS"])
+def test_a_generation_route_asked_with_another_method_is_405(method):
+    g, app = gate()
+    assert request(g, method, "/v1/chat/completions", headers=[bearer()])[0] == 405 and app.bodies == []
+
+
+@pytest.mark.parametrize("body", [{"max_tokens": 0}, {"max_tokens": -1}, {"max_completion_tokens": 0},
+                                  {"max_completion_tokens": 17}, {"max_tokens": 8, "max_completion_tokens": 9},
+                                  {"max_tokens": 8, "max_completion_tokens": 100},
+                                  {"generation_config": '{"max_new_tokens": 100000}'}, {"max_new_tokens": 100000},
+                                  {"n_predict": -1}, {"n": 50}, {"best_of": 20}, {"chat_template_kwargs": {}},
+                                  {"grammar": "root ::= x*"}, {"stop": ["x"] * 100_000}, {"stop": ["x" * 10_000]},
+                                  {"stop": [""]}, {"stop": 5}, {"temperature": 1e308}, {"seed": 10**30},
+                                  {"logit_bias": {str(i): 1 for i in range(1000)}}, {"top_logprobs": 1000},
+                                  {"messages": "hi"}, {"stream": "yes"}])
+def test_every_spelling_of_a_reply_size_and_every_unlisted_field_is_refused(body):
+    g, app = gate(max_tokens=16)
+    status, answer = request(g, headers=[bearer()], body=json.dumps({"messages": [], **body}).encode())
+    assert status == 400 and app.bodies == [], (body, status)
+    assert any(key in answer["error"]["message"] for key in body)
+
+
+@pytest.mark.parametrize("body, asked", [({"max_completion_tokens": 12}, 12), ({"max_tokens": 16}, 16),
+                                         ({"max_tokens": None}, 16), ({"max_tokens": 5, "max_completion_tokens": 5}, 5)])
+def test_the_app_gets_one_max_tokens_whatever_the_spelling(body, asked):
+    g, app = gate(max_tokens=16)
+    status, _ = request(g, headers=[bearer()], body=json.dumps({"messages": [], "stop": ["\n"] * 16, **body}).encode())
+    assert status == 200 and json.loads(app.bodies[0]) == {"messages": [], "stop": ["\n"] * 16, "max_tokens": asked}
+
+
+def test_a_completion_request_takes_its_own_fields():
+    g, app = gate(max_tokens=16)
+    body = {"prompt": "SELECT", "echo": False, "logprobs": 2, "stream": True, "best_of": 1}
+    assert request(g, "POST", "/v1/completions", headers=[bearer()], body=json.dumps(body).encode())[0] == 200
+    assert request(g, "POST", "/v1/completions", headers=[bearer()], body=b'{"prompt": ["a", "b"]}')[0] == 400
+
+
+def test_a_request_past_its_time_is_stopped_with_504_and_frees_its_slot():
+    async def scenario():
+        g, app = gate(max_seconds=0.2, max_in_flight=1)
+        app.release = asyncio.Event()  # the app never answers
+        first = await call(g, "POST", "/v1/chat/completions", [bearer()], b"{}")
+        app.release.set()
+        return first, await call(g, "POST", "/v1/chat/completions", [bearer()], b"{}")
+
+    first, second = asyncio.run(scenario())
+    assert first[0] == 504 and second[0] == 200
+
+
+def test_a_body_that_never_ends_is_stopped_in_time():
+    g, app = gate(max_seconds=0.2)
+    status, _ = request(g, headers=[bearer()], chunks=[b"{", b'"messages"', None])
+    assert status == 504 and app.bodies == []
+
+
+def test_a_client_that_never_finishes_its_headers_is_cut_off(monkeypatch):
+    import socket
+    import threading
+
+    import uvicorn
+
+    from apps.gate import HeadersInTime
+    from conftest import free_port
+
+    monkeypatch.setattr(HeadersInTime, "HEADER_SECONDS", 0.5)
+    g, _ = gate(api_key=None)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(g, host="127.0.0.1", port=port, log_level="error", http=HeadersInTime,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+        started = time.monotonic()
+        assert slow.recv(1024) == b"" and time.monotonic() - started < 3, "the server closed the connection"
+        fine = socket.create_connection(("127.0.0.1", port), timeout=5)
+        fine.sendall(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert fine.recv(1024).startswith(b"HTTP/1.1 200")
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -113,3 +113,81 @@ def test_a_bad_train_value_stops_before_the_scratch_folder_is_touched(tmp_path, 
         run(train.main)
     assert exit_info.value.code == 2
     assert (checkpoint / "trainer_state.json").read_text() == "{}"
+
+
+LAUGHS = "base: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9)) + "train:\n  epochs: *a8\n"
+
+
+@pytest.mark.parametrize("text, named", [
+    (LAUGHS, "line 2"),  # a kilobyte that expands to 9^9 nodes
+    ("train:\n  epochs: 1\n  lora_target_modules: &loop [*loop]\n", "line 3"),  # refers to itself
+    ("train: &t {epochs: 1}\nbase: *t\n", "line 2"),  # a plain alias is refused too: the rule has no size
+    ("train:\n  <<: &m {epochs: 1}\n", "alias"),  # an anchor alone is harmless, its merge is not written out
+    ("train:\n  epochs: " + "[" * 100_000 + "]" * 100_000 + "\n", "deep"),
+    ("train:\n  epochs: " + "9" * 5000 + "\n", "cannot be read"),
+    ("train:\n  epochs: 1\n  run_name: \xff\n", "UTF-8"),
+])
+def test_params_that_are_yaml_but_not_values_stop_in_one_line_at_once(tmp_path, text, named):
+    import time
+
+    from sft.params import read_section
+
+    path = tmp_path / "params.yaml"
+    path.write_bytes(text.encode("utf-8", "surrogateescape") if "\xff" not in text else text.encode("latin-1"))
+    started = time.perf_counter()
+    try:
+        read_section("train", str(path))
+    except UserError as e:
+        assert named in str(e) and str(path) in str(e) and "\n" not in str(e)
+    else:
+        assert named == "alias", "only a merge of an anchor defined in place may load"
+    assert time.perf_counter() - started < 2
+
+
+def test_a_yaml_file_past_its_size_is_refused_unread(tmp_path):
+    from sft.params import read_yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  epochs: 1\n" + "# padding\n" * 200_000)
+    with pytest.raises(UserError, match="must be under"):
+        read_yaml(path)
+
+
+@pytest.mark.parametrize("key", ["hub_token", "github_token", "huggingface_token", "apikey", "api-key", "ApiKey",
+                                 "private_key", "privateKey", "aws_secret_access_key", "client_secret", "db_password",
+                                 "passphrase", "token", "auth_token", "bearer", "session_key", "OPENAI_API_KEY"])
+def test_a_key_that_names_a_credential_is_a_secret(key):
+    from sft.params import secret_key
+
+    assert secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["eos_token", "pad_token", "pad_token_id", "stop_token_ids", "max_new_tokens",
+                                 "max_tokens", "tokenizer", "include_num_input_tokens_seen", "key", "keep_stale",
+                                 "parity_max_new_tokens", "model_name_or_path", "secretary_bird"])
+def test_a_key_about_vocabulary_or_lengths_is_not(key):
+    from sft.params import secret_key
+
+    assert not secret_key(key)
+
+
+@pytest.mark.parametrize("value", ["hf_" + "aB3" * 12, "ghp_" + "x1Y" * 12, "github_pat_" + "a1_" * 10,
+                                   "sk-proj-" + "Ab1-" * 8, "AKIAIOSFODNN7EXAMPLE", "xoxb-1234567890-abcdef",
+                                   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.sig",
+                                   "-----BEGIN OPENSSH PRIVATE KEY-----\nabc", "Bearer abcdefghijklmnop1234",
+                                   "s3://minio:hunter22@127.0.0.1:9000/bucket", "Xk9vQ2mL7pR4tW8yB3nC6fH1jD5gS0aZ"])
+def test_a_value_shaped_like_a_credential_is_a_secret_under_any_key(value):
+    from sft.params import secret_value
+
+    assert secret_value(value)
+
+
+@pytest.mark.parametrize("value", ["HuggingFaceTB/SmolLM2-135M-Instruct", "0123456789abcdef0123456789abcdef01234567",
+                                   "b179c95d" * 8, "google/gemma-3-4b-it", "data/raw/text-to-sql.jsonl",
+                                   "http://127.0.0.1:8080/v1", "git@github.com:org/repo.git", "<|im_end|>",
+                                   "Answer with one SQL query.", "sk-learn", "hf_hub"])
+def test_names_paths_and_revisions_are_not(value):
+    from sft.params import secret_value
+
+    assert not secret_value(value)
