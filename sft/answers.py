@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import string
 
+import regex
+
 from sft.params import UserError
 
 # The letter counts in parentheses, "(C)" (any case), or standing alone as a capital before
@@ -48,20 +50,33 @@ def same(got: str, want: str, compare: str) -> bool:
     return got.strip() == want.strip()
 
 
-def compiled(pattern: str, where: str) -> re.Pattern:
-    """A declared answer pattern: it must compile and have a group (what it captures is the answer)."""
+# A declared pattern is the user's regex, run on model replies of any length: one with nested
+# quantifiers backtracks in time exponential in a reply's length ((a|aa)+$ on 40 characters ran for
+# minutes). The `regex` engine matches under a time limit; past it, the reply has no answer.
+MATCH_SECONDS = 0.25
+
+
+def compiled(pattern, where: str) -> regex.Pattern:
+    """A declared answer pattern: text that compiles, with a group (what it captures is the answer)."""
+    if not isinstance(pattern, str) or not pattern:
+        raise UserError(f"{where}: answer.pattern is {pattern!r}; it must be a regular expression in quotes, "
+                        r"e.g. '####\s*(-?[\d,]*\.?\d+)'")
     try:
-        regex = re.compile(pattern)
-    except re.error as e:
-        raise UserError(f"{where}: answer.pattern {pattern!r} does not compile ({e}); fix the regex "
+        compiled_pattern = regex.compile(pattern)
+    except (regex.error, OverflowError, RecursionError) as e:
+        raise UserError(f"{where}: answer.pattern {pattern[:200]!r} does not compile ({e}); fix the regex "
                         "(in YAML, quote it with single quotes)") from None
-    if regex.groups < 1:
-        raise UserError(f"{where}: answer.pattern {pattern!r} has no group; put what is the answer in "
+    if compiled_pattern.groups < 1:
+        raise UserError(f"{where}: answer.pattern {pattern[:200]!r} has no group; put what is the answer in "
                         r"parentheses, e.g. '####\s*(-?[\d,]*\.?\d+)'")
-    return regex
+    return compiled_pattern
 
 
-def captured(regex: re.Pattern, text: str) -> str | None:
-    """The first group of the last match of `regex` in `text`."""
-    matches = list(regex.finditer(text))
+def captured(pattern: regex.Pattern, text: str) -> str | None:
+    """The first group of the last match of `pattern` in `text`; None when there is none, or when
+    finding it takes past MATCH_SECONDS."""
+    try:
+        matches = list(pattern.finditer(text, timeout=MATCH_SECONDS))
+    except TimeoutError:
+        return None
     return matches[-1].group(1) if matches else None

@@ -100,6 +100,8 @@ def checked_answer(settings: dict, where: str) -> dict:
     if unknown:
         raise UserError(f"{where}: answer: unknown keys {unknown}; valid: {', '.join(ANSWER_KEYS)}")
     answers.compiled(answer["pattern"], where)
+    if answer.get("field") is not None and not (isinstance(answer["field"], str) and answer["field"]):
+        raise UserError(f"{where}: answer.field is {answer['field']!r}; it must name one record field, or be left out")
     compare = answer.setdefault("compare", "exact")
     if compare not in answers.COMPARES:
         raise UserError(f"{where}: answer.compare is {compare!r}; use one of {', '.join(answers.COMPARES)}")
@@ -110,7 +112,7 @@ def expected_answer(gold: str, references: dict, answer: dict) -> str | None:
     if answer.get("field"):
         value = references.get(answer["field"])
         return None if value is None else str(value)
-    return answers.captured(re.compile(answer["pattern"]), gold)
+    return answers.captured(answers.compiled(answer["pattern"], "task.json"), gold)
 
 
 @task_metric("answer_match", primary="accuracy", binary=True, settings=("answer",), check=checked_answer,
@@ -119,7 +121,7 @@ def answer_match(prediction: str, gold: str, references: dict, answer: dict) -> 
     """Accuracy of the answer a declared pattern captures (its first group, the last match in a
     reply), against the gold completion's (or a record field's), compared exactly, normalized or
     as numbers."""
-    got = answers.captured(re.compile(answer["pattern"]), prediction)
+    got = answers.captured(answers.compiled(answer["pattern"], "task.json"), prediction)
     want = expected_answer(gold, references, answer)
     correct = got is not None and want is not None and answers.same(got, want, answer.get("compare", "exact"))
     return {"accuracy": float(correct), "unparseable": float(got is None), "answer": got or "",

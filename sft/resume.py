@@ -30,7 +30,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from sft.files import sha256_of
+from sft.files import sha256_of, write_text
 from sft.params import UserError
 
 FINGERPRINT = "fingerprint.json"
@@ -78,8 +78,11 @@ def unreadable(checkpoint: Path) -> str | None:
                 return f"{path.name} is cut short"
             elif path.suffix in (".pt", ".pth", ".bin") and not whole_zip(path):
                 return f"{path.name} is cut short"
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             return f"{path.name}: {type(e).__name__}"
+    state = read_json(checkpoint / "trainer_state.json")
+    if not isinstance(state.get("global_step"), int) or not isinstance(state.get("log_history", []), list):
+        return "trainer_state.json holds no trainer state"
     return None
 
 
@@ -92,8 +95,12 @@ def whole_safetensors(path: Path) -> bool:
         if size > 100_000_000:
             return False
         header = json.loads(f.read(size))
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    return path.stat().st_size == 8 + size + end
+    if not isinstance(header, dict):  # a table of tensors, or no safetensors file at all
+        return False
+    offsets = [v.get("data_offsets") if isinstance(v, dict) else None for k, v in header.items() if k != "__metadata__"]
+    if not all(isinstance(o, list) and len(o) == 2 and all(isinstance(n, int) and n >= 0 for n in o) for o in offsets):
+        return False
+    return path.stat().st_size == 8 + size + max((o[1] for o in offsets), default=0)
 
 
 def whole_zip(path: Path) -> bool:
@@ -130,8 +137,8 @@ def plan(out: Path, digest: str, keep: int = 2, run: dict | None = None) -> Path
         else:
             shutil.rmtree(out)  # the stage's own folder, no checkpoint in it: nothing of value
     out.mkdir(parents=True)
-    (out / FINGERPRINT).write_text(json.dumps({"fingerprint": digest}) + "\n")
-    (out / RUN).write_text(json.dumps(run, sort_keys=True) + "\n")
+    write_text(out / FINGERPRINT, json.dumps({"fingerprint": digest}) + "\n")
+    write_text(out / RUN, json.dumps(run, sort_keys=True) + "\n")
     return None
 
 
@@ -159,23 +166,30 @@ def set_aside(out: Path, fingerprint_of_run: str, why: str, keep: int) -> Path:
     if dest.exists():
         dest = stale / f"{fingerprint_of_run[:16]}-{order}"
     os.replace(out, dest)
-    (dest / SET_ASIDE).write_text(json.dumps({"order": order, "from": str(out), "why": why}) + "\n")
+    write_text(dest / SET_ASIDE, json.dumps({"order": order, "from": str(out), "why": why}) + "\n")
     for _, old in sorted(stale_runs(stale), reverse=True)[keep:]:
         shutil.rmtree(old)
     return dest
 
 
 def stale_runs(stale: Path) -> list[tuple[int, Path]]:
+    """The runs set aside here, with their order; a folder whose marker cannot be read is not the
+    stage's to prune (it is named once and left alone)."""
     runs = []
-    for run in stale.iterdir() if stale.is_dir() else []:
+    for run in sorted(stale.iterdir()) if stale.is_dir() else []:
         marker = run / SET_ASIDE
-        if marker.is_file():
-            runs.append((json.loads(marker.read_text())["order"], run))
+        if not marker.is_file():
+            continue
+        order = read_json(marker).get("order")
+        if isinstance(order, int) and not isinstance(order, bool):
+            runs.append((order, run))
+        else:
+            print(f"[train] {marker} cannot be read: {run} is left alone (delete it yourself if unwanted)", flush=True)
     return runs
 
 
 def mark_complete(out: Path, summary: dict) -> None:
-    (out / COMPLETE).write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out / COMPLETE, json.dumps(summary, indent=2) + "\n")
 
 
 def publish(scratch: Path, out: Path) -> None:

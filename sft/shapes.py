@@ -52,7 +52,7 @@ def checked_turns(turns, where: str) -> Messages:
         raise UserError(f"{where}: the turns must be a list of {{'role', 'content'}}, found {type(turns).__name__}")
     checked, last = [], None
     for i, turn in enumerate(turns, 1):
-        role = ROLES.get(turn.get("role")) if isinstance(turn, dict) else None
+        role = ROLES.get(turn.get("role")) if isinstance(turn, dict) and isinstance(turn.get("role"), str) else None
         if role is None or not isinstance(turn.get("content"), str):
             raise UserError(f"{where}: turn {i} must be {{'role': one of {sorted(ROLES)}, 'content': text}}")
         if role == "system" and checked and checked[-1]["role"] != "system":
@@ -76,22 +76,41 @@ def split_turns(turns, where: str) -> tuple[Messages, Messages]:
     return [dict(t) for t in turns[:-1]], [dict(turns[-1])]
 
 
-def as_turns(value, role: str) -> Messages:
-    return [{"role": role, "content": value}] if isinstance(value, str) else list(value)
+def text(fields: dict, name: str, where: str, optional: bool = False) -> str:
+    """A field that must hold text (or, when optional, be missing or null: then '')."""
+    value = fields.get(name) if optional else field(fields, name, where)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise UserError(f"{where}: field '{name}' is {type(value).__name__}; it must be text")
+    return value
+
+
+def turns_of(fields: dict, name: str, where: str) -> list:
+    value = field(fields, name, where)
+    if not isinstance(value, list):
+        raise UserError(f"{where}: field '{name}' is {type(value).__name__}; it must be a list of turns")
+    return value
+
+
+def as_turns(fields: dict, name: str, role: str, where: str) -> Messages:
+    """A prompt or completion: text (one turn of `role`) or a list of turns."""
+    value = field(fields, name, where)
+    return [{"role": role, "content": text(fields, name, where)}] if not isinstance(value, list) else list(value)
 
 
 def from_messages(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
-    return split_turns(field(fields, "messages", where), where)
+    return split_turns(turns_of(fields, "messages", where), where)
 
 
 def from_sharegpt(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
     turns = []
-    for i, turn in enumerate(field(fields, "conversations", where), 1):
+    for i, turn in enumerate(turns_of(fields, "conversations", where), 1):
         if isinstance(turn, dict) and "from" not in turn and "role" in turn:
             turns.append(turn)  # role/content turns under "conversations": already messages
             continue
         speaker = turn.get("from") if isinstance(turn, dict) else None
-        if speaker not in SHAREGPT_ROLES:
+        if not isinstance(speaker, str) or speaker not in SHAREGPT_ROLES:
             raise UserError(f"{where}: conversations turn {i}: 'from' is {speaker!r}; use one of "
                             f"{sorted(SHAREGPT_ROLES)} (or 'role' and 'content')")
         turns.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
@@ -99,15 +118,15 @@ def from_sharegpt(fields: dict, where: str, _: Templates | None) -> tuple[Messag
 
 
 def from_prompt_completion(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
-    prompt = as_turns(field(fields, "prompt", where), "user")
-    completion = as_turns(field(fields, "completion", where), "assistant")
+    prompt = as_turns(fields, "prompt", "user", where)
+    completion = as_turns(fields, "completion", "assistant", where)
     return split_turns(prompt + completion, where)
 
 
 def from_alpaca(fields: dict, where: str, _: Templates | None) -> tuple[Messages, Messages]:
-    instruction, extra = field(fields, "instruction", where), fields.get("input") or ""
+    instruction, extra = text(fields, "instruction", where), text(fields, "input", where, optional=True)
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
-    return [{"role": "user", "content": user}], [{"role": "assistant", "content": field(fields, "output", where)}]
+    return [{"role": "user", "content": user}], [{"role": "assistant", "content": text(fields, "output", where)}]
 
 
 def from_template(fields: dict, where: str, templates: Templates | None) -> tuple[Messages, Messages]:

@@ -24,6 +24,45 @@ class Record:
     fields: dict
 
 
+MAX_DEPTH = 32  # values nested deeper than this are no record of a text dataset
+LARGEST_INT = 2**63 - 1
+
+
+def problem(value, depth: int = 0) -> tuple[str, str] | None:
+    """(where in the value, what is wrong) for the first value no stage can carry, or None: text
+    that is not Unicode (a lone surrogate), nesting past MAX_DEPTH, a number past 64 bits."""
+    if depth > MAX_DEPTH:
+        return "", f"nested over {MAX_DEPTH} levels deep"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return "", f"holds a lone surrogate (\\u{ord(value[e.start]):04x}) at character {e.start + 1}, not text"
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
+        return "", "holds a number that does not fit 64 bits"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, inner in items:
+        if isinstance(key, str) and (found := problem(key, depth + 1)) is not None:
+            return f".{key.encode('utf-8', 'backslashreplace').decode()}", f"has a key that {found[1]}"
+        if (found := problem(inner, depth + 1)) is not None:
+            return (f".{key}" if isinstance(key, str) else f"[{key}]") + found[0], found[1]
+    return None
+
+
+def checked(where: str, fields: dict) -> Record:
+    """A record whose every value a stage can carry, and whose id, if any, is a name or a number."""
+    for name, value in fields.items():
+        if (found := problem(value)) is not None:
+            raise UserError(f"{where}: field '{name}{found[0]}' {found[1]}; fix or drop the record")
+        if (found := problem(name)) is not None:
+            raise UserError(f"{where}: a field name {found[1]}; fix or drop the record")
+    rid = fields.get("id")
+    if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int)):
+        raise UserError(f"{where}: field 'id' is {type(rid).__name__}; an id must be text or a whole number "
+                        "(or drop the id column: records are then named by where they come from)")
+    return Record(where, fields)
+
+
 def jsonl_records(path: Path) -> list[Record]:
     records = []
     with open(path, "rb") as f:
@@ -41,9 +80,14 @@ def jsonl_records(path: Path) -> list[Record]:
             except json.JSONDecodeError as e:
                 raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
                                 "fix or remove the line") from None
+            except RecursionError:
+                raise UserError(f"{where}: nested too deep to read (over {MAX_DEPTH} levels is no record); "
+                                "fix or remove the line") from None
+            except ValueError as e:  # a number past Python's digit limit
+                raise UserError(f"{where}: a value cannot be read ({first_line(e)}); fix or remove the line") from None
             if not isinstance(fields, dict):
                 raise UserError(f"{where}: a JSONL line must be a JSON object, found {type(fields).__name__}")
-            records.append(Record(where, fields))
+            records.append(checked(where, fields))
     return records
 
 
@@ -56,7 +100,7 @@ def read_with_datasets(path: Path) -> list[Record]:
         raise UserError(f"{path}: bytes that are not UTF-8 (byte {e.start}); re-encode the file as UTF-8") from None
     except Exception as e:  # noqa: BLE001 - the loaders raise many types; all mean a malformed file
         raise UserError(f"{path}: cannot be read as {path.suffix[1:].upper()}: {first_line(e)}") from None
-    return [Record(f"{path} record {i}", row) for i, row in enumerate(table.to_list(), 1)]
+    return [checked(f"{path} record {i}", row) for i, row in enumerate(table.to_list(), 1)]
 
 
 def first_line(e: Exception) -> str:
@@ -105,7 +149,7 @@ def hub(dataset: str, subset: str | None, revision: str | None) -> dict[str, lis
     except Exception as e:  # noqa: BLE001 - not found, offline, gated: one line says which
         raise UserError(f"cannot load dataset '{dataset}'{f' subset {subset!r}' if subset else ''}: "
                         f"{first_line(e)}; check prepare.dataset, or the network and HF_TOKEN") from None
-    return {SPLIT_NAMES.get(name, name): [Record(f"{dataset}[{name}] record {i}", row)
+    return {SPLIT_NAMES.get(name, name): [checked(f"{dataset}[{name}] record {i}", row)
                                           for i, row in enumerate(split.to_list(), 1)]
             for name, split in loaded.items()}
 

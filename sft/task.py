@@ -35,21 +35,28 @@ def load_task(folder: str | Path) -> Task:
         data = read_yaml(path) or {}
     except UserError as e:
         raise UserError(f"{e}; quote regular expressions with single quotes") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of keys (metric:, references:, and the metric's own)")
     if "metric" not in data:
         raise UserError(f"{path}: no 'metric:' key")
+    if not isinstance(data["metric"], str):
+        raise UserError(f"{path}: metric is {str(data['metric'])[:200]}; it must be one metric's name (e.g. metric: exact_match)")
+    references = data.get("references") or []
+    if not isinstance(references, list) or not all(isinstance(r, str) and r for r in references):
+        raise UserError(f"{path}: references is {str(references)[:200]}; it must be a list of record field names, "
+                        "e.g. references: [sql_context]")
     try:
         metric = metric_named(data["metric"])
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     valid = ("metric", "references", *metric.settings)
-    unknown = sorted(set(data) - set(valid))
+    unknown = sorted(str(k) for k in set(data) - set(valid))
     if unknown:
         raise UserError(f"{path}: unknown keys {unknown} for metric {metric.name}; valid: {', '.join(valid)}")
     settings = {k: data[k] for k in metric.settings if k in data}
     if metric.check:
         settings = metric.check(settings, str(path))
-    references = list(data.get("references") or [])
-    field_read = (settings.get("answer") or {}).get("field")
+    references, field_read = list(references), (settings.get("answer") or {}).get("field")
     if field_read and field_read not in references:  # the gold answer read from a record field travels with it
         references.append(field_read)
     return Task(metric=metric.name, references=references, settings=settings)

@@ -102,3 +102,61 @@ def test_a_record_whose_scoring_raises_is_counted_wrong_and_the_others_go_on(mon
 def test_records_that_all_score_carry_no_scoring_error_key():
     scored = score_all("exact_match", ["Paris"], ["Paris"], [{}])
     assert "scoring_error" not in scored[0]
+
+
+# Records of every shape with a field swapped for a value of the wrong type, size or nesting: each is
+# converted, or stops with one UserError naming the file and line, never another exception.
+SHAPES = {
+    "messages": {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+    "sharegpt": {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+    "prompt_completion": {"prompt": "q", "completion": "a"},
+    "alpaca": {"instruction": "q", "input": "context", "output": "a"},
+}
+
+
+def deep(levels: int, leaf=1):
+    for _ in range(levels):
+        leaf = [leaf]
+    return leaf
+
+
+HOSTILE = [5, -1.5, True, None, [], {}, [5], ["q"], [None], [{"role": 5, "content": "x"}], [{"role": ["user"]}],
+           [{"from": ["human"], "value": "q"}], [{"from": "human", "value": 5}], {"role": "user"}, "\ud800",
+           "ok \udfff", ["\ud800"], deep(40), deep(20, "x"), 10**30, -(10**19), [10**25], float("nan"), "",
+           " ", "x" * 1_000_000, [{"role": "assistant", "content": "a"}] * 3]
+RAW_LINES = [b"[" * 200_000 + b"]" * 200_000, b'{"id": ' + b"9" * 5000 + b"}", b'{"prompt": "\\ud800", "completion": "a"}',
+             b'{"prompt": NaN, "completion": Infinity}', b"\xff\xfe{}", b'{"a": ' * 200_000, b"5", b'"text"', b"null",
+             b'{"\\udc80": 1, "prompt": "q", "completion": "a"}', b'{"id": [1, 2], "prompt": "q", "completion": "a"}',
+             b'{"id": {"a": 1}, "prompt": "q", "completion": "a"}', b'{"id": 1e400, "prompt": "q", "completion": "a"}']
+
+
+def hostile_records() -> list[tuple[str, bytes]]:
+    made = []
+    for shape, record in SHAPES.items():
+        for key in [*record, "id"]:
+            for value in HOSTILE:
+                made.append((shape, json.dumps({**record, key: value}).encode()))
+    return made + [(shape, raw) for shape in SHAPES for raw in RAW_LINES]
+
+
+def test_records_of_every_shape_with_wrong_types_nesting_and_sizes_stop_in_one_line_naming_file_and_line(tmp_path):
+    from sft import shapes, sources
+    from sft.params import UserError
+
+    outcomes = {"converted": 0, "refused": 0}
+    for number, (shape, line) in enumerate(hostile_records(), 1):
+        path = tmp_path / f"r{number}.jsonl"
+        path.write_bytes(line + b"\n")
+        try:
+            for record in sources.load(str(path))["train"]:
+                prompt, completion = shapes.non_empty(*shapes.CONVERTERS[shape](record.fields, record.where, None),
+                                                      record.where)
+                json.dumps([prompt, completion], ensure_ascii=False).encode("utf-8")  # what prepare writes
+            outcomes["converted"] += 1
+        except UserError as e:
+            message = str(e)
+            assert message.startswith(f"{path}:1: ") and "\n" not in message and len(message) < 600, (line[:80], message)
+            outcomes["refused"] += 1
+    print(outcomes)
+    assert outcomes["refused"] > 0.8 * sum(outcomes.values())
+    assert outcomes["converted"] >= len(SHAPES)  # the wrong-typed id of 5 and the like pass as they are

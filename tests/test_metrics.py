@@ -212,6 +212,45 @@ def test_bad_answer_declarations_name_the_fix(settings, message):
         metric_named("answer_match").check(settings, "prompts/gsm/task.yaml")
 
 
+@pytest.mark.parametrize("text, message", [
+    ("metric: [exact_match]\n", "metric is"), ("metric: {a: 1}\n", "metric is"), ("- metric\n", "a mapping"),
+    ("metric: exact_match\nreferences: 5\n", "references is 5"),
+    ("metric: exact_match\nreferences: [[a]]\n", "references is"),
+    ("metric: exact_match\nreferences: sql_context\n", "references is"),
+    ("metric: answer_match\nanswer: {pattern: null}\n", "answer.pattern is None"),
+    ("metric: answer_match\nanswer: {pattern: 5}\n", "answer.pattern is 5"),
+    ("metric: answer_match\nanswer: {pattern: ['(a)']}\n", "answer.pattern is"),
+    ("metric: answer_match\nanswer: {pattern: '(a)', field: [x]}\n", "answer.field is"),
+    ("metric: answer_match\nanswer: [pattern]\n", "needs an `answer:` block"),
+    ("metric: answer_match\nanswer: {pattern: '(a)', compare: [exact]}\n", "answer.compare is"),
+    ("metric: json\nfields: name\n", "fields is"),
+    ("metric: exact_match\n1: x\n", "unknown keys ['1']"),
+    ("metric: &m exact_match\nreferences: [*m]\n", "alias"),
+    ("metric: exact_match\nreferences: [\udc80]\n", "UTF-8"),
+])
+def test_a_task_yaml_value_of_the_wrong_type_is_one_line_naming_the_file(tmp_path, text, message):
+    from sft.task import load_task
+
+    (tmp_path / "task.yaml").write_bytes(text.encode("utf-8", "surrogateescape"))
+    with pytest.raises(UserError) as stopped:
+        load_task(tmp_path)
+    assert str(stopped.value).startswith(str(tmp_path / "task.yaml")) and message in str(stopped.value)
+
+
+@pytest.mark.parametrize("pattern", [r"(a|aa)+$", r"^(a|a?)+$", r"(\w|\d)+x$", r"((ab)*|a)*(c)$"])
+def test_a_pattern_that_backtracks_without_end_reads_no_answer_in_bounded_time(pattern):
+    import time
+
+    from sft.answers import MATCH_SECONDS
+
+    score = metric_named("answer_match").score
+    settings = metric_named("answer_match").check({"answer": {"pattern": pattern}}, "task.yaml")
+    started = time.perf_counter()
+    for reply in ["a" * 40 + "b", "1" * 5000 + "!", "ab" * 3000 + "!"]:
+        assert score(reply, "aaaa", {}, **settings)["unparseable"] in (0.0, 1.0)
+    assert time.perf_counter() - started < 3 * (MATCH_SECONDS * 2 + 0.5)
+
+
 def test_exact_match_and_json():
     exact = metric_named("exact_match").score
     assert exact("  Paris. ", "paris", {})["exact_match"] == 1.0 and exact("", "paris", {})["unparseable"] == 1.0

@@ -240,3 +240,68 @@ def test_publish_moves_a_finished_run_across_filesystems(tmp_path, monkeypatch):
     assert not (out / "old").exists() and not scratch.exists()
     assert not (out / resume.RUN).exists()  # how the run was launched is not part of the output
     assert sorted(p.name for p in out.parent.iterdir()) == ["train"]
+
+
+@pytest.mark.parametrize("header", [b"[]", b'"text"', b'{"w": []}', b'{"w": {"data_offsets": "x"}}',
+                                    b'{"w": {"data_offsets": [0]}}', b'{"w": {"data_offsets": [0, -5]}}',
+                                    b'{"w": {"dtype": "F32"}}', b"[" * 50_000, b"{not json"])
+def test_a_checkpoint_whose_weights_header_is_no_table_is_skipped_for_the_one_before(tmp_path, capsys, header):
+    import struct
+
+    out = tmp_path / "train.partial"
+    resume.plan(out, "a" * 64)
+    for step in (5, 10):
+        checkpoint(out, step)
+    (out / "checkpoint-10" / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
+    assert resume.plan(out, "a" * 64) == out / "checkpoint-5"
+    assert "checkpoint-10 cannot be resumed from" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("state", ["[]", '{"log_history": []}', '{"global_step": "5"}', "5"])
+def test_a_checkpoint_whose_trainer_state_is_no_state_is_skipped(tmp_path, capsys, state):
+    out = tmp_path / "train.partial"
+    resume.plan(out, "a" * 64)
+    for step in (5, 10):
+        checkpoint(out, step)
+    (out / "checkpoint-10" / "trainer_state.json").write_text(state)
+    assert resume.plan(out, "a" * 64) == out / "checkpoint-5"
+    assert "trainer_state.json" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("marker", ['{"order": ', "", "[]", '{"order": "1"}', '{"why": "x"}', "\xff"])
+def test_a_torn_or_foreign_set_aside_marker_is_left_alone_and_later_set_asides_go_on(tmp_path, capsys, marker):
+    out = tmp_path / "train.partial"
+    stale = resume.stale_folder(out)
+    (stale / "torn").mkdir(parents=True)
+    (stale / "torn" / resume.SET_ASIDE).write_bytes(marker.encode("latin-1"))
+    for digest in ("a", "b", "c"):
+        resume.plan(out, digest * 64, keep=1)
+        checkpoint(out, 5)
+    resume.plan(out, "d" * 64, keep=1)
+    kept = sorted(p.name for p in stale.iterdir())
+    assert kept == ["cccccccccccccccc", "torn"], kept  # pruned to one run of its own; the torn one untouched
+    assert "torn/set_aside.json cannot be read" in capsys.readouterr().out
+
+
+def test_every_marker_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A kill between writing a marker and closing it leaves the old marker or none, never half."""
+    from sft import files
+
+    out = tmp_path / "train.partial"
+    resume.plan(out, "a" * 64)
+    checkpoint(out, 5)
+    real = files.os.replace
+
+    def killed(src, dst):
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt("killed before the rename")
+        return real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        resume.plan(out, "b" * 64)  # sets the run aside, then writes its marker
+    with pytest.raises(KeyboardInterrupt):
+        resume.mark_complete(out if out.exists() else tmp_path, {"eval_loss": 1.0})
+    for marker in [*tmp_path.rglob("*.json")]:
+        assert isinstance(json.loads(marker.read_text()), dict), marker  # every marker there is whole
+    assert not list(resume.stale_folder(out).glob(f"*/{resume.SET_ASIDE}"))
