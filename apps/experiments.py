@@ -81,6 +81,9 @@ def combinations(words: list[str]) -> list[list[str]]:
             for values in itertools.product(*(vs.split(",") for _, vs in keys))]
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
 def shard_of(text: str) -> tuple[int, int]:
     """SHARD=i/N as (i, N), 1 <= i <= N."""
     m = re.fullmatch(r"(\d+)/(\d+)", text)
@@ -251,6 +254,9 @@ def chart(name: str, table: dict, out: Path) -> None:
 def report(name: str, kind: str | None = None, out_dir: str = "reports") -> Path:
     """reports/<name>/ for the experiments named <name> or <name>-<n>; `kind` (sweep or seeds)
     defaults to the name's own."""
+    if not RUN_NAME.fullmatch(name):  # it names a folder under reports/, never a path
+        raise UserError(f"NAME {name[:80]!r} is no sweep or seeds run: sweep-<k> or seeds-<k>, as `make sweep` printed "
+                        "(letters, digits, '.', '_', '-')")
     runs = of_run(name, shown())
     if not runs:
         raise UserError(f"no experiment named {name} or {name}-<n>: see `dvc exp show`")

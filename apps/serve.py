@@ -31,7 +31,6 @@ from sft.device import GENERATION_BACKENDS, serving_backend
 from sft.generation import vllm_engine_args
 from sft.params import UserError, run
 
-
 SERVED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 

@@ -85,9 +85,10 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, help="work (and keep everything) here instead of a temporary folder")
     ap.add_argument("--seed", type=int, default=0, help="of the stand-in records and the tiny model's weights")
     args = ap.parse_args()
+    presets = sorted(p.stem for p in (ROOT / "presets").glob("*.yaml"))
+    if args.name not in presets:  # a name, never a path: ../presets/x would pass a file test
+        raise SystemExit(f"rehearse: NAME must be one of: {' '.join(presets)}")
     preset_path = ROOT / "presets" / f"{args.name}.yaml"
-    if not preset_path.is_file():
-        raise SystemExit(f"rehearse: no presets/{args.name}.yaml")
     preset = read_yaml(preset_path)
     builder = family(preset["base"]["model_name_or_path"])
     if (needs := estimate.before_renting(preset)) is not None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import itertools
 import json
 import math
+import os
 import re
 import sys
 import types
@@ -62,7 +64,7 @@ def key_words(key: str) -> list[str]:
 
 def secret_key(key: str) -> bool:
     words = [w for w in key_words(key) if w]
-    if any(w in SECRET_WORDS for w in words if w != "token") or any(p in SECRET_PAIRS for p in zip(words, words[1:])):
+    if any(w in SECRET_WORDS for w in words if w != "token") or any(p in SECRET_PAIRS for p in itertools.pairwise(words)):
         return True
     return any(w == "token" and (i == 0 or words[i - 1] not in VOCABULARY) for i, w in enumerate(words))
 
@@ -281,5 +283,9 @@ def run(main: Callable[[], None]) -> None:
     try:
         main()
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
+        # Under DVC (it names the stage it runs), the stage's outputs were removed before it began.
+        stage = os.environ.get("DVC_STAGE")
+        after = f"; DVC removed {stage}'s outputs before it ran: `dvc checkout {stage}` brings back the last ones" \
+            if stage else ""
+        print(f"error: {e}{after}", file=sys.stderr, flush=True)
         sys.exit(2)

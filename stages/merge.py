@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from sft.checkpoints import (
@@ -34,8 +34,8 @@ from sft.checkpoints import (
 )
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
+from sft.merging import MergeParams
 from sft.models import (
-    DTYPES,
     PIN_FILE,
     keep_sentencepiece,
     load_for_inference,
@@ -44,21 +44,9 @@ from sft.models import (
     save_tokenizer,
     sentencepiece_file,
 )
-from sft.params import UserError, load, one_of, ranged, run
+from sft.params import UserError, load, run
 from sft.parity import next_token_logprobs, parity, reference
 from sft.stops import set_stops
-
-
-@dataclass
-class MergeParams:
-    dtype: str = "float32"  # weights of the merged model; merge at full precision, never into 4-bit
-    parity_prompts: int = ranged(8, low=1)  # validation prompts of the parity check
-    parity_max_new_tokens: int = ranged(32, low=1)
-    max_mean_kl: float = ranged(0.01, low=0)  # nats; fp32 merges measure ~1e-9, bf16 ones ~1e-3
-    min_greedy_agreement: float = ranged(0.9, low=0, high=1)  # share of generated tokens the two models agree on
-
-    def __post_init__(self):
-        one_of("merge", "dtype", self.dtype, DTYPES)
 
 
 def parity_reference(method: str, p: MergeParams) -> str:

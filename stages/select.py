@@ -16,29 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from sft.checkpoints import base_as_trained, merged, trained_model, training_method
 from sft.files import read_jsonl, write_json
 from sft.generation import Settings, replies
-from sft.models import DTYPES
-from sft.params import UserError, load, one_of, ranged, run
+from sft.params import UserError, load, run
 from sft.scoring import gold, scores
+from sft.selection import SelectParams
 from sft.task import read_task
-
-
-@dataclass
-class SelectParams:
-    metric: str = "eval_loss"  # a key of the trainer's evaluation logs, or a figure of the task metric
-    greater_is_better: bool | None = None  # None: false for names ending in 'loss', true otherwise
-    samples: int = ranged(32, low=1)  # validation prompts generated per checkpoint when selecting by a task figure
-    max_new_tokens: int = ranged(64, low=1)  # a reply longer than this is cut (and most likely wrong)
-    batch_size: int = ranged(16, low=1)  # prompts generated together
-    dtype: str = "float32"  # the candidates' weights while generating
-
-    def __post_init__(self):
-        one_of("select", "dtype", self.dtype, DTYPES)
 
 
 def greater_is_better(p: SelectParams) -> bool:

@@ -64,21 +64,9 @@ def tokenizer_dir(tmp_path_factory) -> Path:
 
 def section_classes() -> dict:
     """Each params.yaml section and the dataclass its stage reads it into (train: the project's own keys)."""
-    from sft.fewshot import FewShotParams
-    from sft.forgetting import ForgettingParams
-    from sft.launch import LaunchParams
-    from sft.others import OthersParams
-    from sft.training import TrainParams
-    from stages.base import BaseParams
-    from stages.evaluate import EvaluateParams
-    from stages.export import ExportParams
-    from stages.merge import MergeParams
-    from stages.prepare import PrepareParams
-    from stages.select import SelectParams
+    from tools.params_check import section_classes
 
-    return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
-            "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams,
-            "forgetting": ForgettingParams, "others": OthersParams, "export": ExportParams}
+    return section_classes()
 
 
 def tiny_params() -> dict:
@@ -173,8 +161,9 @@ def prepared(folder: Path, n_train: int = 8, n_val: int = 4, model_dir: Path | N
     them; with `model_dir`, also what train reads: their token ids and loss masks (sft/handoff.py)."""
     from sft import sources
     from sft.files import write_jsonl
+    from sft.preparation import PrepareParams
     from sft.prompts import load_templates
-    from stages.prepare import PrepareParams, convert
+    from stages.prepare import convert
 
     p = PrepareParams(prompts=str(ROOT / "prompts" / "sql"))
     records = sources.jsonl_records(ROOT / "data" / "raw" / "sql" / "train.jsonl")

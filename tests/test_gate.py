@@ -274,9 +274,9 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(monkeypatch):
     import threading
 
     import uvicorn
+    from conftest import free_port
 
     from apps.gate import HeadersInTime
-    from conftest import free_port
 
     monkeypatch.setattr(HeadersInTime, "HEADER_SECONDS", 0.5)
     g, _ = gate(api_key=None)

@@ -5,9 +5,9 @@ import torch
 from conftest import GGUF, smollm_folder
 
 from sft import models
+from sft.basemodel import BaseParams
 from sft.params import UserError
 from stages import base
-from stages.base import BaseParams
 
 
 def test_package_folder_is_found_without_importing_it():

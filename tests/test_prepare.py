@@ -10,11 +10,12 @@ from conftest import ROOT
 
 from sft import shapes, sources
 from sft.params import UserError
+from sft.preparation import PrepareParams
 from sft.prompts import load_templates
 from sft.sources import Record
 from sft.task import load_task
 from stages import prepare
-from stages.prepare import PrepareParams, convert, split_records, without_overlap
+from stages.prepare import convert, split_records, without_overlap
 
 SQL = {"sql_prompt": "How many items?", "sql_context": "CREATE TABLE t (id INT);", "sql": "SELECT COUNT(*) FROM t;"}
 USER, ANSWER = "How many items?", "SELECT COUNT(*) FROM t;"

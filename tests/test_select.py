@@ -6,8 +6,9 @@ import pytest
 from conftest import TRAINED_PARAMS
 
 from sft.params import UserError
+from sft.selection import SelectParams
 from stages import select
-from stages.select import SelectParams, best, candidates
+from stages.select import best, candidates
 
 
 def trainer_state(tmp_path, losses):

@@ -226,6 +226,17 @@ def test_a_foreign_page_rebound_host_or_oversized_request_is_refused_by_the_serv
     over = json.dumps({"model": "local", "messages": MESSAGES, "max_tokens": 10**6}).encode()
     assert raw_request(tiny_server, "/v1/chat/completions", over, auth)[0] == 400
     assert raw_request(tiny_server, "/v1/chat/completions", b"x" * 2_000_000, auth)[0] == 413
+    for path in ("/load_model", "/reset", "/v1/responses", "/extras/tokenize", "/v1/embeddings", "/docs"):
+        assert raw_request(tiny_server, path, json.dumps({"model": "/etc", "input": "x"}).encode(), auth)[0] == 404
+    assert raw_request(tiny_server, "/health", None, auth)[0] == 200
+    for field, value in [("max_tokens", 0), ("max_tokens", -1), ("max_completion_tokens", 0),
+                         ("generation_config", '{"max_new_tokens": 5000}'), ("stop", ["x"] * 1000)]:
+        asked = json.dumps({"model": "local", "messages": MESSAGES, field: value}).encode()
+        assert raw_request(tiny_server, "/v1/chat/completions", asked, auth)[0] == 400, field
+    # The other spelling of the reply's length reaches the backend as the one it reads.
+    capped = json.dumps({"model": "local", "messages": MESSAGES, "max_completion_tokens": 3}).encode()
+    status, answer = raw_request(tiny_server, "/v1/chat/completions", capped, auth)
+    assert status == 200 and json.loads(answer)["usage"]["completion_tokens"] <= 3
 
 
 @pytest.mark.parametrize("args", [["--host", "0.0.0.0"], ["--share"]])

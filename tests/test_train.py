@@ -69,7 +69,8 @@ def test_a_checkpoint_and_an_evaluation_every_epoch(trained_run):
 
 def test_gpu_only_settings_fall_back_on_a_cpu_with_one_line_each(capsys):
     sft = training.without_gpu_only_settings({"use_liger_kernel": True, "learning_rate": 1e-3}, has_cuda=False)
-    assert sft == {"use_liger_kernel": False, "learning_rate": 1e-3, "bf16": False, "fp16": False}
+    assert sft == {"use_liger_kernel": False, "learning_rate": 1e-3, "bf16": False, "fp16": False,
+                   "dataloader_pin_memory": False}
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["[train] no CUDA GPU: train.bf16 -> False (see docs/gpu-settings.md)",
                      "[train] no CUDA GPU: train.use_liger_kernel -> False (see docs/gpu-settings.md)"]
