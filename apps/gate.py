@@ -38,6 +38,8 @@ class Limits:
     max_tokens: int = 2048
     max_in_flight: int = 16  # generations at once; more get 429
     max_seconds: float = 300.0  # one request, body and reply; then it is cut (504 before any reply)
+    max_body_seconds: float = 30.0  # a body still arriving after this is a slow client (408)
+    max_connections: int = 64  # open at once (uvicorn answers 503 beyond): slow clients cannot hold them all
 
 
 @dataclass
@@ -74,7 +76,10 @@ class Gate:
                 await reply(send, 504, error(f"the request took over {self.limits.max_seconds:g} s; it was stopped"))
 
     async def generation(self, scope, path, receive, send):
-        body = await read_body(receive, self.limits.max_body_bytes)
+        try:
+            body = await asyncio.wait_for(read_body(receive, self.limits.max_body_bytes), self.limits.max_body_seconds)
+        except TimeoutError:
+            return await reply(send, 408, error(f"the request body took over {self.limits.max_body_seconds:g} s"))
         if body is None:
             return await reply(send, 413, error(f"the request body passed {self.limits.max_body_bytes} bytes"))
         body, problem = bounded_request(body, path, self.limits.max_tokens)

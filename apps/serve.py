@@ -126,7 +126,8 @@ def main() -> None:
 
     app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key, limits)
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeadersInTime)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeadersInTime,
+                    limit_concurrency=limits.max_connections)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import io
 import itertools
 import json
 import math
@@ -79,6 +80,8 @@ def refuse_bad_values(values: Any, where: str) -> None:
     items = values.items() if isinstance(values, dict) else enumerate(values) if isinstance(values, list) else ()
     for key, value in items:
         name = f"{where}.{key}" if isinstance(key, str) else f"{where}[{key}]"
+        if isinstance(values, dict) and not isinstance(key, str):
+            raise UserError(f"{where}: the key {str(key)[:40]} is {type_name(type(key))}; keys are names (text)")
         if isinstance(key, str) and secret_key(key) or isinstance(value, str) and secret_value(value):
             words = key_words(key) if isinstance(key, str) else []
             env = next((v for k, v in SECRET_ENV.items() if k in words), "the library's environment variable")
@@ -105,6 +108,16 @@ class NoAliases(yaml.SafeLoader):
                                        "write the value out", mark)
         return super().compose_node(parent, index)
 
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key in seen:
+                raise yaml.MarkedYAMLError(None, None, f"the key '{key}' a second time in one mapping (the later one "
+                                           "would silently win); keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
 
 def read_yaml(path: str | Path, text: str | None = None) -> Any:
     """A YAML file the project reads (params, presets, task.yaml, configs): anything malformed,
@@ -116,7 +129,9 @@ def read_yaml(path: str | Path, text: str | None = None) -> Any:
                 raise UserError(f"{path}: {path.stat().st_size} bytes; a YAML file read here must be under "
                                 f"{MAX_YAML_BYTES} bytes")
             text = path.read_text(encoding="utf-8")
-        return yaml.load(text, Loader=NoAliases)  # noqa: S506 - a SafeLoader, without aliases
+        stream = io.StringIO(text)
+        stream.name = str(path)  # what a YAML error's position names
+        return yaml.load(stream, Loader=NoAliases)  # noqa: S506 - a SafeLoader, without aliases
     except FileNotFoundError:
         raise
     except UnicodeDecodeError as e:
@@ -134,8 +149,8 @@ def read_section(section: str, path: str = PARAMS_FILE) -> dict[str, Any]:
         params = read_yaml(path) or {}
     except FileNotFoundError as e:
         raise UserError(f"{path}: not found; run the stage from the repository root") from e
-    if not isinstance(params, dict):
-        raise UserError(f"{path}: must be a mapping of sections (base:, prepare:, train:, ...)")
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise UserError(f"{path}: must be a mapping of sections by name (base:, prepare:, train:, ...)")
     if section not in params:
         raise UserError(f"{path}: no '{section}:' section{closest(section, params)}")
     values = params[section] or {}

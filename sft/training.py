@@ -107,6 +107,10 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
     init = passed.get("model_init_kwargs")
     if isinstance(init, dict):
         check_model_init_kwargs(init, path)
+    for key in passed:
+        if key in TRAINER_IO or key.startswith("hub_"):
+            raise UserError(f"{path}: train.{key} is the stage's to decide: it reads only its deps and writes only its "
+                            "outputs (resume: dvc repro after a kill; upload a finished model yourself: hf upload)")
     if passed.get("max_steps", -1) == 0:
         raise UserError(f"{path}: train.max_steps is 0: nothing would be trained; -1 (epochs decide) or more")
     sft = {**SFT_DEFAULTS, **passed}
@@ -114,6 +118,10 @@ def load_params(path: str = "params.yaml", announce: bool = True) -> tuple[Train
         log_params("train", {**dataclasses.asdict(p), **sft})
     return p, sft
 
+
+# Trainer arguments that read or write outside the stage's deps and outputs (an upload to the hub,
+# a checkpoint or template from any path): refused, with hub_* (where the upload goes).
+TRAINER_IO = ("push_to_hub", "resume_from_checkpoint", "chat_template_path")
 
 # from_pretrained's arguments a user may set under train.model_init_kwargs: how the base is held in
 # memory. Others change what code runs (trust_remote_code, an attn_implementation naming a hub kernel

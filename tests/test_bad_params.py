@@ -72,6 +72,10 @@ MORE = [
     ("train", "model_init_kwargs", {"attn_implementation": "kernels-community/flash-attn"},
      "train.model_init_kwargs.attn_implementation"),
     ("train", "model_init_kwargs", {"trust_remote_code": True}, "train.model_init_kwargs.trust_remote_code"),
+    ("train", "push_to_hub", True, "train.push_to_hub"),
+    ("train", "hub_model_id", "someone/model", "train.hub_model_id"),
+    ("train", "resume_from_checkpoint", "/etc", "train.resume_from_checkpoint"),
+    ("train", "chat_template_path", "someone/templates", "train.chat_template_path"),
     # Secrets under keys no fixed pattern lists, and by the shape of their value under any key.
     ("train", "dataset_kwargs", {"huggingface_token": "PlantedInParams4d4d"}, "train.dataset_kwargs.huggingface_token"),
     ("prepare", "datasets", [{"dataset": "x", "github_token": "PlantedInParams3c3c"}], "prepare.datasets[0].github_token"),

@@ -263,10 +263,10 @@ def test_a_request_past_its_time_is_stopped_with_504_and_frees_its_slot():
     assert first[0] == 504 and second[0] == 200
 
 
-def test_a_body_that_never_ends_is_stopped_in_time():
-    g, app = gate(max_seconds=0.2)
-    status, _ = request(g, headers=[bearer()], chunks=[b"{", b'"messages"', None])
-    assert status == 504 and app.bodies == []
+@pytest.mark.parametrize("limits, status", [({"max_seconds": 0.2}, 504), ({"max_body_seconds": 0.2}, 408)])
+def test_a_body_that_never_ends_is_stopped_in_time(limits, status):
+    g, app = gate(**limits)
+    assert request(g, headers=[bearer()], chunks=[b"{", b'"messages"', None])[0] == status and app.bodies == []
 
 
 def test_a_client_that_never_finishes_its_headers_is_cut_off(monkeypatch):

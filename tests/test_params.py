@@ -127,6 +127,11 @@ LAUGHS = "base: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
     ("train:\n  epochs: " + "[" * 100_000 + "]" * 100_000 + "\n", "deep"),
     ("train:\n  epochs: " + "9" * 5000 + "\n", "cannot be read"),
     ("train:\n  epochs: 1\n  run_name: \xff\n", "UTF-8"),
+    ("train:\n  epochs: 1\n  epochs: 20\n", "line 3"),  # the later one would win unseen
+    ("train:\n  1: x\n", "keys are names"),
+    ("1: x\ntrain: {}\n", "by name"),
+    ("train:\n  report_to: {[a]: 1}\n", "line 2"),
+    ("train:\n  epochs: !!python/object/apply:os.system [true]\n", "line 2"),
 ])
 def test_params_that_are_yaml_but_not_values_stop_in_one_line_at_once(tmp_path, text, named):
     import time
