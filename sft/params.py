@@ -7,11 +7,9 @@ import dataclasses
 import difflib
 import enum
 import io
-import itertools
 import json
 import math
 import os
-import re
 import sys
 import types
 import typing
@@ -21,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from sft.secrets import secret_env, secret_key, secret_value
 
 T = TypeVar("T")
 PARAMS_FILE = "params.yaml"
@@ -35,43 +35,7 @@ def closest(key: str, valid: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-# A credential in params would go into git, dvc.lock, the run-cache, the log line and every
-# checkpoint's training_args.bin. It is found two ways, at any depth: by its key's words
-# (hub_token, githubToken, apikey, private-key, ...), and by the shape of its value (hf_..., ghp_...,
-# sk-..., AKIA..., a JWT, a PEM key, a URL with a password), whatever the key is called.
-SECRET_WORDS = {"password", "passwd", "passphrase", "pwd", "secret", "secrets", "credential", "credentials",
-                "apikey", "accesskey", "secretkey", "privatekey", "authkey", "token", "bearer", "cookie"}
-SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key"), ("secret", "key"), ("auth", "key"),
-                ("signing", "key"), ("session", "key"), ("encryption", "key"), ("client", "key")}
-# "<word>_token" keys that name a vocabulary token (eos_token: "<|im_end|>"), not a credential.
-VOCABULARY = {"eos", "bos", "pad", "unk", "sep", "cls", "mask", "stop", "end", "start", "eot", "eom", "image",
-              "audio", "video", "special", "tool", "think", "boi", "eoi", "sot", "im"}
-SECRET_VALUE = re.compile(
-    r"\bhf_[A-Za-z0-9]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}|\bgithub_pat_\w{20,}|\bglpat-[\w-]{20,}"
-    r"|\bsk-(?:proj-|ant-)?[\w-]{20,}|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b|\bxox[abposr]-[\w-]{10,}"
-    r"|\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.|-----BEGIN [A-Z ]*PRIVATE KEY-----|\bbearer\s+[\w.~+/-]{16,}"
-    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@", re.IGNORECASE)
-# A long run of letters and digits with no separator, mixing cases and digits: a random key. Names,
-# paths and revisions (hex) do not look like this.
-RANDOM_KEY = re.compile(r"(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{32,}")
-SECRET_ENV = {"hub": "HF_TOKEN", "hf": "HF_TOKEN", "huggingface": "HF_TOKEN", "wandb": "WANDB_API_KEY"}
 LARGEST_INT = 2**63 - 1  # what a 64-bit field holds; a larger number in params is a mistake
-
-
-def key_words(key: str) -> list[str]:
-    """hub_token, hubToken, Hub-Token -> ['hub', 'token']."""
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower().replace("-", "_").split("_")
-
-
-def secret_key(key: str) -> bool:
-    words = [w for w in key_words(key) if w]
-    if any(w in SECRET_WORDS for w in words if w != "token") or any(p in SECRET_PAIRS for p in itertools.pairwise(words)):
-        return True
-    return any(w == "token" and (i == 0 or words[i - 1] not in VOCABULARY) for i, w in enumerate(words))
-
-
-def secret_value(value: str) -> bool:
-    return bool(SECRET_VALUE.search(value) or RANDOM_KEY.search(value))
 
 
 def refuse_bad_values(values: Any, where: str) -> None:
@@ -83,10 +47,8 @@ def refuse_bad_values(values: Any, where: str) -> None:
         if isinstance(values, dict) and not isinstance(key, str):
             raise UserError(f"{where}: the key {str(key)[:40]} is {type_name(type(key))}; keys are names (text)")
         if isinstance(key, str) and secret_key(key) or isinstance(value, str) and secret_value(value):
-            words = key_words(key) if isinstance(key, str) else []
-            env = next((v for k, v in SECRET_ENV.items() if k in words), "the library's environment variable")
             raise UserError(f"{name} is a secret: params go into git, dvc.lock, logs and checkpoints; delete it "
-                            f"and set {env} in the environment instead")
+                            f"and set {secret_env(key)} in the environment instead")
         if isinstance(value, float) and not math.isfinite(value):
             raise UserError(f"{name} is {value}; it must be a finite number")
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > LARGEST_INT:
@@ -119,17 +81,15 @@ class NoAliases(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: str | Path, text: str | None = None) -> Any:
+def read_yaml(path: str | Path) -> Any:
     """A YAML file the project reads (params, presets, task.yaml, configs): anything malformed,
     aliased, too large or too deep is one UserError naming the file and the line."""
     path = Path(path)
     try:
-        if text is None:
-            if path.stat().st_size > MAX_YAML_BYTES:
-                raise UserError(f"{path}: {path.stat().st_size} bytes; a YAML file read here must be under "
-                                f"{MAX_YAML_BYTES} bytes")
-            text = path.read_text(encoding="utf-8")
-        stream = io.StringIO(text)
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{path}: {path.stat().st_size} bytes; a YAML file read here must be under "
+                            f"{MAX_YAML_BYTES} bytes")
+        stream = io.StringIO(path.read_text(encoding="utf-8"))
         stream.name = str(path)  # what a YAML error's position names
         return yaml.load(stream, Loader=NoAliases)  # noqa: S506 - a SafeLoader, without aliases
     except FileNotFoundError:
