@@ -44,12 +44,21 @@ def page_auth(host: str, share: bool, auth_env: str) -> list[tuple[str, str]] | 
     return [(user, password)]
 
 
+def as_text(content) -> str:
+    """A history message's content as text: gradio may keep it as parts ({"type": "text", ...}),
+    and the server takes text only."""
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else [content]
+    return "".join(p if isinstance(p, str) else p.get("text", "") if isinstance(p, dict) else "" for p in parts)
+
+
 def reply_stream(client, model: str):
     """The chat function: yields the reply as it grows, token by token from the server."""
 
     def respond(message: str, history: list[dict], system: str, temperature: float):
         messages = ([{"role": "system", "content": system}] if system.strip() else [])
-        messages += [{"role": m["role"], "content": m["content"]} for m in history]
+        messages += [{"role": m["role"], "content": as_text(m["content"])} for m in history]
         messages.append({"role": "user", "content": message})
         stream = client.chat.completions.create(model=model, messages=messages, temperature=temperature,
                                                 max_tokens=512, stream=True)

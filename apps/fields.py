@@ -73,6 +73,27 @@ def only_one(value) -> str | None:
     return None if value == 1 and not isinstance(value, bool) else "must be 1 on this server (one reply a request)"
 
 
+ROLES = ("system", "developer", "user", "assistant", "tool")
+MAX_MESSAGES = 1000
+
+
+def text_content(content) -> bool:
+    """Text, or a list of text parts: the served models read text, and an image or file part is a
+    URL or path the backend would fetch or open."""
+    return isinstance(content, str) or isinstance(content, list) and all(
+        isinstance(part, dict) and set(part) == {"type", "text"} and part["type"] == "text"
+        and isinstance(part["text"], str) for part in content)
+
+
+def messages(value) -> str | None:
+    if not isinstance(value, list) or len(value) > MAX_MESSAGES or not all(
+            isinstance(m, dict) and not set(m) - {"role", "content", "name"} and m.get("role") in ROLES
+            and text_content(m.get("content")) and isinstance(m.get("name", ""), str) for m in value):
+        return (f"must be a list of at most {MAX_MESSAGES} {{role, content}} messages: a role of {', '.join(ROLES)}, "
+                "content as text or text parts (no images, audio or files on this server)")
+    return None
+
+
 def stream_options(value) -> str | None:
     if not isinstance(value, dict) or set(value) - {"include_usage"} or flag(value.get("include_usage", False)):
         return "must be {\"include_usage\": true|false}"
@@ -87,7 +108,7 @@ SHARED = {
     "logit_bias": logit_bias, "logprobs": logprobs,
 }
 FIELDS = {
-    "/v1/chat/completions": {**SHARED, "messages": kind(list), "top_logprobs": whole(0, MAX_LOGPROBS)},
+    "/v1/chat/completions": {**SHARED, "messages": messages, "top_logprobs": whole(0, MAX_LOGPROBS)},
     "/v1/completions": {**SHARED, "prompt": kind(str), "echo": flag, "best_of": only_one},
 }
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")  # the reply's length, in either spelling

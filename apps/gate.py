@@ -85,6 +85,8 @@ class Gate:
         body, problem = bounded_request(body, path, self.limits.max_tokens)
         if problem:
             return await reply(send, 400, error(problem))
+        if json.loads(body).get("model", self.name) != self.name:  # one model is served, under one name
+            return await reply(send, 404, error(f"this server serves one model, '{self.name}'"))
         if self.in_flight >= self.limits.max_in_flight:
             return await reply(send, 429, error(f"{self.in_flight} generations in flight; retry shortly"),
                                [(b"retry-after", b"1")])

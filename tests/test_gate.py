@@ -192,7 +192,7 @@ def test_every_path_the_backends_serve_is_refused_unless_allowed():
     walked = 0
     for path in {*served, "/", "/v1", "/v1/models/x", "/metrics", "/v1/embeddings"}:
         for method in METHODS:
-            status, _ = request(g, method, path, headers=[bearer()], body=b'{"model": "x"}')
+            status, _ = request(g, method, path, headers=[bearer()], body=b'{"model": "local"}')
             walked += 1
             expected = 200 if method in ROUTES.get(path, ()) else 405 if path in ROUTES else 404
             assert status == expected, (method, path, status)
@@ -228,7 +228,14 @@ def test_a_generation_route_asked_with_another_method_is_405(method):
                                   {"grammar": "root ::= x*"}, {"stop": ["x"] * 100_000}, {"stop": ["x" * 10_000]},
                                   {"stop": [""]}, {"stop": 5}, {"temperature": 1e308}, {"seed": 10**30},
                                   {"logit_bias": {str(i): 1 for i in range(1000)}}, {"top_logprobs": 1000},
-                                  {"messages": "hi"}, {"stream": "yes"}])
+                                  {"messages": "hi"}, {"stream": "yes"},
+                                  {"messages": [{"role": "user", "content": [
+                                      {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]},
+                                  {"messages": [{"role": "user", "content": [{"type": "input_audio", "text": "x"}]}]},
+                                  {"messages": [{"role": "root", "content": "x"}]},
+                                  {"messages": [{"role": "user", "content": "x", "tool_calls": []}]},
+                                  {"messages": [{"role": "user", "content": None}]},
+                                  {"messages": [{"role": "user", "content": "x"}] * 1001}])
 def test_every_spelling_of_a_reply_size_and_every_unlisted_field_is_refused(body):
     g, app = gate(max_tokens=16)
     status, answer = request(g, headers=[bearer()], body=json.dumps({"messages": [], **body}).encode())
@@ -300,3 +307,11 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(monkeypatch):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_text_parts_pass_and_another_model_is_404():
+    g, app = gate()
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}], "model": "local"}
+    assert request(g, headers=[bearer()], body=json.dumps(parts).encode())[0] == 200
+    other = {"messages": [], "model": "/models/another"}
+    assert request(g, headers=[bearer()], body=json.dumps(other).encode())[0] == 404 and len(app.bodies) == 1

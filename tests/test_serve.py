@@ -277,3 +277,24 @@ def test_vllm_serve_reserves_the_context_asked_for_and_no_images(tmp_path):
     assert "--max-model-len=4096" in command and '--limit-mm-per-prompt={"image": 0}' in command
     (tmp_path / "pin.json").write_text(json.dumps({"model_class": "AutoModelForCausalLM"}))
     assert not any(a.startswith("--limit-mm") for a in vllm_command(str(tmp_path), "l", "127.0.0.1", 1, Limits(), 9))
+
+
+def test_the_chat_page_sends_what_the_gate_takes_whatever_form_gradio_keeps_history_in():
+    from apps.chat import reply_stream
+    from apps.fields import messages
+
+    sent = []
+
+    class Client:
+        class chat:  # noqa: N801 - the openai client's shape
+            class completions:  # noqa: N801
+                @staticmethod
+                def create(**request):
+                    sent.append(request)
+                    return iter(())
+
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": [{"type": "text", "text": "a1"}]},
+               {"role": "user", "content": {"type": "text", "text": "q2"}, "metadata": {}}, {"role": "assistant", "content": ["a2"]}]
+    list(reply_stream(Client, "local")("q3", history, "Reply with SQL.", 0.0))
+    assert messages(sent[0]["messages"]) is None
+    assert [m["content"] for m in sent[0]["messages"]] == ["Reply with SQL.", "q1", "a1", "q2", "a2", "q3"]
