@@ -175,10 +175,10 @@ def test_kept_replies_are_keyed_by_every_module_that_can_change_a_reply(tiny_mod
     from tools.deps import ROOT, closure
 
     keyed = {str(Path(m.__file__).resolve().relative_to(ROOT)) for m in evaluation.GENERATION_CODE}
-    # Error messages, progress bars and machine-varying figures cannot change a reply; sft/__init__.py
-    # only calls sft/numerics.py, which is keyed.
+    # Error messages (and the credentials they refuse), progress bars and machine-varying figures
+    # cannot change a reply; sft/__init__.py only calls sft/numerics.py, which is keyed.
     assert keyed == closure(ROOT / "sft" / "generation.py") - {
-        "sft/__init__.py", "sft/params.py", "sft/progress.py", "sft/volatile.py"}
+        "sft/__init__.py", "sft/params.py", "sft/secrets.py", "sft/progress.py", "sft/volatile.py"}
     p = evaluate.EvaluateParams()
     key = evaluation.kept_replies(str(tiny_model_dir), [[]], p, "transformers", tmp_path, "x").path
     edited = tmp_path / "attention.py"
