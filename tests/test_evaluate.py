@@ -176,7 +176,7 @@ def test_kept_replies_are_keyed_by_every_module_that_can_change_a_reply(tiny_mod
 
     keyed = {str(Path(m.__file__).resolve().relative_to(ROOT)) for m in evaluation.GENERATION_CODE}
     # Error messages (and the credentials they refuse), progress bars and machine-varying figures
-    # cannot change a reply; sft/__init__.py only calls sft/numerics.py, which is keyed.
+    # cannot change a reply; sft/__init__.py only calls sft/numerics.py, which is keyed, and quiets a log.
     assert keyed == closure(ROOT / "sft" / "generation.py") - {
         "sft/__init__.py", "sft/params.py", "sft/secrets.py", "sft/progress.py", "sft/volatile.py"}
     p = evaluate.EvaluateParams()
