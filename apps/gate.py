@@ -82,11 +82,9 @@ class Gate:
             return await reply(send, 408, error(f"the request body took over {self.limits.max_body_seconds:g} s"))
         if body is None:
             return await reply(send, 413, error(f"the request body passed {self.limits.max_body_bytes} bytes"))
-        body, problem = bounded_request(body, path, self.limits.max_tokens)
-        if problem:
-            return await reply(send, 400, error(problem))
-        if json.loads(body).get("model", self.name) != self.name:  # one model is served, under one name
-            return await reply(send, 404, error(f"this server serves one model, '{self.name}'"))
+        body, refusal = bounded_request(body, path, self.limits.max_tokens, self.name)
+        if refusal:
+            return await reply(send, *refusal)
         if self.in_flight >= self.limits.max_in_flight:
             return await reply(send, 429, error(f"{self.in_flight} generations in flight; retry shortly"),
                                [(b"retry-after", b"1")])
@@ -140,17 +138,21 @@ def route_refusal(scope) -> tuple[int, dict] | None:
     return None
 
 
-def bounded_request(body: bytes, path: str, max_tokens: int) -> tuple[bytes, str | None]:
+def bounded_request(body: bytes, path: str, max_tokens: int, name: str) -> tuple[bytes, tuple[int, dict] | None]:
     """The body with its fields checked and `max_tokens` at most `max_tokens` (set to it when
-    absent), or why it is refused."""
+    absent), or the status and error it is refused with."""
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):
-        return body, "the request body is not JSON"
+        return body, (400, error("the request body is not JSON"))
     if not isinstance(request, dict):
-        return body, "the request body is not a JSON object"
+        return body, (400, error("the request body is not a JSON object"))
     request, problem = bounded(request, path, max_tokens)
-    return (body, problem) if problem else (json.dumps(request).encode(), None)
+    if problem:
+        return body, (400, error(problem))
+    if request.get("model", name) != name:  # one model is served, under one name
+        return body, (404, error(f"this server serves one model, '{name}'"))
+    return json.dumps(request).encode(), None
 
 
 class Started:
