@@ -45,9 +45,8 @@ def flag(value) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
-def kind(*types: type) -> Callable[[object], str | None]:
-    names = " or ".join({list: "a list", dict: "an object", str: "text"}[t] for t in types)
-    return lambda value: None if isinstance(value, types) else f"must be {names}"
+def is_text(value) -> str | None:
+    return None if isinstance(value, str) else "must be text"
 
 
 def stops(value) -> str | None:
@@ -109,7 +108,7 @@ SHARED = {
 }
 FIELDS = {
     "/v1/chat/completions": {**SHARED, "messages": messages, "top_logprobs": whole(0, MAX_LOGPROBS)},
-    "/v1/completions": {**SHARED, "prompt": kind(str), "echo": flag, "best_of": only_one},
+    "/v1/completions": {**SHARED, "prompt": is_text, "echo": flag, "best_of": only_one},
 }
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")  # the reply's length, in either spelling
 
