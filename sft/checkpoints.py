@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sft.device import has_cuda
 from sft.models import load_for_inference, load_tokenizer, nf4_config
-from sft.params import UserError, read_section
+from sft.params import UserError
 
 
 def selected_checkpoint(select_file: str | Path) -> Path:
@@ -22,23 +22,21 @@ def selected_checkpoint(select_file: str | Path) -> Path:
     return checkpoint
 
 
-def training_method() -> str:
-    """train.method: a stage that loads a checkpoint as it was trained declares it in dvc.yaml."""
-    return read_section("train").get("method", "lora")
+def base_as_trained(trained: dict) -> dict:
+    """How training loaded the base (models/trained.json): in 4-bit NF4 for QLoRA, the weights its
+    adapter learned on, computed in this machine's precision."""
+    if trained["quantization"] is None:
+        return {}
+    return {"quantization_config": nf4_config(has_cuda(), trained["quantization"])}
 
 
-def base_as_trained(method: str) -> dict:
-    """How training loaded the base: in 4-bit NF4 for QLoRA (the weights its adapter learned on)."""
-    return {"quantization_config": nf4_config(has_cuda())} if method == "qlora" else {}
-
-
-def trained_model(base: str | Path, checkpoint: Path, dtype: str, **load_kwargs):
-    """The checkpoint as trained: the adapter on the base (unmerged; `load_kwargs` load the base as
-    training did, e.g. in 4-bit), or the full model."""
-    if (checkpoint / "adapter_config.json").is_file():
+def trained_model(base: str | Path, checkpoint: Path, dtype: str, trained: dict):
+    """The checkpoint as trained (models/trained.json says which): the adapter on the base, loaded as
+    training loaded it (in 4-bit for QLoRA) and not merged; or, for a full fine-tune, the model."""
+    if trained["adapter"] is not None:
         from peft import PeftModel
 
-        model, tokenizer = load_for_inference(base, dtype=dtype, **load_kwargs)
+        model, tokenizer = load_for_inference(base, dtype=dtype, **base_as_trained(trained))
         return PeftModel.from_pretrained(model, checkpoint), tokenizer
     model, _ = load_for_inference(str(checkpoint), dtype=dtype)
     return model, load_tokenizer(base)

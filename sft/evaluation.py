@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sft import attention, device, generation, llamacpp, models, numerics, replies, stops
+from sft import attention, device, generation, llamacpp, models, numerics, progress, replies, stops
 from sft.files import write_json, write_jsonl
 from sft.models import DTYPES
 from sft.params import one_of, ranged
@@ -39,7 +39,7 @@ def replies_of(model_dir: str, prompts: list, p: EvaluateParams, kept_in: Path,
     if known:
         print(f"[evaluate] {len(known)} of {len(prompts)} replies kept by an earlier run ({kept.path})", flush=True)
     if len(known) == len(prompts):
-        answered, speed = [known[i] for i in range(len(prompts))], generation.throughput(0, 0)
+        answered, speed = [known[i] for i in range(len(prompts))], progress.throughput(0, 0)
     else:
         settings = generation.Settings(p.max_new_tokens, p.batch_size, p.dtype)
         answered, speed = generation.replies(model_dir, prompts, settings, backend, known, kept.keep,

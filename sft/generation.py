@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sft.params import UserError
-from sft.progress import Progress
+from sft.progress import Progress, throughput
 from sft.stops import pad_id, stop_tokens
 
 
@@ -298,8 +298,3 @@ def vllm_engine_args(model_dir: str, max_model_len: int) -> dict:
     if model_class_of(model_dir) == "AutoModelForImageTextToText":
         args["limit_mm_per_prompt"] = {"image": 0}
     return args
-
-
-def throughput(new_tokens: int, seconds: float) -> dict:
-    return {"generated_tokens": new_tokens, "generation_seconds": round(seconds, 1),
-            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}

@@ -119,8 +119,7 @@ def reply(llm, ids: list[int], max_new_tokens: int) -> tuple[str, int, bool]:
 def generate(llm, ids: list[list[int]], max_new_tokens: int, label: str = "generating") -> tuple[list[str], dict]:
     """llama.cpp backend: greedy replies, one prompt at a time, and throughput figures
     (sft.generation.replies is the entry point)."""
-    from sft.generation import throughput
-    from sft.progress import Progress
+    from sft.progress import Progress, throughput
 
     started, rows = time.time(), []
     with Progress(len(ids), label) as progress:

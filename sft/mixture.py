@@ -15,7 +15,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from sft import hub
 from sft.params import UserError, from_dict
+from sft.sources import hub_id
 
 EVAL_SOURCES = ("all", "first")
 
@@ -111,3 +113,16 @@ def source_counts(sources: list[Source], available: list[dict], taken: dict[str,
     return {s.name: {"dataset": s.dataset, "subset": s.subset, "revision": s.revision, "weight": s.weight,
                      "available": available[i], "records": {name: split.count(i) for name, split in taken.items()}}
             for i, s in enumerate(sources)}
+
+
+def resolved_revisions(mix: list[Source]) -> dict:
+    """The commit each hub dataset's revision resolved to, where the hub answered (nothing offline,
+    so an offline run's metrics do not depend on the network)."""
+    found = {s.name: hub.resolved_revision(hub_id(s.dataset) or s.dataset, s.revision, "dataset") for s in mix}
+    return {"resolved_revisions": {k: v for k, v in found.items() if v}} if any(found.values()) else {}
+
+
+def untracked(folders: set[str]) -> list[str]:
+    """Prompt folders outside prompts/ (dvc.yaml's dep): DVC does not see them change."""
+    tracked = Path("prompts").resolve()
+    return sorted(f for f in folders if not Path(f).resolve().is_relative_to(tracked))

@@ -136,13 +136,18 @@ def inference_dtype(dtype: str, device: str) -> str:
     return dtype
 
 
-def nf4_config(has_cuda: bool):
-    """4-bit NF4 weights by bitsandbytes, as QLoRA trains on them (and merge checks against).
-    The workshop set load_in_4bit without a quantization config, so nothing was quantized."""
+# The 4-bit weights QLoRA trains on: the train stage records them (models/trained.json) and select
+# and merge load the base with what it recorded.
+NF4_WEIGHTS = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True}
+
+
+def nf4_config(has_cuda: bool, weights: dict = NF4_WEIGHTS):
+    """4-bit NF4 weights by bitsandbytes, as QLoRA trains on them (and merge checks against), computed
+    in bf16 on a GPU, float32 on a CPU. The workshop set load_in_4bit without a quantization config,
+    so nothing was quantized."""
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
+    return BitsAndBytesConfig(**weights, bnb_4bit_compute_dtype=torch.bfloat16 if has_cuda else torch.float32)
 
 
 def load_processor(source: str, model_class: str, **files):

@@ -4,7 +4,7 @@ test split with `evaluate:`'s settings and paired with the fine-tuned model on t
 `others:` of params.yaml names them; dvc.yaml evaluates each in a stage of its own
 (other_hub@<name>, other_folder@<name>), so adding one evaluates only it, and one that cannot load
 fails alone, in one line: compare, forgetting and the stages before them never read it (the model
-card does, so export waits for it).
+card stage does, so the cards wait for it).
 """
 
 from __future__ import annotations

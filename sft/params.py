@@ -236,9 +236,10 @@ def ranges_of(cls) -> dict[str, Range]:
     return {f.name: f.metadata["range"] for f in dataclasses.fields(cls) if "range" in f.metadata}
 
 
-def load(section: str, cls: type[T], path: str = PARAMS_FILE) -> T:
+def load(section: str, cls: type[T], path: str = PARAMS_FILE, announce: bool = True) -> T:
     params = from_dict(cls, read_section(section, path), f"{path}: {section}")
-    log_params(section, dataclasses.asdict(params))
+    if announce:
+        log_params(section, dataclasses.asdict(params))
     return params
 
 

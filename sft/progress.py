@@ -58,3 +58,9 @@ class Progress:
 def clock(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}:{secs:02d}" if minutes < 60 else f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
+
+
+def throughput(new_tokens: int, seconds: float) -> dict:
+    """A generation's speed figures (metrics/speed/: never in a hashed output)."""
+    return {"generated_tokens": new_tokens, "generation_seconds": round(seconds, 1),
+            "tokens_per_second": round(new_tokens / max(seconds, 1e-9), 1)}

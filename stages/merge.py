@@ -3,8 +3,9 @@
     python -m stages.merge --base models/base --select metrics/select.json --data data/prepared \
         --out models/merged --metrics metrics/merge.json
 
-Reads `merge:` and `train.method` of params.yaml. The base is loaded as training loaded it
-(same model class) at `merge.dtype`. An adapter trained on a 4-bit base (QLoRA) learned against
+Reads `merge:` of params.yaml and what train decided (models/trained.json: the method, the
+adapter, the base's quantization). The base is loaded as training loaded it (same model class) at
+`merge.dtype`. An adapter trained on a 4-bit base (QLoRA) learned against
 the dequantized 4-bit weights, so it is merged into exactly those, dequantized to `merge.dtype`
 (never requantized into 4-bit, and never into the original full-precision weights, whose
 difference from the 4-bit ones the adapter never saw). A full fine-tune's checkpoint is already a
@@ -24,14 +25,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from sft.checkpoints import (
-    adapter_on_dequantized_base,
-    base_as_trained,
-    merged,
-    selected_checkpoint,
-    trained_model,
-    training_method,
-)
+from sft import trained
+from sft.checkpoints import adapter_on_dequantized_base, base_as_trained, merged, selected_checkpoint, trained_model
 from sft.files import atomic_dir, read_jsonl, write_json
 from sft.generation import prompt_ids
 from sft.merging import MergeParams
@@ -75,20 +70,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="Merge the selected checkpoint into the base model.")
     ap.add_argument("--base", default="models/base")
     ap.add_argument("--select", default="metrics/select.json")
+    ap.add_argument("--trained", default="models/trained.json", help="what train decided: the method, the adapter, "
+                    "the base's quantization")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="models/merged")
     ap.add_argument("--metrics", default="metrics/merge.json")
     args = ap.parse_args()
     p = load("merge", MergeParams)
-    method = training_method()
+    record = trained.read(args.trained)
+    method = record["method"]
     if method == "qlora":
         print(f"[merge] trained with QLoRA on a 4-bit base: merging into those 4-bit weights dequantized to {p.dtype}"
               " (the weights the adapter was trained against)", flush=True)
 
     checkpoint = selected_checkpoint(args.select)
     # The reference is the model as trained: for QLoRA, the adapter on the 4-bit base.
-    as_trained = base_as_trained(method)
-    model, tokenizer = trained_model(args.base, checkpoint, p.dtype, **as_trained)
+    as_trained = base_as_trained(record)
+    model, tokenizer = trained_model(args.base, checkpoint, p.dtype, record)
     prompts = [r["prompt"] for r in read_jsonl(Path(args.data) / "validation.jsonl")[:p.parity_prompts]]
     ids = prompt_ids(tokenizer, prompts)
     expected = reference(model, tokenizer, ids, p.parity_max_new_tokens)

@@ -7,6 +7,8 @@ Reads `train:` of params.yaml (sft/training.py: the project's keys, and SFTConfi
 their trl/transformers names). Loss is on the completion only; evaluation on the validation
 split and a checkpoint every epoch by default. Checkpoints grow in <out>.partial, which a killed
 run leaves for the next run to resume from (sft/resume.py); the finished run is renamed to <out>.
+What the run decided (the method, the adapter, the trainer settings as applied, the global batch)
+goes to models/trained.json (sft/trained.py), which select, merge and the card read.
 `sft.launch` runs it through `accelerate launch` with the `launch:` section's settings.
 """
 
@@ -14,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 from sft import device, handoff, models, resume, tracking, training, volatile
 from sft.consolidate import consolidated_checkpoints
 from sft.files import write_json
-from sft.params import run
+from sft.params import read_section, run
 
 
 def main() -> None:
@@ -32,6 +33,8 @@ def main() -> None:
     ap.add_argument("--scratch", default=None, help="where the run writes checkpoints until it ends "
                     "(default: <out>.partial); kept after a kill, so the next run resumes from it")
     ap.add_argument("--metrics", default="metrics/train.json")
+    ap.add_argument("--decided", default="models/trained.json", help="what the run decided (the method, the "
+                    "adapter, the trainer settings as applied, the global batch), read by the stages after it")
     ap.add_argument("--speed", default="metrics/speed/train.json", help="wall time, tokens/s, peak memory")
     ap.add_argument("--live", default="metrics/train", help="DVCLive folder (plots of loss per step)")
     args = ap.parse_args()
@@ -43,7 +46,9 @@ def main() -> None:
     has_cuda = device.has_cuda()
     sft["report_to"] = tracking.report_to(sft.get("report_to"))
     out = Path(args.scratch or f"{args.out}.partial")
-    config = training.sft_config(p, sft, str(out), has_cuda)
+    applied = training.applied_settings(p, sft, has_cuda)
+    config = training.trainer_config(p, applied, str(out))
+    decided = training.decided(p, read_section("train"), applied, config, has_cuda, made)  # before the trainer takes it
     print(f"[train] global batch {training.global_batch(config)} = {config.per_device_train_batch_size} per device x "
           f"{config.world_size} processes x {config.gradient_accumulation_steps} accumulation steps", flush=True)
     trained_by = training.trained_by(p, sft, made["train_on"])
@@ -74,16 +79,17 @@ def main() -> None:
         (out / tracking.WANDB_RUN_FILE).unlink(missing_ok=True)
         volatile.scrub(out)
         resume.publish(out, Path(args.out))
+        write_json(args.decided, decided)
         write_json(args.metrics, figures)
         write_json(args.speed, speed)
-        print(f"[train] wrote {args.out} and {args.metrics}: {figures}; {speed}", flush=True)
+        print(f"[train] wrote {args.out}, {args.decided} and {args.metrics}: {figures}; {speed}", flush=True)
 
 
 def launched(config) -> dict:
     """How this run is launched and the digest of the code that trains it: resume only the same."""
     from accelerate import PartialState
 
-    code = [Path(module.__file__) for module in (sys.modules[__name__], training, handoff, models, resume)]
+    code = [Path(__file__), *(Path(module.__file__) for module in (training, handoff, models, resume))]
     return {"world_size": config.world_size, "distributed_type": str(PartialState().distributed_type),
             "fsdp": os.environ.get("ACCELERATE_USE_FSDP", "false"),
             "deepspeed": os.environ.get("ACCELERATE_USE_DEEPSPEED", "false"),

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stage_main
 
 from sft.params import run
 
@@ -37,7 +37,8 @@ BAD = {
     "others": {"hub": {"gemma": {"model_name_or_path": "google/gemma-3-270m-it", "revision": "main"}},
                "folders": {"../earlier": "models/earlier"}},
     "export": {"outtype": "q3", "parity_prompts": 0, "parity_max_new_tokens": 0, "min_greedy_agreement": -0.1,
-               "test_max_new_tokens": 0, "base_model": 5, "license": 5, "model_name": 5},
+               "test_max_new_tokens": 0, "model_name": 5},
+    "card": {"base_model": 5, "license": 5, "model_name": 5},
 }
 
 # Bad values that are not one key's type or range: NaN, fractions together, secrets, nesting.
@@ -137,7 +138,8 @@ def run_stage(tmp_path, monkeypatch, capsys, section: str, key: str, value) -> s
     monkeypatch.setattr("os.execvpe", lambda *a: pytest.fail("accelerate was started"))
     monkeypatch.setattr("sft.launch.exit_status", lambda *a: pytest.fail("accelerate was started"))
     with pytest.raises(SystemExit) as stopped:
-        run(importlib.import_module(module).main)
+        run(stage_main(module.removeprefix("stages.")) if module.startswith("stages.")
+            else importlib.import_module(module).main)  # sft.launch, which starts the train stage
     assert stopped.value.code == 2
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     err = capsys.readouterr().err

@@ -4,11 +4,10 @@ paired, from real evaluate and fewshot outputs."""
 import json
 
 import pytest
-from conftest import multiple_choice_data
+from conftest import multiple_choice_data, stage_main
 
 from sft.pairing import paired
 from sft.params import UserError
-from stages import compare, evaluate, fewshot
 
 
 def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp_path, monkeypatch):
@@ -17,12 +16,12 @@ def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp
     (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 3\n  batch_size: 4\nfewshot:\n  shots: 2\n")
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "baseline",
                                      "--data", str(data), "--out", "metrics"])
-    evaluate.main()
+    stage_main("evaluate")()
     confusion = json.loads((tmp_path / "metrics" / "confusion" / "baseline.json").read_text())
     assert confusion == [{"actual": "ABCD"[i % 4], "predicted": "none"} for i in range(4)]
 
     monkeypatch.setattr("sys.argv", ["fewshot", "--model", str(tiny_model_dir), "--data", str(data), "--out", "metrics"])
-    fewshot.main()
+    stage_main("fewshot")()
     assert json.loads((tmp_path / "metrics" / "fewshot.json").read_text())["samples"] == 4
 
     # A fine-tuned model that answers items 0 and 1 right: two improved, none regressed.
@@ -31,9 +30,11 @@ def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp
         r["accuracy"] = 1.0
     (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in finetuned))
-    monkeypatch.setattr("sys.argv", ["compare", "--predictions", "metrics/predictions", "--data", str(data),
+    monkeypatch.setattr("sys.argv", ["compare", "--finetuned", "metrics/predictions/finetuned.jsonl",
+                                     "--baseline", "metrics/predictions/baseline.jsonl",
+                                     "--against", "metrics/predictions/fewshot.jsonl", "--data", str(data),
                                      "--out", "metrics"])
-    compare.main()
+    stage_main("compare")()
     figures = json.loads((tmp_path / "metrics" / "compare.json").read_text())
     assert (figures["baseline"], figures["finetuned"], figures["difference"]) == (0.0, 0.5, 0.5)
     assert (figures["improved"], figures["regressed"], figures["mcnemar_p"]) == (2, 0, 0.5)
@@ -74,3 +75,27 @@ def test_fewshot_prompts_show_the_same_seeded_train_examples_before_each_test_pr
     assert with_examples(test, []) == test
     with pytest.raises(UserError, match="fewshot.shots is 11 but train.jsonl holds 10 records; lower fewshot.shots"):
         examples(train, 11, seed=0, where="train.jsonl")
+
+
+def test_compare_pairs_every_baseline_it_is_given_each_under_its_name(tmp_path, monkeypatch):
+    """A baseline of a new kind is one more file after --against: paired once, named by its file."""
+    rows = {"baseline": [0, 0, 1, 0], "fewshot": [1, 0, 1, 0], "retrieval": [1, 1, 1, 0], "finetuned": [1, 1, 1, 1]}
+    for name, scores in rows.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps({"id": i, "accuracy": float(s)}) + "\n"
+                                                        for i, s in enumerate(scores)))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
+    monkeypatch.chdir(tmp_path)
+    argv = ["compare", "--finetuned", "finetuned.jsonl", "--baseline", "baseline.jsonl", "--data", "data", "--out", "out"]
+    monkeypatch.setattr("sys.argv", [*argv, "--against", "fewshot.jsonl", "retrieval.jsonl"])
+    stage_main("compare")()
+    figures = json.loads((tmp_path / "out" / "compare.json").read_text())
+    assert (figures["baseline"], figures["finetuned"]) == (0.25, 1.0)
+    assert [k for k in figures if k.startswith("against_")] == ["against_fewshot", "against_retrieval"]
+    assert figures["against_retrieval"]["retrieval"] == 0.75 and figures["against_retrieval"]["improved"] == 1
+    flips = json.loads((tmp_path / "out" / "flips.json").read_text())
+    assert flips["against_retrieval"] == {"improved": [3], "regressed": []}
+    monkeypatch.setattr("sys.argv", [*argv, "--against", "fewshot.jsonl", "sub/fewshot.jsonl"])
+    with pytest.raises(UserError, match="two baselines named fewshot"):
+        stage_main("compare")()

@@ -14,6 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+# What train records of each kind of run, as trained_model reads it (models/trained.json).
+FULL = {"adapter": None, "quantization": None}
+LORA = {"adapter": {"r": 4}, "quantization": None}
+
 
 def worker(base: str, out: str, lora: bool) -> None:
     """One of 2 processes: FSDP2 over gloo, one training step, the sharded save, and (rank 0) the
@@ -86,11 +90,11 @@ def test_a_sharded_full_fine_tune_is_consolidated_and_loads(tmp_path, tokenizer_
     consolidate(train / "checkpoint-1", AutoConfig.from_pretrained(base), AutoTokenizer.from_pretrained(base))
     assert sharded_checkpoints(train) == []
 
-    model, _ = trained_model(base, train / "checkpoint-1", "float32")
+    model, _ = trained_model(base, train / "checkpoint-1", "float32", FULL)
     model = merged(model)
     loaded = model.state_dict()
     whole = torch.load(train / "whole.pt", weights_only=True)
-    base_weights = trained_model(base, base, "float32")[0].state_dict()
+    base_weights = trained_model(base, base, "float32", FULL)[0].state_dict()
     for name, tensor in whole.items():
         assert torch.equal(loaded[name], tensor), name
     assert not torch.equal(loaded["model.layers.0.mlp.up_proj.weight"],
@@ -111,14 +115,14 @@ def test_a_sharded_adapter_is_consolidated_and_merges(tmp_path, tokenizer_dir):
     consolidate(checkpoint, None, AutoTokenizer.from_pretrained(base), lora)
     assert (checkpoint / "adapter_config.json").is_file() and not (checkpoint / "model.safetensors").exists()
 
-    model, _ = trained_model(base, checkpoint, "float32")
+    model, _ = trained_model(base, checkpoint, "float32", LORA)
     whole = torch.load(train / "whole.pt", weights_only=True)
     adapter = {k.replace(".default", ""): v for k, v in model.state_dict().items() if "lora_" in k}
     assert set(adapter) == set(whole) and len(whole) == 8  # A and B of q and v in 2 layers
     for name, tensor in whole.items():
         assert torch.equal(adapter[name], tensor), name
     folded = merged(model).state_dict()["model.layers.1.self_attn.v_proj.weight"]
-    untouched = trained_model(base, base, "float32")[0].state_dict()["model.layers.1.self_attn.v_proj.weight"]
+    untouched = trained_model(base, base, "float32", FULL)[0].state_dict()["model.layers.1.self_attn.v_proj.weight"]
     assert not torch.allclose(folded, untouched)
 
 

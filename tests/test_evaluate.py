@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import stage_main
 
 from sft import checkpoints, evaluation, generation, models
 from sft.device import generation_backend
+from sft.evaluation import EvaluateParams
 from sft.generation import generate, prompt_ids, render_prompts
 from sft.models import load_folder, load_for_inference
 from sft.params import UserError
-from stages import evaluate
 
 PROMPT = [{"role": "system", "content": "Reply with SQL."}, {"role": "user", "content": "How many rows?"}]
 
@@ -45,7 +46,7 @@ def test_main_writes_metrics_and_predictions(tiny_model_dir, tmp_path, monkeypat
     (tmp_path / "params.yaml").write_text("evaluate:\n  max_new_tokens: 4\n  batch_size: 2\n")
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "baseline",
                                      "--data", str(data), "--out", "metrics"])
-    evaluate.main()
+    stage_main("evaluate")()
     metrics = json.loads((tmp_path / "metrics" / "baseline.json").read_text())
     predictions = (tmp_path / "metrics" / "predictions" / "baseline.jsonl").read_text().splitlines()
     assert metrics["samples"] == 3 and len(predictions) == 3
@@ -83,7 +84,7 @@ def test_backend_choice_without_a_gpu(capsys):
     with pytest.raises(UserError, match="evaluate.backend 'tgi'"):
         generation_backend("tgi")
     with pytest.raises(UserError, match="evaluate.backend is 'tgi'; use one of auto, transformers, vllm, llamacpp"):
-        evaluate.EvaluateParams(backend="tgi")
+        EvaluateParams(backend="tgi")
 
 
 def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_model_dir, tmp_path, monkeypatch):
@@ -100,10 +101,10 @@ def test_stages_that_only_run_a_model_put_it_on_the_gpu_when_there_is_one(tiny_m
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(models, "load_pretrained", load_pretrained)
     with pytest.raises(RuntimeError, match="placement seen"):
-        evaluation.replies_of(str(tiny_model_dir), [PROMPT], evaluate.EvaluateParams(backend="transformers"),
+        evaluation.replies_of(str(tiny_model_dir), [PROMPT], EvaluateParams(backend="transformers"),
                             tmp_path / "kept", "baseline")
     with pytest.raises(RuntimeError, match="placement seen"):  # select and merge load through here
-        checkpoints.trained_model(str(tiny_model_dir), tmp_path, "float32")
+        checkpoints.trained_model(str(tiny_model_dir), tmp_path, "float32", {"adapter": None, "quantization": None})
     assert placed == ["cuda", "cuda"]
 
 
@@ -122,7 +123,7 @@ def run_evaluate(tmp_path, model, data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(model), "--name", "finetuned", "--data", str(data),
                                      "--out", "metrics"])
-    evaluate.main()
+    stage_main("evaluate")()
     return (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").read_text()
 
 
@@ -179,7 +180,7 @@ def test_kept_replies_are_keyed_by_every_module_that_can_change_a_reply(tiny_mod
     # cannot change a reply; sft/__init__.py only calls sft/numerics.py, which is keyed, and quiets a log.
     assert keyed == closure(ROOT / "sft" / "generation.py") - {
         "sft/__init__.py", "sft/params.py", "sft/secrets.py", "sft/progress.py", "sft/volatile.py"}
-    p = evaluate.EvaluateParams()
+    p = EvaluateParams()
     key = evaluation.kept_replies(str(tiny_model_dir), [[]], p, "transformers", tmp_path, "x").path
     edited = tmp_path / "attention.py"
     edited.write_text(Path(evaluation.attention.__file__).read_text() + "\n# edited\n")
@@ -214,7 +215,7 @@ def test_evaluate_scores_hostile_replies_and_contexts_wrong_in_bounded_time_and_
     work.mkdir()
     (work / "params.yaml").write_text("evaluate:\n  max_new_tokens: 4\n")
     data = sql_split(work, contexts)
-    p = evaluate.EvaluateParams(max_new_tokens=4)
+    p = EvaluateParams(max_new_tokens=4)
     prompts = [json.loads(line)["prompt"] for line in (data / "test.jsonl").read_text().splitlines()]
     kept = evaluation.kept_replies(str(tiny_model_dir), prompts, p, "transformers", work / "metrics" / "replies.partial",
                                  "finetuned")

@@ -67,25 +67,32 @@ def test_a_template_that_folds_the_system_prompt_gets_no_modelfile_template(tmp_
     assert 'PARAMETER stop "<eos>"' in text and 'PARAMETER stop "<end_of_turn>"' in text
 
 
+TRAINED = {"method": "lora", "max_length": 512, "global_batch": 8,
+           "settings": {"epochs": 2, "learning_rate": 0.001, "method": "lora", "early_stopping_patience": None,
+                        "model_init_kwargs": {"dtype": "float32"}}}
+
+
 def facts(**changes) -> RunFacts:
     base = dict(
         base_model="HuggingFaceTB/SmolLM2-135M-Instruct", license="apache-2.0",
-        datasets=[{"dataset": "data/raw/sql", "subset": None, "revision": None}], method="lora",
-        train_settings={"epochs": 2, "learning_rate": 0.001, "method": "lora"},
+        datasets=[{"dataset": "data/raw/sql", "subset": None, "revision": None}], trained=TRAINED,
         compare={"metric": "execution_accuracy", "baseline": 0.05, "finetuned": 0.84, "difference": 0.79,
                  "difference_ci_low": 0.73, "difference_ci_high": 0.85,
                  "against_fewshot": {"fewshot": 0.3, "difference": 0.54, "difference_ci_low": 0.46,
                                      "difference_ci_high": 0.61}},
-        fewshot={"execution_accuracy": 0.3, "execution_accuracy_ci_low": 0.24, "execution_accuracy_ci_high": 0.37},
+        figures={"fewshot": {"execution_accuracy": 0.3, "execution_accuracy_ci_low": 0.24,
+                             "execution_accuracy_ci_high": 0.37},
+                 "finetuned": {"execution_accuracy": 0.84, "execution_accuracy_ci_low": 0.783,
+                               "execution_accuracy_ci_high": 0.884, "samples": 200},
+                 "baseline": {"execution_accuracy": 0.05, "execution_accuracy_ci_low": 0.027,
+                              "execution_accuracy_ci_high": 0.09, "samples": 200}},
         shots=3, forgetting={"base_loss": 3.505, "finetuned_loss": 3.5412, "difference": 0.0362,
                              "difference_ci_low": 0.0301, "difference_ci_high": 0.0425, "documents": 200},
         forgetting_dataset="data/general/python-reference.jsonl",
-        finetuned={"execution_accuracy": 0.84, "execution_accuracy_ci_low": 0.783, "execution_accuracy_ci_high": 0.884,
-                   "samples": 200},
-        baseline={"execution_accuracy": 0.05, "execution_accuracy_ci_low": 0.027, "execution_accuracy_ci_high": 0.09,
-                  "samples": 200},
         prompt_example="<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n",
-        stops=["<|im_end|>"], gguf="model-f16.gguf")
+        stops=["<|im_end|>"], form="gguf",
+        checked={"gguf": "model-f16.gguf", "parity_prompts": 8, "same_prompt_token_ids": 8, "greedy_agreement": 1.0,
+                 "decided_positions": 118, "replies_ending_at_end_of_turn": 8, "gguf_stopped": 8})
     return RunFacts(**{**base, **changes})
 
 
@@ -110,9 +117,37 @@ def test_the_model_card_header_and_figures_come_from_the_run():
     for how in ("pipeline(", "vllm serve", "llama-cli -m models/gguf/model-f16.gguf", "ollama create sql-model"):
         assert how in text
     assert "| `learning_rate` | `0.001` |" in text and "`<|im_end|>`" in text
-    quantized = str(model_card(facts(gguf="model-q4_k_m.gguf", quantized={
-        "execution_accuracy": 0.8, "execution_accuracy_ci_low": 0.74, "execution_accuracy_ci_high": 0.85}), "m"))
+    assert "| `max_length` | `512` |" in text and "| `global_batch` | `8` |" in text
+    assert "early_stopping_patience" not in text and "model_init_kwargs" not in text  # unset, and not a scalar
+    assert "The GGUF was checked against the merged model on 8 validation prompts" in text
+    checked = {**facts().checked, "gguf": "model-q4_k_m.gguf",
+               "test": {"execution_accuracy": 0.8, "execution_accuracy_ci_low": 0.74, "execution_accuracy_ci_high": 0.85}}
+    quantized = str(model_card(facts(checked=checked), "m"))
     assert "| model-q4_k_m.gguf (llama.cpp) | 0.800 [0.740, 0.850] | |" in quantized
+
+
+def test_the_merged_models_card_is_the_same_card_without_the_gguf():
+    merged = {"parity_reference": "the adapter on the base at float32", "parity_prompts": 8,
+              "greedy_agreement": None, "decided_positions": 0, "mean_kl": 6.3e-13}
+    text = str(model_card(facts(form="merged", checked=merged), "sql-model"))
+    gguf = str(model_card(facts(), "sql-model"))
+    assert "gguf" not in text.lower().replace("models/gguf", "")  # no tag, no file, no llama.cpp or Ollama
+    assert "greedy agreement none decided on 0 decided positions, mean KL 6.3e-13" in text
+    assert text.split("## Training")[1].split("## Use")[0] == gguf.split("## Training")[1].split("## Use")[0]
+
+
+def test_a_baseline_of_a_new_kind_is_a_row_by_its_name_from_compare_alone():
+    """compare's list names the baselines: one more --against file gives the card one more row, in
+    compare's order, named as in that list; no code names it."""
+    compare = {**facts().compare, "against_retrieval": {"retrieval": 0.6, "difference": 0.24,
+                                                        "difference_ci_low": 0.2, "difference_ci_high": 0.3}}
+    figures = {**facts().figures, "retrieval": {"execution_accuracy": 0.6}}
+    text = str(model_card(facts(compare=compare, figures=figures), "m"))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "[" in line]
+    assert [r.split(" |")[0] for r in rows] == ["| baseline (HuggingFaceTB/SmolLM2-135M-Instruct)",
+                                                "| baseline, 3-shot (train examples before each prompt)",
+                                                "| retrieval", "| fine-tuned"]
+    assert "| retrieval | 0.600 | +0.240 [+0.200, +0.300] |" in text
 
 
 def test_other_models_are_rows_of_the_card_and_a_hostile_folder_name_cannot_break_the_table():
@@ -240,8 +275,8 @@ def test_a_quantized_gguf_answers_the_test_split_scored_as_evaluate_scores(tiny_
     from conftest import ROOT, prepared
     from transformers import AutoTokenizer
 
+    from sft.exporting import quantized_figures
     from sft.task import load_task, task_json
-    from stages.export import quantized_figures
 
     data = prepared(tmp_path / "data", n_train=1, n_val=6)
     shutil.copy(data / "validation.jsonl", data / "test.jsonl")

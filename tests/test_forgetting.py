@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, tiny_params
+from conftest import ROOT, stage_main, tiny_params
 
 from sft import sources
 from sft.forgetting import difference, document_text, mean_losses, token_ids
 from sft.models import load_folder, save_tokenizer
 from sft.params import UserError
-from stages import forgetting
 
 GENERAL = ROOT / "data" / "general" / "python-reference.jsonl"
 
@@ -26,7 +25,7 @@ def run_stage(folder: Path, monkeypatch, base: Path, model: Path, **changes) -> 
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(folder)
     monkeypatch.setattr("sys.argv", ["forgetting", "--base", str(base), "--model", str(model), "--out", "f.json"])
-    forgetting.main()
+    stage_main("forgetting")()
     return json.loads((folder / "f.json").read_text())
 
 

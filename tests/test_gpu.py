@@ -85,7 +85,7 @@ def test_a_lora_merge_keeps_the_trained_model_and_generates_on_the_gpu(gemma_and
     torch.manual_seed(0)
     get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False)
                    ).save_pretrained(tmp_path / "adapter")
-    adapted, tokenizer = trained_model(model_dir, tmp_path / "adapter", "bfloat16")
+    adapted, tokenizer = trained_model(model_dir, tmp_path / "adapter", "bfloat16", {"adapter": {"r": 8}, "quantization": None})
     prompts = [json.loads(line)["prompt"] for line in (data / "validation.jsonl").read_text().splitlines()]
     ids = prompt_ids(tokenizer, prompts)
     expected = reference(adapted, tokenizer, ids, 16)

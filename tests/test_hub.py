@@ -6,10 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, stage_main
 
 from sft import hub
-from stages import base, prepare
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
@@ -54,9 +53,9 @@ def test_pin_and_prepare_metrics_record_the_resolved_revision(tmp_path, tiny_mod
         "prepare": {"dataset": str(ROOT / "data" / "raw" / "arithmetic"), "prompts": str(ROOT / "prompts" / "arithmetic"),
                     "revision": "main", "max_length": 1024}}))
     monkeypatch.setattr("sys.argv", ["base", "--out", "models/base"])
-    base.main()
+    stage_main("base")()
     pin = json.loads((tmp_path / "models" / "base" / "pin.json").read_text())
     assert pin["revision"] == "main" and pin["resolved_revision"] == SHA
     monkeypatch.setattr("sys.argv", ["prepare", "--model", "models/base", "--out", "out", "--metrics", "m.json"])
-    prepare.main()
+    stage_main("prepare")()
     assert json.loads((tmp_path / "m.json").read_text())["resolved_revisions"] == {"arithmetic": SHA}

@@ -1,12 +1,17 @@
-"""The folder listing is the architecture: stages/ holds exactly the stages of dvc.yaml, no stage
-or benchmark imports a stage, and every stage's deps list exactly the project modules it imports
-(transitively), so the hand-written deps cannot drift from the code."""
+"""The folder listing is the architecture: stages/ holds exactly the stages of dvc.yaml, nothing
+imports a stage (no test either: tests run a stage as `python -m` does), no module imports
+itself round a circle, every stage's deps list exactly the project modules it imports
+(transitively), so the hand-written deps cannot drift from the code, and a stage reads only its
+own section of params.yaml (the exceptions below, each with its reason)."""
+
+import ast
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT
 
-from tools.deps import code_deps, imported_names, listed_code_deps, rewritten
+from tools.deps import circles, closure, code_deps, import_graph, imported_names, launchers, listed_code_deps, rewritten
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -49,13 +54,134 @@ def test_make_deps_writes_exactly_what_the_check_asks_for_and_keeps_the_rest():
     assert broken != text and rewritten(broken) == text
 
 
-@pytest.mark.parametrize("path", sorted([*(ROOT / "stages").glob("*.py"), *(ROOT / "bench").glob("*.py"),
-                                         *(ROOT / "tools").glob("*.py"),
-                                         *(ROOT / "apps").glob("*.py"), *(ROOT / "sft").glob("*.py")]),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+PROJECT = sorted([*(ROOT / "stages").glob("*.py"), *(ROOT / "bench").glob("*.py"), *(ROOT / "tools").glob("*.py"),
+                  *(ROOT / "apps").glob("*.py"), *(ROOT / "sft").glob("*.py"), *(ROOT / "tests").glob("*.py"),
+                  *(ROOT / "rehearsal").glob("*.py")])
+
+
+def stage_imports(path: Path) -> set[str]:
+    """The stage modules `path` imports: by an import statement, or by name through importlib."""
+    names = set(imported_names(path))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            names.add(str(node.args[0].value))
+    return {n for n in names if n == "stages" or n.startswith("stages.")}
+
+
+@pytest.mark.parametrize("path", PROJECT, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_imports_a_stage(path):
-    stages = {n for n in imported_names(path) if n == "stages" or n.startswith("stages.")}
+    """A test runs a stage as `python -m stages.<name>` does (conftest.stage_main, or a
+    subprocess); what it checks inside a stage lives in an sft/ module it imports instead."""
+    stages = stage_imports(path)
     assert not stages, f"{path.relative_to(ROOT)} imports {sorted(stages)}; shared code belongs in sft/"
+
+
+def test_a_stage_import_is_seen_however_it_is_written(tmp_path):
+    """The control: each way a test could reach into a stage module is reported."""
+    for line in ("from stages import select", "from stages.prepare import convert", "import stages.merge",
+                 "importlib.import_module('stages.export')"):
+        (tmp_path / "probe.py").write_text(f"import importlib\n{line}\n")
+        assert stage_imports(tmp_path / "probe.py"), line
+    (tmp_path / "probe.py").write_text("import runpy\nrunpy.run_module('stages.export')\n")
+    assert not stage_imports(tmp_path / "probe.py")  # run as a program, as conftest.stage_main does
+
+
+def project_graph() -> dict[str, set[str]]:
+    return import_graph([p for p in PROJECT if p.parent.name in ("sft", "stages", "apps", "tools")])
+
+
+def test_no_import_circle():
+    assert circles(project_graph()) == [], "modules that import one another: move what both need to a module of its own"
+
+
+def test_an_import_circle_is_seen():
+    """The control: the circle this project had (sft/llamacpp.py took `throughput` from
+    sft/generation.py, which imports llamacpp), put back, is reported; so is a longer one."""
+    graph = project_graph()
+    assert "sft/llamacpp.py" in graph["sft/generation.py"]
+    graph["sft/llamacpp.py"] = graph["sft/llamacpp.py"] | {"sft/generation.py"}
+    assert ["sft/generation.py", "sft/llamacpp.py"] in circles(graph)
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# A stage's own section: its name, but for the other-model stages, which read an entry of others:.
+OWN = {"other_hub": "others", "other_folder": "others", "compare": None}
+# The params a stage reads outside its own section, each for a reason.
+BORROWED = {
+    ("train", "launch"): "how the train stage is started (accelerate launch): more processes, a larger global batch",
+    ("fewshot", "evaluate"): "it generates as evaluate does, so the baselines differ by the examples alone",
+    ("other_hub", "evaluate"): "it generates as evaluate does, so every model is evaluated alike",
+    ("other_folder", "evaluate"): "it generates as evaluate does, so every model is evaluated alike",
+    # The card states the sources the run was given, which no output records (prepare, fewshot and
+    # forgetting would have to write them, changing their bytes and rerunning all after them).
+    ("card", "prepare.dataset"): "the datasets the run was prepared from",
+    ("card", "prepare.subset"): "the datasets the run was prepared from",
+    ("card", "prepare.revision"): "the datasets the run was prepared from",
+    ("card", "prepare.datasets"): "the datasets of a mixture",
+    ("card", "fewshot.shots"): "the few-shot baseline's label",
+    ("card", "forgetting.dataset"): "the general-text line's dataset",
+    ("card", "others"): "which other models are current: a removed one's figures stay on disk",
+}
+
+
+def declared_params(stage: dict) -> list[str]:
+    entries = stage.get("do", stage).get("params", [])
+    return [e if isinstance(e, str) else next(iter(e)) for e in entries]
+
+
+def borrowed(name: str, stage: dict) -> list[str]:
+    """The stage's params entries outside its own section that no reason allows."""
+    own = OWN.get(name, name)
+    return [e for e in declared_params(stage) if e.split(".")[0] != own and (name, e) not in BORROWED]
+
+
+def sections_read(path: Path) -> dict[str | None, set[str]]:
+    """The params sections a module reads by name (load("x", ...), read_section("x")), per function
+    that reads them (None: at the top)."""
+    found: dict[str | None, set[str]] = {}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for scope in [tree, *(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef))]:
+        for node in ast.walk(scope):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in (
+                    "load", "read_section") and node.args and isinstance(node.args[0], ast.Constant):
+                found.setdefault(None if scope is tree else scope.name, set()).add(node.args[0].value)
+    return found
+
+
+def code_reads(name: str, stage: dict) -> set[str]:
+    """The sections a stage's code reads: its module's own reads, its launcher's, and those of every
+    project function it names (a helper in sft/ that reads a section)."""
+    module = ROOT / "stages" / f"{name}.py"
+    reads = set().union(*sections_read(module).values(), *(set().union(*sections_read(p).values())
+                                                           for p in launchers(stage)))
+    named = {n.id for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Name)} | \
+            {n.attr for n in ast.walk(ast.parse(module.read_text())) if isinstance(n, ast.Attribute)}
+    for path in closure(module):
+        for function, sections in sections_read(ROOT / path).items():
+            if function in named and path != f"stages/{name}.py":
+                reads |= sections
+    return reads
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_a_stage_reads_only_its_own_params_section(name):
+    stage = STAGES[name]
+    assert borrowed(name, stage) == [], (f"dvc.yaml stage {name} reads {borrowed(name, stage)} of another stage's "
+                                         "section: have that stage write what it decided as an output, and read that")
+    declared = {e.split(".")[0] for e in declared_params(stage)}
+    assert code_reads(name, stage) <= declared, f"stage {name} reads sections its params deps leave out"
+
+
+def test_a_borrowed_section_is_seen():
+    """The control: select and merge as they were (train.method in their params, read by
+    sft/checkpoints.py), and a card that reads fewshot: without declaring it."""
+    select = {**STAGES["select"], "params": [*STAGES["select"]["params"], "train.method"]}
+    assert borrowed("select", select) == ["train.method"]
+    card = STAGES["card"]
+    undeclared = {**card, "do": {**card["do"], "params": [p for p in card["do"]["params"] if p != "fewshot.shots"]}}
+    assert "fewshot" in code_reads("card", undeclared) - {e.split(".")[0] for e in declared_params(undeclared)}
+    assert all(reason for reason in BORROWED.values())
 
 
 @pytest.mark.parametrize("folder", ["raw", "general"])

@@ -5,13 +5,14 @@ import json
 
 import pytest
 import torch
-from conftest import TRAINED_PARAMS
+from conftest import TRAINED_PARAMS, stage_main
 
 from sft import checkpoints, stops
 from sft.models import load_folder
 from sft.params import UserError
 from sft.parity import parity
-from stages import merge, select
+
+LORA = {"adapter": {"r": 4}, "quantization": None}  # what train records of a LoRA run, as trained_model reads it
 
 
 def test_select_then_merge_equals_the_adapter_on_the_base(trained_copy, tiny_model_dir, monkeypatch):
@@ -20,13 +21,13 @@ def test_select_then_merge_equals_the_adapter_on_the_base(trained_copy, tiny_mod
     trained = trained_copy
     monkeypatch.chdir(trained)
     monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--out", "select.json"])
-    select.main()
+    stage_main("select")()
     choice = json.loads((trained / "select.json").read_text())
     assert choice["eval_loss"] == min(c["eval_loss"] for c in choice["candidates"])
 
     monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
                                      "--data", "data", "--out", "merged", "--metrics", "merge.json"])
-    merge.main()
+    stage_main("merge")()
     parity = json.loads((trained / "merge.json").read_text())
     # An fp32 merge is faithful: next-token distributions equal to rounding, the same choice wherever
     # the trained model makes a clear one (the tiny model rarely does: the logits below check all).
@@ -50,12 +51,11 @@ def test_merge_parity_failure_keeps_the_old_folder(trained_copy, tiny_model_dir,
     (trained / "merged-old").mkdir(exist_ok=True)
     (trained / "merged-old" / "marker").write_text("old")
     # A NaN KL (a merge into overflowing weights) fails the check: NaN > threshold would not.
-    real = merge.parity
-    monkeypatch.setattr(merge, "parity", lambda *a: {**real(*a), "mean_kl": float("nan")})
+    monkeypatch.setattr("sft.parity.parity", lambda *a: {**parity(*a), "mean_kl": float("nan")})
     monkeypatch.setattr("sys.argv", ["merge", "--base", str(tiny_model_dir), "--select", "select.json",
                                      "--data", "data", "--out", "merged-old", "--metrics", "merge-failed.json"])
     with pytest.raises(UserError, match="merge parity check failed: mean KL nan > merge.max_mean_kl 0.01"):
-        merge.main()
+        stage_main("merge")()
     assert (trained / "merged-old" / "marker").read_text() == "old"
     assert not (trained / ".merged-old.tmp").exists()
     assert not (trained / "merge-failed.json").exists(), "figures are written only for a merged folder that is kept"
@@ -120,7 +120,7 @@ def test_a_qlora_adapter_merged_into_its_dequantized_4bit_base_keeps_the_trained
 
     on_dequantized, _ = checkpoints.adapter_on_dequantized_base(base, tmp_path / "checkpoint", "float32",
                                                                 nf4_config(False))
-    on_full_precision, _ = checkpoints.trained_model(base, tmp_path / "checkpoint", "float32")
+    on_full_precision, _ = checkpoints.trained_model(base, tmp_path / "checkpoint", "float32", LORA)
     kept, drifted = kl_of(checkpoints.merged(on_dequantized)), kl_of(checkpoints.merged(on_full_precision))
     assert kept < 1e-6 and drifted > 100 * kept, (kept, drifted)  # measured: 6e-8 against 7e-5
 

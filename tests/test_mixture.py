@@ -5,11 +5,10 @@ import json
 import random
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, stage_main
 
 from sft import mixture
 from sft.params import UserError
-from stages import prepare
 
 RAW = ROOT / "data" / "raw"
 
@@ -60,7 +59,7 @@ def run_prepare(tmp_path, tokenizer_dir, monkeypatch, datasets, extra=""):
         f"prepare:\n  prompts: {ROOT / 'prompts' / 'arithmetic'}\n  datasets: {json.dumps(datasets)}\n{extra}"
         "  max_length: 1024\n")
     monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
-    prepare.main()
+    stage_main("prepare")()
     splits = {name: [json.loads(line) for line in (tmp_path / "out" / f"{name}.jsonl").read_text().splitlines()]
               for name in ("train", "validation", "test")}
     return splits, json.loads((tmp_path / "m.json").read_text())

@@ -2,12 +2,11 @@ import sys
 
 import pytest
 import torch
-from conftest import GGUF, smollm_folder
+from conftest import GGUF, smollm_folder, stage_main
 
 from sft import models
-from sft.basemodel import BaseParams
+from sft.basemodel import BaseParams, check_pin
 from sft.params import UserError
-from stages import base
 
 
 def test_package_folder_is_found_without_importing_it():
@@ -26,7 +25,7 @@ def test_resolve_source_prefers_an_installed_package_then_a_name():
 def test_a_different_gguf_is_refused(tmp_path):
     (tmp_path / "m.gguf").write_bytes(b"not the pinned file")
     with pytest.raises(UserError, match="differs from base.gguf_sha256"):
-        base.check_pin(str(tmp_path), BaseParams(gguf_file="m.gguf", gguf_sha256="0" * 64))
+        check_pin(str(tmp_path), BaseParams(gguf_file="m.gguf", gguf_sha256="0" * 64))
 
 
 def test_base_stage_writes_a_folder_from_a_local_stand_in_for_a_hub_model(tiny_model_dir, tmp_path, monkeypatch):
@@ -35,7 +34,7 @@ def test_base_stage_writes_a_folder_from_a_local_stand_in_for_a_hub_model(tiny_m
     (tmp_path / "params.yaml").write_text(f"base:\n  model_name_or_path: {tiny_model_dir}\n  gguf_file: null\n"
                                           "  gguf_sha256: null\n")
     monkeypatch.setattr("sys.argv", ["base", "--out", "models/base"])
-    base.main()
+    stage_main("base")()
     model, tokenizer = models.load_folder(tmp_path / "models" / "base")
     reference, _ = models.load_folder(tiny_model_dir)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True))

@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, dvc, edit, multiple_choice_data, run_copy, stale
-
-from stages import evaluate, other_folder
+from conftest import ROOT, dvc, edit, multiple_choice_data, run_copy, stage_main, stale
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -35,9 +33,9 @@ def test_a_model_folder_is_evaluated_and_paired_with_the_fine_tuned_model(tiny_m
     # The fine-tuned model's predictions: here the same model, evaluated by the evaluate stage.
     monkeypatch.setattr("sys.argv", ["evaluate", "--model", str(tiny_model_dir), "--name", "finetuned",
                                      "--data", str(data), "--out", "metrics"])
-    evaluate.main()
+    stage_main("evaluate")()
     monkeypatch.setattr("sys.argv", ["other_folder", "--name", "earlier", "--data", str(data), "--out", "metrics"])
-    other_folder.main()
+    stage_main("other_folder")()
 
     metrics = tmp_path / "metrics"
     figures = read(metrics / "others" / "earlier.json")
@@ -57,7 +55,7 @@ def test_a_model_folder_is_evaluated_and_paired_with_the_fine_tuned_model(tiny_m
     for r in finetuned[:2]:
         r["accuracy"] = 1.0
     (metrics / "predictions" / "finetuned.jsonl").write_text("".join(json.dumps(r) + "\n" for r in finetuned))
-    other_folder.main()  # its replies are read back, kept by the first run
+    stage_main("other_folder")()  # its replies are read back, kept by the first run
     against = read(metrics / "others" / "earlier.json")["against_finetuned"]
     assert (against["finetuned"], against["difference"], against["improved"], against["regressed"]) == \
         (0.5, 0.5, 2, 0)
@@ -104,7 +102,8 @@ def test_in_the_graph_a_model_that_cannot_load_stops_only_the_card_and_the_card_
     edit(repo, lambda p: p["others"].update(
         folders={"again": "models/base"},
         hub={"gone": {"model_name_or_path": "nobody/absent", "revision": "e" * 40}}))
-    assert stale(repo) == {"other_folder@again", "other_hub@gone", "export"}
+    # Only the new models' stages and the cards that list them: compare and export never read them.
+    assert stale(repo) == {"other_folder@again", "other_hub@gone", "card@merged", "card@gguf"}
 
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-m", "dvc", "repro", "--keep-going"], cwd=repo, env=env,
@@ -112,8 +111,9 @@ def test_in_the_graph_a_model_that_cannot_load_stops_only_the_card_and_the_card_
     assert done.returncode != 0
     log = done.stdout + done.stderr
     assert "error: params.yaml: others.hub.gone: cannot load nobody/absent" in log
-    assert "Running stage 'other_folder@again'" in log and "Running stage 'export'" not in log
-    assert stale(repo) == {"other_hub@gone", "export"}  # nothing else ran again, nothing else is stale
+    assert "Running stage 'other_folder@again'" in log and "Running stage 'card@merged'" not in log
+    # nothing else ran again, nothing else is stale
+    assert stale(repo) == {"other_hub@gone", "card@merged", "card@gguf"}
     again = read(repo / "metrics" / "others" / "again.json")
     assert again["against_finetuned"] == {"finetuned": compare["finetuned"],
                                           **{k: v for k, v in compare.items() if k.startswith(
@@ -121,8 +121,8 @@ def test_in_the_graph_a_model_that_cannot_load_stops_only_the_card_and_the_card_
 
     edit(repo, lambda p: p["others"].update(hub={}))
     ran = dvc(repo, "repro")
-    assert "Running stage 'export'" in ran and ran.count("Running stage") == 1, ran
-    card = (repo / "models" / "gguf" / "README.md").read_text()
+    assert "Running stage 'card@merged'" in ran and ran.count("Running stage") == 2, ran
+    card = (repo / "models" / "card" / "merged" / "README.md").read_text()
     metric = compare["metric"]
     row = next(line for line in card.splitlines() if line.startswith("| again ("))
     assert row.startswith(f"| again (`models/base`) | {again[metric]:.3f} [") and \

@@ -101,7 +101,7 @@ def test_a_wrong_value_names_the_key_and_the_type_when_the_section_loads(tmp_pat
 
 def test_a_bad_train_value_stops_before_the_scratch_folder_is_touched(tmp_path, monkeypatch):
     """The check runs when the section loads: checkpoints of an interrupted run survive a typo."""
-    from stages import train
+    from conftest import stage_main
 
     (tmp_path / "params.yaml").write_text("train:\n  fused_lm_head: sometimes\n")
     checkpoint = tmp_path / "out.partial" / "checkpoint-5"
@@ -110,7 +110,7 @@ def test_a_bad_train_value_stops_before_the_scratch_folder_is_touched(tmp_path, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["train", "--model", "m", "--data", "d", "--out", "out"])
     with pytest.raises(SystemExit) as exit_info:
-        run(train.main)
+        run(stage_main("train"))
     assert exit_info.value.code == 2
     assert (checkpoint / "trainer_state.json").read_text() == "{}"
 

@@ -28,10 +28,13 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     assert (repo / "models" / "merged" / "model.safetensors").is_file()
     exported = json.loads((repo / "metrics" / "export.json").read_text())
     assert exported["same_prompt_token_ids"] == exported["parity_prompts"] == 4, exported
-    assert {p.name for p in (repo / "models" / "gguf").iterdir()} == {"model-f16.gguf", "Modelfile", "README.md",
-                                                                      "loss.png"}
-    card = (repo / "models" / "gguf" / "README.md").read_text()
-    assert card.startswith("---\n") and f"| fine-tuned | {finetuned['execution_accuracy']:.3f}" in card
+    assert {p.name for p in (repo / "models" / "gguf").iterdir()} == {"model-f16.gguf", "Modelfile"}
+    assert {p.name for p in (repo / "models" / "card" / "gguf").iterdir()} == {"README.md", "loss.png"}
+    card = (repo / "models" / "card" / "gguf" / "README.md").read_text()
+    merged_card = (repo / "models" / "card" / "merged" / "README.md").read_text()
+    # The same card but for the form: the GGUF's names its file and how llama.cpp and Ollama run it.
+    assert "llama-cli -m models/gguf/model-f16.gguf" in card and "llama-cli" not in merged_card
+    assert card.split("## Training")[1].split("## Use")[0] == merged_card.split("## Training")[1].split("## Use")[0]
     fewshot = json.loads((repo / "metrics" / "fewshot.json").read_text())
     assert fewshot["samples"] == 6 and f"| baseline, 2-shot (train examples before each prompt) | {fewshot['execution_accuracy']:.3f}" in card
     forgetting = json.loads((repo / "metrics" / "forgetting.json").read_text())
@@ -52,9 +55,9 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     assert "Running stage" not in dvc(repo, "repro")
 
     edit(repo, lambda p: p["train"].update(learning_rate=2e-4))
-    # export reads train: (its card lists the training settings); select, merge, evaluate@finetuned
-    # follow once train's outputs change.
-    assert stale(repo) == {"train", "export"}
+    # Only train reads train:; select, merge, the evaluations and the cards follow once its outputs
+    # change (the cards read what train decided: models/trained.json).
+    assert stale(repo) == {"train"}
     subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
 
     edit(repo, lambda p: p["evaluate"].update(max_new_tokens=9))
@@ -63,7 +66,7 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
 
     # The few-shot baseline and the general-text loss: each reruns alone (and the card that prints it).
     edit(repo, lambda p: p["fewshot"].update(shots=1))
-    assert stale(repo) == {"fewshot", "export"}
+    assert stale(repo) == {"fewshot", "card@merged", "card@gguf"}
     subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
     edit(repo, lambda p: p["forgetting"].update(max_documents=4))
     assert stale(repo) == {"forgetting"}
@@ -76,6 +79,12 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
             f.write("\n# edited\n")
     assert stale(repo) == set()
     subprocess.run(["git", "checkout", "--", *untouched], cwd=repo, check=True)
+
+    # The card's wording edited: the cards are written again, nothing is converted again.
+    with open(repo / "sft" / "card.py", "a") as f:
+        f.write("\n# the card's wording edited\n")
+    assert stale(repo) == {"card@merged", "card@gguf"}
+    subprocess.run(["git", "checkout", "--", "sft/card.py"], cwd=repo, check=True)
 
     # Only the audit's code edited (sft/tokens.py, which train does not run: prepare hands it the
     # tokens): prepare reruns, writes the same tokens, and nothing after it runs.
@@ -143,7 +152,7 @@ def test_no_token_in_the_environment_reaches_an_output_the_cache_the_lock_or_the
     assert "dvc.lock" not in committed
     files = [p for p in tiny_run.rglob("*") if p.is_file() and p.relative_to(tiny_run).parts[0] != ".git"
              and str(p.relative_to(tiny_run)) not in committed]
-    assert any(p.name == "training_args.bin" for p in files) and (tiny_run / "models/gguf/README.md").is_file()
+    assert any(p.name == "training_args.bin" for p in files) and (tiny_run / "models/card/gguf/README.md").is_file()
     assert [str(p) for p in files if any(secret in p.read_bytes() for secret in planted)] == []
     assert not any(secret in log for secret in planted)
 

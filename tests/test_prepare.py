@@ -6,16 +6,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, stage_main
 
 from sft import shapes, sources
 from sft.params import UserError
 from sft.preparation import PrepareParams
 from sft.prompts import load_templates
+from sft.rows import convert
 from sft.sources import Record
+from sft.splits import split_records, without_overlap
 from sft.task import load_task
-from stages import prepare
-from stages.prepare import convert, split_records, without_overlap
 
 SQL = {"sql_prompt": "How many items?", "sql_context": "CREATE TABLE t (id INT);", "sql": "SELECT COUNT(*) FROM t;"}
 USER, ANSWER = "How many items?", "SELECT COUNT(*) FROM t;"
@@ -185,7 +185,7 @@ def test_main_writes_splits_audit_and_metrics(tmp_path, tokenizer_dir, monkeypat
     write_params(tmp_path, ROOT / "data" / "raw" / "sql", ROOT / "prompts" / "sql",
                  "  max_records: {train: 20, validation: 5, test: 7}\n")
     monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
-    prepare.main()
+    stage_main("prepare")()
     lines = {s: (tmp_path / "out" / f"{s}.jsonl").read_text().splitlines() for s in ("train", "validation", "test")}
     assert {s: len(v) for s, v in lines.items()} == {"train": 20, "validation": 5, "test": 7}
     metrics = json.loads((tmp_path / "m.json").read_text())
@@ -338,7 +338,7 @@ def test_multi_turn_records_train_every_assistant_turn(tmp_path, tokenizer_dir, 
                      f"  train_on: {train_on}\n")
         monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", train_on,
                                          "--metrics", f"{train_on}.json"])
-        prepare.main()
+        stage_main("prepare")()
         shares[train_on] = json.loads((tmp_path / f"{train_on}.json").read_text())["label_share"]
         audit = (tmp_path / train_on / "audit.md").read_text().split("## train record")[1]
         first = json.loads((tmp_path / train_on / "train.jsonl").read_text().splitlines()[0])

@@ -5,11 +5,10 @@ import json
 
 import pytest
 import yaml
-from conftest import ROOT, section_classes
+from conftest import ROOT, section_classes, stage_main
 
 from sft import training
 from sft.params import from_dict
-from stages import prepare
 
 DECISION = "Le recourant conteste la décision de l'autorité cantonale concernant le permis de construire."
 STAND_INS = {
@@ -90,7 +89,7 @@ def test_preset_prepares_stand_in_records(name, tmp_path, tokenizer_dir, monkeyp
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["prepare", "--model", str(tokenizer_dir), "--out", "out", "--metrics", "m.json"])
-    prepare.main()
+    stage_main("prepare")()
     [row] = [json.loads(line) for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
     prompt_text, completion = row["prompt"][-1]["content"], row["completion"][0]["content"]
     assert prompt_text.startswith(EXPECTED[name][0]) and EXPECTED[name][1] in completion, (prompt_text, completion)

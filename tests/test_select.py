@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from conftest import TRAINED_PARAMS
+from conftest import TRAINED_PARAMS, stage_main
 
+from sft import checkpoints, generation
+from sft.models import NF4_WEIGHTS
 from sft.params import UserError
-from sft.selection import SelectParams
-from stages import select
-from stages.select import best, candidates
+from sft.selection import SelectParams, best, candidates
 
 
 def trainer_state(tmp_path, losses):
@@ -63,7 +63,7 @@ def test_select_by_a_task_figure_generates_on_validation_records(trained_copy, t
                                                         "  max_new_tokens: 4\n"))
     monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
                                      "--out", "select-task.json"])
-    select.main()
+    stage_main("select")()
     choice = json.loads((trained / "select-task.json").read_text())
     assert [c["select_samples"] for c in choice["candidates"]] == [2, 2]
     assert all("execution_accuracy" in c and "eval_loss" in c for c in choice["candidates"])
@@ -72,9 +72,9 @@ def test_select_by_a_task_figure_generates_on_validation_records(trained_copy, t
 
     (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  metric: eval_loss\n", "  metric: bleu\n  samples: 1\n"
                                                         "  max_new_tokens: 2\n"))
-    monkeypatch.setattr(select, "trained_model", lambda *a, **k: pytest.fail("a checkpoint was loaded"))
+    monkeypatch.setattr(checkpoints, "trained_model", lambda *a, **k: pytest.fail("a checkpoint was loaded"))
     with pytest.raises(UserError, match="select.metric 'bleu' is neither a trainer log key nor a figure"):
-        select.main()  # before any checkpoint is loaded or generates
+        stage_main("select")()  # before any checkpoint is loaded or generates
 
 
 def test_a_qlora_candidate_generates_on_the_4bit_base_it_was_trained_on(trained_copy, tiny_model_dir, monkeypatch):
@@ -83,19 +83,24 @@ def test_a_qlora_candidate_generates_on_the_4bit_base_it_was_trained_on(trained_
     monkeypatch.chdir(trained)
     (trained / "data" / "task.json").write_text(json.dumps({"metric": "sql_execution",
                                                             "references": ["sql_context"]}))
-    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace("  method: lora\n", "  method: qlora\n").replace(
+    (trained / "params.yaml").write_text(TRAINED_PARAMS.replace(
         "  metric: eval_loss\n", "  metric: execution_accuracy\n  samples: 1\n  max_new_tokens: 2\n"))
+    # What train decided, not params.yaml, says the adapter was trained on a 4-bit base.
+    record = json.loads((trained / "models" / "trained.json").read_text())
+    (trained / "models" / "trained.json").write_text(json.dumps({**record, "method": "qlora",
+                                                                 "quantization": NF4_WEIGHTS}))
     loaded, generated_on = [], []
-    real = select.trained_model
+    real = checkpoints.trained_model
 
-    def trained_model(base, checkpoint, dtype, **load):
-        loaded.append(load)
-        return real(base, checkpoint, dtype)  # the tiny model is too narrow for bitsandbytes' 4-bit blocks
+    def trained_model(base, checkpoint, dtype, trained):
+        loaded.append(checkpoints.base_as_trained(trained))
+        # the tiny model is too narrow for bitsandbytes' 4-bit blocks: loaded in full precision here
+        return real(base, checkpoint, dtype, {**trained, "quantization": None})
 
-    monkeypatch.setattr(select, "trained_model", trained_model)
-    monkeypatch.setattr(select, "replies", lambda model, *a, **k: generated_on.append(model[0]) or (["x"], {}))
+    monkeypatch.setattr(checkpoints, "trained_model", trained_model)
+    monkeypatch.setattr(generation, "replies", lambda model, *a, **k: generated_on.append(model[0]) or (["x"], {}))
     monkeypatch.setattr("sys.argv", ["select", "--train", "out", "--base", str(tiny_model_dir), "--data", "data",
                                      "--out", "select-task.json"])
-    select.main()
+    stage_main("select")()
     assert len(loaded) == 2 and all(load["quantization_config"].load_in_4bit for load in loaded)
     assert all(hasattr(model, "peft_config") for model in generated_on)  # the adapter, unmerged

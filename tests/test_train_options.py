@@ -6,12 +6,11 @@ import os
 
 import pytest
 import torch
-from conftest import git_workdir, prepared, training_split
+from conftest import git_workdir, prepared, stage_main, training_split
 from transformers import TrainerCallback
 
 from sft import tracking, training
 from sft.models import load_folder
-from stages import train
 
 
 def sft_trainer(model_dir, data, out, **args):
@@ -104,7 +103,7 @@ def test_offline_wandb_run_and_the_progress_bar(tiny_model_dir, tmp_path, monkey
     monkeypatch.chdir(work)
     monkeypatch.setattr("sys.argv", ["train", "--model", str(tiny_model_dir), "--data", "data", "--out", "out",
                                      "--metrics", "train.json", "--live", "live"])
-    train.main()
+    stage_main("train")()
     runs = list((work / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert not (work / "out" / tracking.WANDB_RUN_FILE).exists()  # a random id: not in the hashed output

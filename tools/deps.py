@@ -80,6 +80,43 @@ def listed_code_deps(stage: dict) -> list[str]:
     return [d for d in stage.get("do", stage)["deps"] if d.endswith(".py")]
 
 
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """Each module's direct imports of project modules. Package __init__ files are left out: Python
+    runs a package's __init__ before any module in it, so they close no circle."""
+    return {str(p.relative_to(ROOT)): {str(f.relative_to(ROOT)) for f in direct_imports(p) if f.name != "__init__.py"}
+            for p in paths if p.name != "__init__.py"}
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle: the modules that reach one another through their imports (the strongly
+    connected groups of the graph, Tarjan's algorithm), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1 or node in graph.get(node, ()):
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(found)
+
+
 def drifted(text: str) -> dict[str, tuple[list[str], list[str]]]:
     """Per stage whose deps drifted: (modules it runs that are not listed, listed ones it does not run)."""
     out = {}
