@@ -130,9 +130,9 @@ repro: setup ## run the whole pipeline (dvc repro --keep-going): params checked 
 	rm -f "$$log"; echo "[repro] $$([ $$status = 0 ] || echo "FAILED: $${failed:-?}; not run, as they need it: $${skipped:-none}; ")ran: $${ran:-nothing}; up to date: $${kept:-none}"; \
 	exit $$status
 
-export: llamacpp ## the merged model as GGUF with an Ollama Modelfile and a model card (models/gguf/)
+export: llamacpp ## the merged model as GGUF with an Ollama Modelfile (models/gguf/), and its model card (models/card/gguf/)
 	@$(CHECK_PARAMS)
-	dvc repro export
+	dvc repro card@gguf
 
 smoke: setup ## the whole graph on presets/tiny.yaml (tiny random model) in a throwaway copy: a minute or two
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
