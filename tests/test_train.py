@@ -64,7 +64,53 @@ def test_a_checkpoint_and_an_evaluation_every_epoch(trained_run):
     assert [row.split("\t")[0] for row in train_rows[1:5]] == ["1", "2", "3", "4"]
 
 
+def test_train_writes_what_it_decided_for_the_stages_after_it(trained_run):
+    """models/trained.json: the method and the adapter select and merge load, the settings as
+    applied (params' keys, the project's defaults and the CPU's fallbacks), the global batch."""
+    from sft import trained
 
+    record = trained.read(trained_run / "models" / "trained.json")
+    metrics = json.loads((trained_run / "train.json").read_text())
+    assert record["method"] == "lora" and record["quantization"] is None
+    assert record["adapter"] == {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0, "target_modules": "all-linear",
+                                 "use_dora": False}
+    assert record["global_batch"] == metrics["global_batch"] == 4 and record["world_size"] == 1
+    assert (record["max_length"], record["train_on"]) == (512, "all_assistant")  # as prepare applied them
+    assert record["settings"]["learning_rate"] == 5e-3 and record["settings"]["lora_r"] == 8
+    assert record["settings"]["epochs"] == 2 and record["settings"]["keep_stale"] == 2  # a project default
+    assert record["project_settings"]["eval_strategy"] == "epoch"  # the project's default, as applied
+    assert record["project_settings"]["dataloader_pin_memory"] is False  # the CPU's fallback
+    assert record["loss"] == "completion_only_lm_head"
+    assert "report_to" not in record["settings"] and "report_to" not in record["project_settings"]
+
+
+def test_a_fallback_is_recorded_as_applied_not_as_asked(tmp_path):
+    """bf16 asked for on a CPU trains in float32: the record says what ran."""
+    (tmp_path / "params.yaml").write_text("train:\n  method: qlora\n  bf16: true\n  attn_implementation: "
+                                          "flash_attention_2\n  optim: paged_adamw_8bit\n")
+    p, sft = training.load_params(str(tmp_path / "params.yaml"), announce=False)
+    applied = training.applied_settings(p, {**sft, "max_length": 64}, has_cuda=False)
+    config = training.trainer_config(p, applied, str(tmp_path / "out"))
+    record = training.decided(p, {"method": 1, "bf16": 1, "attn_implementation": 1, "optim": 1}, applied, config,
+                              False, {"max_length": 64, "train_on": "last"})
+    assert record["settings"]["bf16"] is False and record["settings"]["optim"] == "adamw_torch"
+    assert record["settings"]["attn_implementation"] == "sdpa"
+    assert record["quantization"] == {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
+                                      "bnb_4bit_use_double_quant": True}
+    json.dumps(record)  # every value is JSON: the record is a hashed output
+
+
+def test_the_record_is_read_whole_or_refused_in_one_line(tmp_path):
+    from sft import trained
+
+    with pytest.raises(UserError, match="is missing; run the train stage first"):
+        trained.read(tmp_path / "trained.json")
+    (tmp_path / "trained.json").write_text("{not json")
+    with pytest.raises(UserError, match="is not the train stage's JSON"):
+        trained.read(tmp_path / "trained.json")
+    (tmp_path / "trained.json").write_text('{"method": "lora"}')
+    with pytest.raises(UserError, match="lacks adapter, quantization, .*: written by an older train stage"):
+        trained.read(tmp_path / "trained.json")
 
 
 def test_gpu_only_settings_fall_back_on_a_cpu_with_one_line_each(capsys):
