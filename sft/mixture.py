@@ -19,8 +19,6 @@ from sft import hub
 from sft.params import UserError, from_dict
 from sft.sources import hub_id
 
-EVAL_SOURCES = ("all", "first")
-
 
 @dataclass
 class Source:

@@ -1,31 +1,17 @@
-"""Other models as baselines: a hub model pinned by a commit, or a model folder, evaluated on the
-test split with `evaluate:`'s settings and paired with the fine-tuned model on the same items.
-
-`others:` of params.yaml names them; dvc.yaml evaluates each in a stage of its own
-(other_hub@<name>, other_folder@<name>), so adding one evaluates only it, and one that cannot load
-fails alone, in one line: compare, forgetting and the stages before them never read it (the model
-card stage does, so the cards wait for it).
-"""
+"""The others section of params.yaml: other models as baselines, a hub model pinned by a commit or
+a model folder, each under a name. Their evaluation is sft/baselines.py; this module imports
+nothing heavier than params, so the card, which reads which others are current, runs none of it."""
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sft.evaluation import EvaluateParams, evaluate
-from sft.files import read_jsonl, write_json
-from sft.pairing import OTHERS, paired_with_finetuned
-from sft.params import PARAMS_FILE, UserError, load
-from sft.task import read_task
+from sft.params import PARAMS_FILE, UserError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a file name on every system, and a DVC stage key
 COMMIT = re.compile(r"[0-9a-f]{40}")
 HUB_KEYS = ("model_name_or_path", "revision")
-# What a snapshot of a model repository needs for transformers and vLLM to load it: no GGUF copies,
-# no original/ checkpoints, no pickled .bin weights.
-MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
 
 
 @dataclass
@@ -54,61 +40,7 @@ class OthersParams:
                             "a name of its own")
 
 
-@dataclass
-class Request:
-    """What an other-model stage is asked to do: which model (its key under others.<kind>), its
-    entry there, where the prepared data are and where the outputs go, and how to generate."""
-    name: str
-    entry: dict | str  # hub: {model_name_or_path, revision}; folders: the folder
-    data: Path
-    out: Path
-    evaluate: EvaluateParams
-
-
-def request(kind: str, description: str) -> Request:
-    """The stage's command line and params: `--name` must be a key of others.<kind>."""
-    ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--name", required=True, help=f"its key under others.{kind} of params.yaml")
-    ap.add_argument("--data", default="data/prepared")
-    ap.add_argument("--out", default="metrics")
-    args = ap.parse_args()
-    listed = getattr(load("others", OthersParams), kind)
-    evaluate_params = load("evaluate", EvaluateParams)
-    if args.name not in listed:
-        raise UserError(f"{PARAMS_FILE}: others.{kind} has no '{args.name}'")
-    return Request(args.name, listed[args.name], Path(args.data), Path(args.out), evaluate_params)
-
-
 def check_name(name, where: str) -> None:
     if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UserError(f"{where}: name {name!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a "
                         "letter or digit (it names the stage and its files)")
-
-
-def hub_folder(name: str, model: str, revision: str) -> str:
-    """The local snapshot of a hub model at a commit: from the Hugging Face cache (all there is
-    offline, or with HF_HUB_OFFLINE=1), else downloaded."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(model, revision=revision, allow_patterns=MODEL_FILES)
-    except Exception as e:  # noqa: BLE001 - offline and not cached, no such repository, gated: one line
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"{PARAMS_FILE}: others.hub.{name}: cannot load {model} at {revision} "
-                        f"({type(e).__name__}: {reason}); download it once where the hub answers "
-                        f"(hf download {model} --revision {revision}), set HF_TOKEN for a gated model, or delete "
-                        f"others.hub.{name}. The rest of the graph does not need it") from e
-
-
-def evaluate_other(r: Request, model_dir: str, identity: dict) -> dict:
-    """Evaluate one other model as evaluate does and write out/others/<name>.json: who it is, its
-    task figures, and the fine-tuned model against it."""
-    records = read_jsonl(r.data / "test.jsonl")
-    task = read_task(r.data)
-    figures = evaluate(model_dir, f"{OTHERS}/{r.name}", records, [x["prompt"] for x in records], task, r.evaluate,
-                       r.out)
-    against = paired_with_finetuned(r.out / "predictions", r.name, task.task_metric)["against_finetuned"]
-    result = {**identity, **figures, "against_finetuned": against}
-    write_json(r.out / OTHERS / f"{r.name}.json", result)
-    print(f"[{OTHERS}] {r.name}: fine-tuned minus it {against}", flush=True)
-    return result

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sft import mixture, shapes, tokens
 from sft.params import UserError, one_of, ranged
 
+# The choices of the section, here with its schema so that it imports nothing heavier than params:
+# a stage that reads prepare's section (the card) need not run prepare's code.
 SPLITS = ("train", "validation", "test")
 TOO_LONG = ("error", "drop")
+SHAPES = ("template", "messages", "prompt_completion", "alpaca", "sharegpt")  # sft/shapes.py: one converter each
+TRAIN_ON = ("all_assistant", "last")  # sft/tokens.py: which assistant turns carry loss
+EVAL_SOURCES = ("all", "first")  # sft/mixture.py: where a mixture's validation and test records come from
 
 
 @dataclass
@@ -32,9 +36,9 @@ class PrepareParams:
 
     def __post_init__(self):
         one_of("prepare", "on_too_long", self.on_too_long, TOO_LONG)
-        one_of("prepare", "shape", self.shape, ("auto", *shapes.CONVERTERS))
-        one_of("prepare", "train_on", self.train_on, tokens.TRAIN_ON)
-        one_of("prepare", "eval_sources", self.eval_sources, mixture.EVAL_SOURCES)
+        one_of("prepare", "shape", self.shape, ("auto", *SHAPES))
+        one_of("prepare", "train_on", self.train_on, TRAIN_ON)
+        one_of("prepare", "eval_sources", self.eval_sources, EVAL_SOURCES)
         for split, count in self.max_records.items():
             one_of("prepare", "max_records", split, SPLITS)
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 from sft.params import UserError
 
-TRAIN_ON = ("all_assistant", "last")
-
 
 @dataclass
 class Tokenized:

@@ -31,7 +31,6 @@ from sft.card import FORMS, CardParams, RunFacts, baselines, model_card
 from sft.fewshot import FewShotParams
 from sft.files import atomic_dir, read_jsonl
 from sft.forgetting import ForgettingParams
-from sft.generation import render_prompts
 from sft.modelfile import stop_strings
 from sft.models import PIN_FILE, load_tokenizer
 from sft.others import OthersParams
@@ -67,7 +66,9 @@ def prompt_and_stops(model: Path, data: Path) -> tuple[str, list[str]]:
     from transformers import GenerationConfig
 
     tokenizer = load_tokenizer(str(model))
-    prompt = render_prompts(tokenizer, [read_jsonl(data / "validation.jsonl")[0]["prompt"]])[0]
+    # As generation renders it (sft/generation.py: render_prompts), without running its code.
+    prompt = tokenizer.apply_chat_template(read_jsonl(data / "validation.jsonl")[0]["prompt"], tokenize=False,
+                                           add_generation_prompt=True)
     stops = stop_strings(SimpleNamespace(generation_config=GenerationConfig.from_pretrained(model)), tokenizer)
     return prompt, stops
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sft import others
+from sft import baselines
 from sft.params import UserError, run
 
 
 def main() -> None:
-    r = others.request("folders", "Evaluate a model folder as a baseline.")
+    r = baselines.request("folders", "Evaluate a model folder as a baseline.")
 
     if not (Path(r.entry) / "config.json").is_file():
         raise UserError(f"params.yaml: others.folders.{r.name} is {r.entry!r}, which holds no config.json: "
                         "not a model folder (write the folder that holds config.json and the weights)")
-    others.evaluate_other(r, r.entry, {"model": r.entry})
+    baselines.evaluate_other(r, r.entry, {"model": r.entry})
 
 
 if __name__ == "__main__":

@@ -12,16 +12,16 @@ items), metrics/predictions/others/<name>.jsonl, metrics/confusion/others/<name>
 
 from __future__ import annotations
 
-from sft import others
+from sft import baselines
 from sft.params import run
 
 
 def main() -> None:
-    r = others.request("hub", "Evaluate a pinned hub model as a baseline.")
+    r = baselines.request("hub", "Evaluate a pinned hub model as a baseline.")
 
     model, revision = r.entry["model_name_or_path"], r.entry["revision"]
-    folder = others.hub_folder(r.name, model, revision)
-    others.evaluate_other(r, folder, {"model": model, "revision": revision})
+    folder = baselines.hub_folder(r.name, model, revision)
+    baselines.evaluate_other(r, folder, {"model": model, "revision": revision})
 
 
 if __name__ == "__main__":

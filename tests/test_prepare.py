@@ -421,3 +421,15 @@ def test_a_test_record_is_measured_by_its_prompt_not_its_gold(tmp_path, tokenize
     kept = [json.loads(line)["id"] for line in (tmp_path / "out" / "test.jsonl").read_text().splitlines()]
     assert kept == ["long-gold"]
     assert json.loads((tmp_path / "m.json").read_text())["dropped_too_long"]["test"] == 1
+
+
+def test_the_schemas_choices_are_the_converters_and_loss_spans_there_are():
+    """prepare's section lists its choices beside its schema (sft/preparation.py imports only
+    params, so the card that reads the section runs none of prepare's code): they must be what the
+    code offers."""
+    from sft import preparation, shapes, tokens
+
+    assert set(preparation.SHAPES) == set(shapes.CONVERTERS)
+    row = {"prompt": [{"role": "user"}, {"role": "assistant"}, {"role": "user"}], "completion": [{"role": "assistant"}]}
+    # each choice is a loss span sft/tokens.py marks, and they differ
+    assert {t: tokens.trained_turns(row, t) for t in preparation.TRAIN_ON} == {"all_assistant": [1, 3], "last": [3]}
