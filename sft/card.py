@@ -125,7 +125,7 @@ class RunFacts:
     others: list[dict] = field(default_factory=list)  # metrics/others/<name>.json, each with its name
 
 
-def baselines(compare: dict) -> list[tuple[str, dict]]:
+def pairings(compare: dict) -> list[tuple[str, dict]]:
     """Every baseline compare paired with the fine-tuned model, in its order: (name, the fine-tuned
     model against it), the first one's figures at the top of compare.json, each other's under
     `against_<name>`."""
@@ -165,7 +165,7 @@ def _rows(facts: RunFacts, metric: str) -> str:
     quantized GGUF its own figure."""
     rows = [f"| {LABELS.get(name, name).format(base_model=facts.base_model, shots=facts.shots)} | "
             f"{_figure(facts.figures[name], metric)} | {_difference(against)} |"
-            for name, against in baselines(facts.compare)]
+            for name, against in pairings(facts.compare)]
     rows += _other_rows(facts.others, metric)
     rows.append(f"| fine-tuned | {_figure(facts.figures['finetuned'], metric)} | |")
     if facts.form == "gguf" and facts.checked.get("test"):

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sft import trained
-from sft.card import FORMS, CardParams, RunFacts, baselines, model_card
+from sft.card import FORMS, CardParams, RunFacts, model_card, pairings
 from sft.fewshot import FewShotParams
 from sft.files import atomic_dir, read_jsonl
 from sft.forgetting import ForgettingParams
@@ -94,7 +94,7 @@ def main() -> None:
 
     metrics = Path(args.metrics)
     compare = read_figures(metrics / "compare.json")
-    names = [name for name, _ in baselines(compare)]
+    names = [name for name, _ in pairings(compare)]
     figures = {name: read_figures(metrics / f"{name}.json") for name in [*names, *FIGURES]}
     base_model = p.base_model or str(read_figures(Path(args.base) / PIN_FILE)["model_name_or_path"])
     prompt, stops = prompt_and_stops(Path(args.model), Path(args.data))
