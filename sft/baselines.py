@@ -72,7 +72,7 @@ def evaluate_other(r: Request, model_dir: str, identity: dict) -> dict:
     task = read_task(r.data)
     figures = evaluate(model_dir, f"{OTHERS}/{r.name}", records, [x["prompt"] for x in records], task, r.evaluate,
                        r.out)
-    against = paired_with_finetuned(r.out / "predictions", r.name, task.task_metric)["against_finetuned"]
+    against = paired_with_finetuned(r.out / "predictions", r.name, task.task_metric)
     result = {**identity, **figures, "against_finetuned": against}
     write_json(r.out / OTHERS / f"{r.name}.json", result)
     print(f"[{OTHERS}] {r.name}: fine-tuned minus it {against}", flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from sft.files import read_jsonl
 from sft.metrics import TaskMetric
 from sft.params import UserError
-from sft.stats import interval, paired_difference
+from sft.stats import paired_difference
 
 OTHERS = "others"  # other models' outputs: metrics/others/<name>.json, metrics/predictions/others/<name>.jsonl, ...
 
@@ -42,11 +42,8 @@ def against(figures: dict, name: str) -> dict:
 
 
 def paired_with_finetuned(predictions: Path, name: str, metric: TaskMetric) -> dict:
-    """The other model's headline figure with its 95% interval, and the fine-tuned model against
-    it on the same items (the difference is fine-tuned minus it)."""
+    """The fine-tuned model against another model (others/<name>.jsonl) on the same items: the
+    fine-tuned figure, the difference (fine-tuned minus it) and its evidence."""
     pairs = paired(predictions / OTHERS / f"{name}.jsonl", predictions / "finetuned.jsonl")
     figures, _ = comparison(pairs, metric)
-    low, high = interval([other[metric.primary] for other, _ in pairs], metric.binary)
-    rest = {k: v for k, v in figures.items() if k not in ("metric", "baseline")}
-    return {metric.primary: figures["baseline"], f"{metric.primary}_ci_low": round(low, 4),
-            f"{metric.primary}_ci_high": round(high, 4), "against_finetuned": rest}
+    return {k: v for k, v in figures.items() if k not in ("metric", "baseline")}
