@@ -9,7 +9,8 @@ disk (rehearsal/estimate.py, from the real model's architecture in rehearsal/con
 It works in a throwaway copy of the repository (the working tree is left as it is). Three things
 are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the preset's model class,
 rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
-rehearsal/standin.py) and the hub revisions (nothing to pin offline). Settings that need a GPU
+rehearsal/standin.py), the hub revisions (nothing to pin offline) and the benchmark tasks that read
+hub data (the shipped suite's tasks stand in for them, a few items each). Settings that need a GPU
 fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
 the exit status is that of `dvc repro` (every stage, export included).
 """
@@ -30,6 +31,7 @@ import yaml
 
 from rehearsal import estimate, gemma, standin
 from rehearsal.workspace import ROOT, commit, copy_repository
+from sft.benchmarks import SUITE, suite_tasks
 from sft.params import read_yaml
 
 FAMILIES = {"gemma-3": gemma}  # model families a tiny stand-in can be built for
@@ -46,6 +48,9 @@ def rehearsal_params(preset: dict, model_dir: Path, dataset: str) -> dict:
     params = json.loads(json.dumps(preset))  # a deep copy
     params["base"].update(model_name_or_path=str(model_dir), revision=None, gguf_file=None, gguf_sha256=None)
     params["prepare"].update(dataset=dataset, revision=None)
+    if "benchmarks" in params:  # hub tasks cannot load offline: the shipped suite runs the same stage
+        shipped = [t for t in params["benchmarks"]["tasks"] if t in suite_tasks(ROOT / SUITE)] or list(suite_tasks(ROOT / SUITE))
+        params["benchmarks"].update(tasks=shipped, revisions={}, limit=8)
     return params
 
 

@@ -43,6 +43,8 @@ fine-tuned model's against that row's model, paired on the same items.
 Outside the task: general-text loss (mean per-token cross-entropy on {{ forgetting_documents }} documents
 of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
 
+{{ benchmarks }}
+
 {{ checked }}
 
 ## Training
@@ -123,13 +125,15 @@ class RunFacts:
     form: str = "merged"  # one of FORMS
     checked: dict = field(default_factory=dict)  # the form's parity figures: metrics/merge.json or metrics/export.json
     others: list[dict] = field(default_factory=list)  # metrics/others/<name>.json, each with its name
+    benchmarks: dict = field(default_factory=dict)  # metrics/benchmarks/<name>.json of baseline and finetuned
 
 
 def pairings(compare: dict) -> list[tuple[str, dict]]:
     """Every baseline compare paired with the fine-tuned model, in its order: (name, the fine-tuned
     model against it), the first one's figures at the top of compare.json, each other's under
     `against_<name>`."""
-    first = {k: v for k, v in compare.items() if k not in ("metric", "finetuned") and not k.startswith("against_")}
+    first = {k: v for k, v in compare.items()
+             if k not in ("metric", "finetuned", "benchmarks") and not k.startswith("against_")}
     return [("baseline", first)] + [(k.removeprefix("against_"), v) for k, v in compare.items()
                                     if k.startswith("against_")]
 
@@ -176,6 +180,32 @@ def _rows(facts: RunFacts, metric: str) -> str:
 def _forgetting(figures: dict) -> str:
     return (f"{figures['base_loss']:.3f} -> {figures['finetuned_loss']:.3f} nats a token, "
             f"{_difference(figures, 4)}")
+
+
+def _with_stderr(figures: dict, metric: str) -> str:
+    stderr = figures.get(f"{metric}_stderr")
+    return f"{figures[metric]:.3f}" + (f" ± {stderr:.3f}" if isinstance(stderr, int | float) else "")
+
+
+def _benchmarks(paired: dict, runs: dict) -> str:
+    """The standard benchmarks' table: each task's figure of both models with its standard error
+    (the harness's), fine-tuned minus base paired by item, and how they were run."""
+    if not paired or "finetuned" not in runs:
+        return ""
+    s = runs["finetuned"]["settings"]
+    rows = []
+    for task, metrics in paired.items():
+        for metric, pair in metrics.items():
+            base, tuned = (runs[name]["tasks"].get(task, {}) for name in ("baseline", "finetuned"))
+            cells = [_with_stderr(f, metric) if metric in f else f"{pair[side]:.3f}"
+                     for f, side in ((base, "baseline"), (tuned, "finetuned"))]
+            rows.append(f"| {_cell(task)} | {_cell(metric)} | {pair['items']} | {cells[0]} | {cells[1]} | "
+                        f"{_difference(pair)} |")
+    return (f"Standard benchmarks ({s['harness']}, {s['num_fewshot']} shots, chat template "
+            f"{'on' if s['apply_chat_template'] else 'off'}, {s['dtype']}"
+            + (f", at most {s['limit']} items a task" if s.get("limit") else "") + "; ± the harness's standard "
+            "error, the difference paired by item):\n\n| task | metric | items | base | fine-tuned | fine-tuned minus "
+            "base |\n|---|---|---|---|---|---|\n" + "".join(f"{row}\n" for row in rows))
 
 
 def _agreement(checked: dict) -> str:
@@ -230,6 +260,7 @@ def model_card(facts: RunFacts, model_name: str):
         samples=facts.figures["finetuned"].get("samples", "?"), rows=_rows(facts, metric),
         forgetting=_forgetting(facts.forgetting), forgetting_documents=facts.forgetting["documents"],
         forgetting_dataset=facts.forgetting_dataset, checked=_checked(facts.form, facts.checked),
+        benchmarks=_benchmarks(facts.compare.get("benchmarks", {}), facts.benchmarks),
         training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
         stops=", ".join(f"`{s}`" for s in facts.stops), gguf=gguf,
         ollama_name=model_name.lower().replace(" ", "-").replace("/", "-"))

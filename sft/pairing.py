@@ -47,3 +47,33 @@ def paired_with_finetuned(predictions: Path, name: str, metric: TaskMetric) -> d
     pairs = paired(predictions / OTHERS / f"{name}.jsonl", predictions / "finetuned.jsonl")
     figures, _ = comparison(pairs, metric)
     return {k: v for k, v in figures.items() if k not in ("metric", "baseline")}
+
+
+ITEM_KEYS = ("task", "doc_id", "doc_hash")  # a benchmark item's identity; every other key is an outcome
+
+
+def paired_benchmarks(path_before: Path, path_after: Path) -> dict:
+    """Two models' benchmark items (metrics/benchmarks/details/) paired: per task and metric, both
+    figures and after - before with its 95% interval (McNemar's p for 0/1 outcomes). Items are matched
+    by the harness's doc id and hash; a task run on different items is refused."""
+    def by_task(path):
+        table: dict[str, dict] = {}
+        for row in read_jsonl(path):
+            table.setdefault(row["task"], {})[row["doc_id"]] = row
+        return table
+
+    before, after = by_task(path_before), by_task(path_after)
+    out = {}
+    for task in sorted(before.keys() & after.keys()):
+        items_b, items_a = before[task], after[task]
+        if {i: r["doc_hash"] for i, r in items_b.items()} != {i: r["doc_hash"] for i, r in items_a.items()}:
+            raise UserError(f"{path_before} and {path_after}: task {task} was run on different items; rerun both "
+                            "(dvc repro benchmarks)")
+        ids = sorted(items_b)
+        for metric in sorted(k for k in items_b[ids[0]] if k not in ITEM_KEYS):
+            xs = [items_b[i][metric] for i in ids]
+            ys = [items_a[i].get(metric, 0.0) for i in ids]
+            out.setdefault(task, {})[metric] = {
+                "baseline": round(sum(xs) / len(ids), 4), "finetuned": round(sum(ys) / len(ids), 4), "items": len(ids),
+                **paired_difference(xs, ys, binary=all(v in (0.0, 1.0) for v in xs + ys))}
+    return out

@@ -7,7 +7,7 @@ Reads `card:` of params.yaml (the card's base_model, license and title) and the 
 what train decided (models/trained.json), the figures of the fine-tuned model and of every
 baseline compare paired with it (metrics/compare.json names them; metrics/<name>.json), the other
 models (metrics/others/<name>.json, each already paired with the fine-tuned model), forgetting's
-figures, the loss curves, the merged model's chat template and stops, and the parity check of the
+figures, the standard benchmarks' (metrics/benchmarks/<name>.json, paired in compare.json), the loss curves, the merged model's chat template and stops, and the parity check of the
 form described (metrics/merge.json for models/merged; metrics/export.json for the GGUF, when
 export ran: without llama.cpp the merged model's card is still written). The sources prepare,
 fewshot and forgetting were given, and which other models are current, are read from their
@@ -101,7 +101,9 @@ def main() -> None:
     facts = RunFacts(base_model=base_model, license=p.license, datasets=sources(prepare),
                      trained=trained.read(args.trained), compare=compare, figures=figures, shots=shots,
                      forgetting=figures["forgetting"], forgetting_dataset=forgetting, prompt_example=prompt, stops=stops,
-                     form=args.form, checked=read_figures(Path(args.figures)), others=other_models(metrics, others))
+                     form=args.form, checked=read_figures(Path(args.figures)), others=other_models(metrics, others),
+                     benchmarks={name: read_figures(metrics / "benchmarks" / f"{name}.json")
+                                 for name in ("baseline", "finetuned")})
     card = str(model_card(facts, p.model_name))
     with atomic_dir(args.out) as tmp:
         if not loss_png(Path(args.loss), tmp / "loss.png"):

@@ -2,15 +2,16 @@
 
     python -m stages.compare --finetuned metrics/predictions/finetuned.jsonl \
         --baseline metrics/predictions/baseline.jsonl --against metrics/predictions/fewshot.jsonl \
-        --data data/prepared --out metrics
+        --benchmarks metrics/benchmarks/details --data data/prepared --out metrics
 
 Reads per-item predictions (no params of its own): the fine-tuned model's, the baseline's (the base
 model zero-shot, the headline) and those of every other baseline after --against, each named by
 its file (fewshot.jsonl: fewshot). Writes metrics/compare.json: the headline figure of both, the
 paired difference with a 95% bootstrap interval and, for 0/1 metrics, the items that improved and
 regressed with an exact McNemar p-value; the same against each other baseline under
-`against_<name>`. metrics/flips.json lists those items' ids, each way, for reading them side by
-side. The card reads each pairing from here. A baseline of a new kind is one more --against file
+`against_<name>`; and under `benchmarks`, each benchmark task's figure of both models paired by
+item (metrics/benchmarks/details/, the benchmarks stage's). metrics/flips.json lists the flipped
+test items' ids, each way, for reading them side by side. The card reads each pairing from here. A baseline of a new kind is one more --against file
 (and its metrics/<name>.json among the card's deps) in dvc.yaml.
 """
 
@@ -20,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from sft.files import write_json
-from sft.pairing import against, comparison, paired
+from sft.pairing import against, comparison, paired, paired_benchmarks
 from sft.params import UserError, run
 from sft.task import read_task
 
@@ -31,6 +32,8 @@ def main() -> None:
     ap.add_argument("--baseline", default="metrics/predictions/baseline.jsonl", help="the headline baseline")
     ap.add_argument("--against", nargs="*", default=["metrics/predictions/fewshot.jsonl"],
                     help="every other baseline, each named by its file")
+    ap.add_argument("--benchmarks", default="metrics/benchmarks/details",
+                    help="each benchmark item's outcome of both models: <dir>/<baseline>.jsonl and <finetuned>.jsonl")
     ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="metrics")
     args = ap.parse_args()
@@ -45,6 +48,9 @@ def main() -> None:
         other, other_flips = comparison(paired(path, Path(args.finetuned)), metric)
         figures[f"against_{path.stem}"] = against(other, path.stem)
         flips[f"against_{path.stem}"] = other_flips
+    details = Path(args.benchmarks)
+    figures["benchmarks"] = paired_benchmarks(details / f"{Path(args.baseline).stem}.jsonl",
+                                              details / f"{Path(args.finetuned).stem}.jsonl")
     write_json(Path(args.out) / "compare.json", figures)
     write_json(Path(args.out) / "flips.json", flips)
     print(f"[compare] {figures}", flush=True)

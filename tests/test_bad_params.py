@@ -36,6 +36,8 @@ BAD = {
                    "max_length": 1, "batch_size": 0, "dtype": "half"},
     "others": {"hub": {"gemma": {"model_name_or_path": "google/gemma-3-270m-it", "revision": "main"}},
                "folders": {"../earlier": "models/earlier"}},
+    "benchmarks": {"tasks": ["../../etc/evil.yaml"], "revisions": {"sft_general": "main"}, "num_fewshot": -1,
+                   "apply_chat_template": "yes", "limit": 0, "batch_size": 0, "dtype": "half", "backend": "llamacpp"},
     "export": {"outtype": "q3", "parity_prompts": 0, "parity_max_new_tokens": 0, "min_greedy_agreement": -0.1,
                "test_max_new_tokens": 0, "model_name": 5},
     "card": {"base_model": 5, "license": 5, "model_name": 5},

@@ -18,6 +18,7 @@ def section_classes() -> dict:
     """Each params.yaml section and the dataclass its stage reads it into (train: the project's own
     keys; its trainer arguments are checked by sft.training.load_params)."""
     from sft.basemodel import BaseParams
+    from sft.benchmarks import BenchmarksParams
     from sft.card import CardParams
     from sft.evaluation import EvaluateParams
     from sft.exporting import ExportParams
@@ -32,7 +33,8 @@ def section_classes() -> dict:
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
             "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams,
-            "forgetting": ForgettingParams, "others": OthersParams, "export": ExportParams,
+            "forgetting": ForgettingParams, "benchmarks": BenchmarksParams, "others": OthersParams,
+            "export": ExportParams,
             "card": CardParams}
 
 
