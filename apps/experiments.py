@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from sft.files import write_json, write_text
+from sft.metrics import greater_is_better
 from sft.params import UserError, read_yaml, run
 
 TARGETS = ("compare", "forgetting")  # what each experiment runs: validation and test figures, the general-text loss; no export
@@ -138,7 +139,7 @@ def validation(e: dict) -> tuple[str, bool, float | None]:
     """select's metric, whether greater is better, and this experiment's value of it."""
     metric = value(e["params"], "select.metric") or "eval_loss"
     greater = value(e["params"], "select.greater_is_better")
-    greater = (not metric.endswith("loss")) if greater is None else bool(greater)
+    greater = greater_is_better(metric) if greater is None else bool(greater)
     figure = value(e["metrics"].get("metrics/select.json", {}), metric)
     return metric, greater, figure if isinstance(figure, int | float) and math.isfinite(figure) else None
 

@@ -37,15 +37,15 @@ CARD_TEMPLATE = """---
 Test split, {{ samples }} items, greedy decoding. 95% intervals in brackets; each difference is the
 fine-tuned model's against that row's model, paired on the same items.
 
-| model | {{ metric }} | fine-tuned minus it |
+| model | {{ metric }}{{ direction }} | fine-tuned minus it |
 |---|---|---|
 {{ rows }}
 Outside the task: general-text loss (mean per-token cross-entropy on {{ forgetting_documents }} documents
 of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
 
-{{ benchmarks }}
+{% if benchmarks %}{{ benchmarks }}
 
-{{ checked }}
+{% endif %}{{ checked }}
 
 ## Training
 
@@ -133,7 +133,7 @@ def pairings(compare: dict) -> list[tuple[str, dict]]:
     model against it), the first one's figures at the top of compare.json, each other's under
     `against_<name>`."""
     first = {k: v for k, v in compare.items()
-             if k not in ("metric", "finetuned", "benchmarks") and not k.startswith("against_")}
+             if k not in ("metric", "greater_is_better", "finetuned", "benchmarks") and not k.startswith("against_")}
     return [("baseline", first)] + [(k.removeprefix("against_"), v) for k, v in compare.items()
                                     if k.startswith("against_")]
 
@@ -205,7 +205,7 @@ def _benchmarks(paired: dict, runs: dict) -> str:
             f"{'on' if s['apply_chat_template'] else 'off'}, {s['dtype']}"
             + (f", at most {s['limit']} items a task" if s.get("limit") else "") + "; ± the harness's standard "
             "error, the difference paired by item):\n\n| task | metric | items | base | fine-tuned | fine-tuned minus "
-            "base |\n|---|---|---|---|---|---|\n" + "".join(f"{row}\n" for row in rows))
+            "base |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def _agreement(checked: dict) -> str:
@@ -257,6 +257,7 @@ def model_card(facts: RunFacts, model_name: str):
     return ModelCard.from_template(
         data, template_str=CARD_TEMPLATE, model_name=model_name, base_model=facts.base_model, method=method,
         data_names=", ".join(f"`{d['dataset']}`" for d in facts.datasets), metric=metric,
+        direction="" if facts.compare.get("greater_is_better", True) else " (lower is better)",
         samples=facts.figures["finetuned"].get("samples", "?"), rows=_rows(facts, metric),
         forgetting=_forgetting(facts.forgetting), forgetting_documents=facts.forgetting["documents"],
         forgetting_dataset=facts.forgetting_dataset, checked=_checked(facts.form, facts.checked),

@@ -201,6 +201,40 @@ def rouge_and_chrf(prediction: str, gold: str, references: dict) -> dict:
             "chrf": round(sacrebleu.sentence_chrf(text, [gold]).score / 100, 6), "unparseable": 0.0, "answer": text}
 
 
+UNITS = ("char", "word")  # jiwer's character and word error rates; a word is a run without spaces
+
+
+def checked_unit(settings: dict, where: str) -> dict:
+    unit = settings.setdefault("unit", "char")
+    if unit not in UNITS:
+        raise UserError(f"{where}: unit is {unit!r}; use char (character error rate) or word (word error rate: the "
+                        "reply and gold split at spaces, e.g. a sequence of symbols written with spaces)")
+    return settings
+
+
+@task_metric("error_rate", primary="error_rate", binary=False, settings=("unit",), check=checked_unit,
+             gold_readable=lambda gold, references, unit: bool(gold.strip()))
+def error_rate(prediction: str, gold: str, references: dict, unit: str = "char") -> dict:
+    """Edit distance to the gold completion over its length (jiwer's character or word error rate,
+    as `unit:` declares): partial credit where exact match is too harsh; lower is better, and a
+    reply longer than the gold can exceed 1. exact_match beside it."""
+    import jiwer
+
+    text = prediction.strip()
+    rate = (jiwer.cer if unit == "char" else jiwer.wer)(gold.strip(), text) if text else 1.0
+    return {"error_rate": round(float(rate), 6), "exact_match": float(text == gold.strip()),
+            "unparseable": float(not text), "answer": text}
+
+
+# A figure named so is better when lower (a loss, an error rate); any other, when higher. select,
+# compare's flips, the sweep report and the card all read direction from this one rule.
+LOWER_IS_BETTER = ("loss", "error_rate")
+
+
+def greater_is_better(figure: str) -> bool:
+    return not figure.endswith(LOWER_IS_BETTER)
+
+
 def figures(per_record: list[dict]) -> list[str]:
     return [k for k, v in per_record[0].items() if isinstance(v, float)] if per_record else []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sft.files import read_jsonl
-from sft.metrics import TaskMetric
+from sft.metrics import TaskMetric, greater_is_better
 from sft.params import UserError
 from sft.stats import paired_difference
 
@@ -28,17 +28,19 @@ def comparison(pairs: list[tuple[dict, dict]], metric: TaskMetric) -> tuple[dict
     key = metric.primary
     before = [b[key] for b, _ in pairs]
     after = [a[key] for _, a in pairs]
-    figures = {"metric": key, "baseline": round(sum(before) / len(pairs), 4),
+    figures = {"metric": key, "greater_is_better": greater_is_better(key), "baseline": round(sum(before) / len(pairs), 4),
                "finetuned": round(sum(after) / len(pairs), 4), **paired_difference(before, after, metric.binary)}
-    flips = {"improved": [b["id"] for b, a in pairs if a[key] > b[key]],
-             "regressed": [b["id"] for b, a in pairs if a[key] < b[key]]}
+    better = 1 if greater_is_better(key) else -1  # an error rate improves downwards
+    flips = {"improved": [b["id"] for b, a in pairs if better * (a[key] - b[key]) > 0],
+             "regressed": [b["id"] for b, a in pairs if better * (a[key] - b[key]) < 0]}
     return figures, flips
 
 
 def against(figures: dict, name: str) -> dict:
     """A comparison as seen from the fine-tuned model: the other model's figure under `name`, then
     the difference and its evidence (the fine-tuned figure is reported once, elsewhere)."""
-    return {name: figures["baseline"], **{k: v for k, v in figures.items() if k not in ("metric", "baseline", "finetuned")}}
+    return {name: figures["baseline"],
+            **{k: v for k, v in figures.items() if k not in ("metric", "greater_is_better", "baseline", "finetuned")}}
 
 
 def paired_with_finetuned(predictions: Path, name: str, metric: TaskMetric) -> dict:
@@ -46,7 +48,7 @@ def paired_with_finetuned(predictions: Path, name: str, metric: TaskMetric) -> d
     fine-tuned figure, the difference (fine-tuned minus it) and its evidence."""
     pairs = paired(predictions / OTHERS / f"{name}.jsonl", predictions / "finetuned.jsonl")
     figures, _ = comparison(pairs, metric)
-    return {k: v for k, v in figures.items() if k not in ("metric", "baseline")}
+    return {k: v for k, v in figures.items() if k not in ("metric", "greater_is_better", "baseline")}
 
 
 ITEM_KEYS = ("task", "doc_id", "doc_hash")  # a benchmark item's identity; every other key is an outcome

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from sft.metrics import greater_is_better as figure_greater_is_better
 from sft.models import DTYPES
 from sft.params import UserError, one_of, ranged
 from sft.scoring import gold, scores
@@ -15,7 +16,7 @@ from sft.scoring import gold, scores
 @dataclass
 class SelectParams:
     metric: str = "eval_loss"  # a key of the trainer's evaluation logs, or a figure of the task metric
-    greater_is_better: bool | None = None  # None: false for names ending in 'loss', true otherwise
+    greater_is_better: bool | None = None  # None: false for names ending in 'loss' or 'error_rate', true otherwise
     samples: int = ranged(32, low=1)  # validation prompts generated per checkpoint when selecting by a task figure
     max_new_tokens: int = ranged(64, low=1)  # a reply longer than this is cut (and most likely wrong)
     batch_size: int = ranged(16, low=1)  # prompts generated together
@@ -26,7 +27,7 @@ class SelectParams:
 
 
 def greater_is_better(p: SelectParams) -> bool:
-    return p.greater_is_better if p.greater_is_better is not None else not p.metric.endswith("loss")
+    return p.greater_is_better if p.greater_is_better is not None else figure_greater_is_better(p.metric)
 
 
 def candidates(train_dir: Path, metric: str) -> list[dict]:

@@ -7,7 +7,8 @@ Reads `card:` of params.yaml (the card's base_model, license and title) and the 
 what train decided (models/trained.json), the figures of the fine-tuned model and of every
 baseline compare paired with it (metrics/compare.json names them; metrics/<name>.json), the other
 models (metrics/others/<name>.json, each already paired with the fine-tuned model), forgetting's
-figures, the standard benchmarks' (metrics/benchmarks/<name>.json, paired in compare.json), the loss curves, the merged model's chat template and stops, and the parity check of the
+figures, the standard benchmarks' (metrics/benchmarks/<name>.json, paired in compare.json), the
+loss curves, the merged model's chat template and stops, and the parity check of the
 form described (metrics/merge.json for models/merged; metrics/export.json for the GGUF, when
 export ran: without llama.cpp the merged model's card is still written). The sources prepare,
 fewshot and forgetting were given, and which other models are current, are read from their

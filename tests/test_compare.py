@@ -30,6 +30,12 @@ def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp
         r["accuracy"] = 1.0
     (tmp_path / "metrics" / "predictions" / "finetuned.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in finetuned))
+    details = tmp_path / "metrics" / "benchmarks" / "details"  # each benchmark item's outcome, both models
+    details.mkdir(parents=True)
+    for name, outcomes in (("baseline", [1, 0, 0]), ("finetuned", [1, 1, 0])):
+        (details / f"{name}.jsonl").write_text("".join(
+            json.dumps({"task": "sft_reading", "doc_id": i, "doc_hash": f"h{i}", "acc": float(v)}) + "\n"
+            for i, v in enumerate(outcomes)))
     monkeypatch.setattr("sys.argv", ["compare", "--finetuned", "metrics/predictions/finetuned.jsonl",
                                      "--baseline", "metrics/predictions/baseline.jsonl",
                                      "--against", "metrics/predictions/fewshot.jsonl", "--data", str(data),
@@ -38,6 +44,8 @@ def test_multiple_choice_confusion_and_the_paired_comparison(tiny_model_dir, tmp
     figures = json.loads((tmp_path / "metrics" / "compare.json").read_text())
     assert (figures["baseline"], figures["finetuned"], figures["difference"]) == (0.0, 0.5, 0.5)
     assert (figures["improved"], figures["regressed"], figures["mcnemar_p"]) == (2, 0, 0.5)
+    bench = figures["benchmarks"]["sft_reading"]["acc"]
+    assert (bench["baseline"], bench["finetuned"], bench["items"], bench["improved"]) == (0.3333, 0.6667, 3, 1)
     few = json.loads((tmp_path / "metrics" / "predictions" / "fewshot.jsonl").read_text().splitlines()[0])
     against = figures["against_fewshot"]
     assert set(against) == {"fewshot", "difference", "difference_ci_low", "difference_ci_high", "improved",
@@ -87,7 +95,12 @@ def test_compare_pairs_every_baseline_it_is_given_each_under_its_name(tmp_path, 
     data.mkdir()
     (data / "task.json").write_text(json.dumps({"metric": "multiple_choice", "references": []}))
     monkeypatch.chdir(tmp_path)
-    argv = ["compare", "--finetuned", "finetuned.jsonl", "--baseline", "baseline.jsonl", "--data", "data", "--out", "out"]
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    for name in ("baseline", "finetuned"):
+        (bench / f"{name}.jsonl").write_text(json.dumps({"task": "t", "doc_id": 0, "doc_hash": "h", "acc": 1.0}) + "\n")
+    argv = ["compare", "--finetuned", "finetuned.jsonl", "--baseline", "baseline.jsonl", "--benchmarks", "bench",
+            "--data", "data", "--out", "out"]
     monkeypatch.setattr("sys.argv", [*argv, "--against", "fewshot.jsonl", "retrieval.jsonl"])
     stage_main("compare")()
     figures = json.loads((tmp_path / "out" / "compare.json").read_text())

@@ -102,6 +102,7 @@ def test_summary_counts_german_words_whole_and_empty_is_unparseable():
     ("sql_execution", ["SELECT name FROM t;", "no idea"], ["SELECT name FROM t;"] * 2, [{"sql_context": CONTEXT}] * 2),
     ("multiple_choice", ["so the answer is (A).", "B"], ["the answer is (A)", "the answer is (B)"], [{}, {}]),
     ("summary", ["Die Frist lief ab.", ""], ["Die Frist ist abgelaufen.", "Text."], [{}, {}]),
+    ("error_rate", ["a b c d", ""], ["a b c e", "x y"], [{}, {}]),
 ])
 def test_local_evaluate_modules_load_by_path_and_agree_with_the_scorers(name, predictions, references, contexts):
     import evaluate
@@ -288,3 +289,48 @@ def test_a_summary_reply_with_no_words_scores_float_zeros_that_aggregate_keeps()
     scored = score_all("summary", ["!!! ...", "Ein Leitsatz."], ["Ein Leitsatz."] * 2, [{}, {}])
     assert scored[0]["rougeL"] == 0.0 and isinstance(scored[0]["rougeL"], float)
     assert aggregate(scored)["rougeL"] == 0.5
+
+
+def test_error_rate_gives_partial_credit_in_the_declared_unit(tmp_path):
+    from sft.metrics import error_rate, greater_is_better
+    from sft.task import load_task
+
+    # One symbol off in four: a quarter wrong, where exact match says all wrong.
+    assert error_rate("a b c d", "a b c e", {}, unit="word") | {"answer": ""} == \
+        {"error_rate": 0.25, "exact_match": 0.0, "unparseable": 0.0, "answer": ""}
+    assert error_rate("abcd", "abce", {}, unit="char")["error_rate"] == 0.25
+    assert error_rate("kitten", "sitting", {})["error_rate"] == pytest.approx(3 / 7, abs=1e-6)  # char by default
+    assert error_rate(" a b ", "a b", {}, unit="word")["exact_match"] == 1.0
+    assert error_rate("", "a b", {}, unit="word") | {"answer": ""} == \
+        {"error_rate": 1.0, "exact_match": 0.0, "unparseable": 1.0, "answer": ""}
+    long = error_rate("x" * 200_000, "abc", {})  # any reply: longer than the gold can exceed 1, never crashes
+    assert long["error_rate"] > 1 and long["exact_match"] == 0.0
+    assert not greater_is_better("error_rate") and not greater_is_better("eval_loss") and greater_is_better("acc")
+
+    (tmp_path / "task.yaml").write_text("metric: error_rate\nunit: word\n")
+    assert load_task(tmp_path).settings == {"unit": "word"}
+    (tmp_path / "task.yaml").write_text("metric: error_rate\n")
+    assert load_task(tmp_path).settings == {"unit": "char"}
+    (tmp_path / "task.yaml").write_text("metric: error_rate\nunit: symbols\n")
+    with pytest.raises(UserError, match=r"task.yaml: unit is 'symbols'; use char .* or word"):
+        load_task(tmp_path)
+
+
+def test_an_error_rate_is_scored_per_record_with_an_interval_and_improves_downwards():
+    from sft.metrics import metric_named
+    from sft.pairing import comparison
+    from sft.scoring import scores
+    from sft.task import Task
+
+    golds = ["a b c d", "e f g h", "i j k l", "m n o p"]
+    records = [{"completion": [{"role": "assistant", "content": g}], "references": {}} for g in golds]
+    task = Task(metric="error_rate", settings={"unit": "word"})
+    before = scores(task, ["a b c x", "e x x h", "i j k l", "x x x x"], records)
+    after = scores(task, ["a b c d", "e f x h", "i j k x", "m n o p"], records)
+    assert [r["error_rate"] for r in before.per_record] == [0.25, 0.5, 0.0, 1.0]
+    f = before.figures
+    assert f["error_rate"] == 0.4375 and f["error_rate_ci_low"] <= 0.4375 <= f["error_rate_ci_high"]
+    pairs = [({"id": i, **b}, {"id": i, **a}) for i, (b, a) in enumerate(zip(before.per_record, after.per_record, strict=True))]
+    figures, flips = comparison(pairs, metric_named("error_rate"))
+    assert figures["greater_is_better"] is False and figures["difference"] == -0.3125
+    assert flips == {"improved": [0, 1, 3], "regressed": [2]}  # a lower error rate is the better one

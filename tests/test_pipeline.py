@@ -40,8 +40,17 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     forgetting = json.loads((repo / "metrics" / "forgetting.json").read_text())
     assert forgetting["documents"] == 8 and forgetting["base_loss"] > 0
     assert f"{forgetting['base_loss']:.3f} -> {forgetting['finetuned_loss']:.3f} nats a token" in card
-    assert json.loads((repo / "metrics" / "compare.json").read_text())["against_fewshot"]["fewshot"] == \
-        fewshot["execution_accuracy"]
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["against_fewshot"]["fewshot"] == fewshot["execution_accuracy"]
+    # Standard benchmarks of both models (the shipped suite, 8 items a task), paired in compare, in the card.
+    for name in ("baseline", "finetuned"):
+        bench = json.loads((repo / "metrics" / "benchmarks" / f"{name}.json").read_text())
+        assert bench["settings"]["harness"].startswith("lm-evaluation-harness ") and bench["settings"]["limit"] == 8
+        assert {t: (f["samples"], 0 <= f["acc"] <= 1) for t, f in bench["tasks"].items()} == \
+            {"sft_general": (8, True), "sft_reading": (8, True)}
+    paired = compare["benchmarks"]["sft_reading"]["acc"]
+    assert paired["items"] == 8 and paired["finetuned"] == bench["tasks"]["sft_reading"]["acc"]
+    assert "| `sft_reading` | `acc` | 8 | " in card and f"{paired['finetuned']:.3f} ± " in card
 
     # make plots: a page that loads nothing from the network, and PNGs.
     subprocess.run([sys.executable, "-m", "apps.plots", "--out", "dvc_plots"], cwd=repo, check=True,
@@ -71,9 +80,13 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     edit(repo, lambda p: p["forgetting"].update(max_documents=4))
     assert stale(repo) == {"forgetting"}
     subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
+    # Another task list: the benchmarks of both models, nothing else (compare and the cards follow them).
+    edit(repo, lambda p: p["benchmarks"].update(tasks=["sft_general"]))
+    assert stale(repo) == {"benchmarks@baseline", "benchmarks@finetuned"}
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
 
     # Files no stage reads change nothing: the data generator, the README, an app, a benchmark.
-    untouched = ("data/generate_sql.py", "data/generate_general.py", "README.md", "apps/chat.py", "bench/train.py")
+    untouched = ("data/generate_sql.py", "data/generate_general.py", "data/generate_benchmarks.py", "README.md", "apps/chat.py", "bench/train.py")
     for name in untouched:
         with open(repo / name, "a") as f:
             f.write("\n# edited\n")
