@@ -10,7 +10,8 @@ It works in a throwaway copy of the repository (the working tree is left as it i
 are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the preset's model class,
 rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
 rehearsal/standin.py), the hub revisions (nothing to pin offline) and the benchmark tasks that read
-hub data (the shipped suite's tasks stand in for them, a few items each). Settings that need a GPU
+hub data (the shipped suite's tasks stand in for them, a few items each); and the judge is the tiny
+base model itself, on a few test items. Settings that need a GPU
 fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
 the exit status is that of `dvc repro` (every stage, export included).
 """
@@ -51,6 +52,8 @@ def rehearsal_params(preset: dict, model_dir: Path, dataset: str) -> dict:
     if "benchmarks" in params:  # hub tasks cannot load offline: the shipped suite runs the same stage
         shipped = [t for t in params["benchmarks"]["tasks"] if t in suite_tasks(ROOT / SUITE)] or list(suite_tasks(ROOT / SUITE))
         params["benchmarks"].update(tasks=shipped, revisions={}, limit=8)
+    if "judge" in params:  # the tiny base model judges, as a preset's judge would (hub judges cannot load offline)
+        params["judge"].update(hub={}, folders={"tiny": "models/base"}, max_items=4, max_new_tokens=16)
     return params
 
 
@@ -70,6 +73,12 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
     train, compare = read(repo, "train.json"), read(repo, "compare.json")
     merge, prepare, export = read(repo, "merge.json"), read(repo, "prepare.json"), read(repo, "export.json")
     forgetting, fewshot = read(repo, "forgetting.json"), compare.get("against_fewshot", {})
+    judged = read(repo, "judge/tiny.json")
+    judge = (f"judge win rate {judged.get('win_rate')} [{judged.get('win_rate_ci_low')}, {judged.get('win_rate_ci_high')}]"
+             f" ({judged.get('judged')} of {judged.get('items')} judged, {judged.get('no_verdict')} without a verdict)"
+             if judged.get("mode") == "pairwise" else f"judge scores {judged.get('baseline_score')} -> "
+             f"{judged.get('finetuned_score')}")
+    bench = {t: f["acc"]["finetuned"] for t, f in compare.get("benchmarks", {}).items() if "acc" in f}
     pin = json.loads((repo / "models" / "base" / "pin.json").read_text())
     config = json.loads((repo / "models" / "base" / "config.json").read_text())
     return (f"rehearse {name}: passed in {seconds:.0f} s: {config['architectures'][0]} ({pin['parameters']:,} "
@@ -78,7 +87,8 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
             f"{train.get('global_step')} steps, eval loss {train.get('eval_loss')}, merge parity "
             f"{merge.get('greedy_agreement')} against {merge.get('parity_reference', 'the adapter on the base')}, "
             f"{compare.get('metric')} {compare.get('baseline')} ({fewshot.get('fewshot')} few-shot) -> "
-            f"{compare.get('finetuned')}, general-text loss change {forgetting.get('difference')}, GGUF "
+            f"{compare.get('finetuned')}, general-text loss change {forgetting.get('difference')}, benchmarks {bench}, "
+            f"{judge}, GGUF "
             f"{params['export']['outtype']} parity {export.get('greedy_agreement')} (prompt ids as trained: "
             f"{export.get('same_prompt_token_ids')}/{export.get('parity_prompts')})")
 

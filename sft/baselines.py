@@ -20,10 +20,6 @@ from sft.pairing import OTHERS, paired_with_finetuned
 from sft.params import PARAMS_FILE, UserError, load
 from sft.task import read_task
 
-# What a snapshot of a model repository needs for transformers and vLLM to load it: no GGUF copies,
-# no original/ checkpoints, no pickled .bin weights.
-MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt"]
-
 
 @dataclass
 class Request:
@@ -48,21 +44,6 @@ def request(kind: str, description: str) -> Request:
     if args.name not in listed:
         raise UserError(f"{PARAMS_FILE}: others.{kind} has no '{args.name}'")
     return Request(args.name, listed[args.name], Path(args.data), Path(args.out), evaluate_params)
-
-
-def hub_folder(name: str, model: str, revision: str) -> str:
-    """The local snapshot of a hub model at a commit: from the Hugging Face cache (all there is
-    offline, or with HF_HUB_OFFLINE=1), else downloaded."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(model, revision=revision, allow_patterns=MODEL_FILES)
-    except Exception as e:  # noqa: BLE001 - offline and not cached, no such repository, gated: one line
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"{PARAMS_FILE}: others.hub.{name}: cannot load {model} at {revision} "
-                        f"({type(e).__name__}: {reason}); download it once where the hub answers "
-                        f"(hf download {model} --revision {revision}), set HF_TOKEN for a gated model, or delete "
-                        f"others.hub.{name}. The rest of the graph does not need it") from e
 
 
 def evaluate_other(r: Request, model_dir: str, identity: dict) -> dict:

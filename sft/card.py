@@ -45,6 +45,8 @@ of `{{ forgetting_dataset }}`, paired by document) {{ forgetting }}.
 
 {% if benchmarks %}{{ benchmarks }}
 
+{% endif %}{% if judged %}{{ judged }}
+
 {% endif %}{{ checked }}
 
 ## Training
@@ -126,6 +128,7 @@ class RunFacts:
     checked: dict = field(default_factory=dict)  # the form's parity figures: metrics/merge.json or metrics/export.json
     others: list[dict] = field(default_factory=list)  # metrics/others/<name>.json, each with its name
     benchmarks: dict = field(default_factory=dict)  # metrics/benchmarks/<name>.json of baseline and finetuned
+    judges: list[dict] = field(default_factory=list)  # metrics/judge/<name>.json, each with its name
 
 
 def pairings(compare: dict) -> list[tuple[str, dict]]:
@@ -208,6 +211,26 @@ def _benchmarks(paired: dict, runs: dict) -> str:
             "base |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
+def _judged(judges: list[dict]) -> str:
+    """One line a judge: the fine-tuned model's win rate over the base (both orders asked), or both
+    models' mean ratings, with the counts a reader needs to trust it."""
+    lines = []
+    for j in judges:
+        who = _cell(j["judge"].get("model") or j["judge"].get("folder") or j["name"])
+        if j["mode"] == "pairwise":
+            lines.append(f"Judged by {j['name']} ({who}), pairwise with each pair asked in both orders, on {j['items']} "
+                         f"test items: the fine-tuned model wins {j['win_rate']:.3f} [{j['win_rate_ci_low']:.3f}, "
+                         f"{j['win_rate_ci_high']:.3f}] against the base (ties count half): {j['wins']} wins, "
+                         f"{j['losses']} losses, {j['ties']} ties ({j['flipped_with_order']} flipped with the order), "
+                         f"{j['no_verdict']} without a verdict.")
+        else:
+            paired = f", {_difference(j, 2)}" if "difference" in j else ""
+            lines.append(f"Rated 1-10 by {j['name']} ({who}) on {j['items']} test items: base {j['baseline_score']:.2f} "
+                         f"-> fine-tuned {j['finetuned_score']:.2f}{paired} ({j['judged']} rated both, "
+                         f"{j['no_verdict_baseline']} and {j['no_verdict_finetuned']} without a rating).")
+    return "\n\n".join(lines)
+
+
 def _agreement(checked: dict) -> str:
     agreement = checked.get("greedy_agreement")
     return "none decided" if agreement is None else f"{agreement:.3f}"
@@ -261,7 +284,7 @@ def model_card(facts: RunFacts, model_name: str):
         samples=facts.figures["finetuned"].get("samples", "?"), rows=_rows(facts, metric),
         forgetting=_forgetting(facts.forgetting), forgetting_documents=facts.forgetting["documents"],
         forgetting_dataset=facts.forgetting_dataset, checked=_checked(facts.form, facts.checked),
-        benchmarks=_benchmarks(facts.compare.get("benchmarks", {}), facts.benchmarks),
+        benchmarks=_benchmarks(facts.compare.get("benchmarks", {}), facts.benchmarks), judged=_judged(facts.judges),
         training_rows=rows, data_rows=data_rows, prompt_example=facts.prompt_example,
         stops=", ".join(f"`{s}`" for s in facts.stops), gguf=gguf,
         ollama_name=model_name.lower().replace(" ", "-").replace("/", "-"))

@@ -11,7 +11,7 @@ figures, the standard benchmarks' (metrics/benchmarks/<name>.json, paired in com
 loss curves, the merged model's chat template and stops, and the parity check of the
 form described (metrics/merge.json for models/merged; metrics/export.json for the GGUF, when
 export ran: without llama.cpp the merged model's card is still written). The sources prepare,
-fewshot and forgetting were given, and which other models are current, are read from their
+fewshot and forgetting were given, and which other models and judges are current, are read from their
 sections of params.yaml: their outputs do not record them (tests/test_layout.py lists why).
 
 Writes <out>/README.md and <out>/loss.png: copy them beside the model to publish it (`hf upload
@@ -32,6 +32,7 @@ from sft.card import FORMS, CardParams, RunFacts, model_card, pairings
 from sft.fewshot import FewShotParams
 from sft.files import atomic_dir, read_jsonl
 from sft.forgetting import ForgettingParams
+from sft.judging import JudgeParams
 from sft.modelfile import stop_strings
 from sft.models import PIN_FILE, load_tokenizer
 from sft.others import OthersParams
@@ -53,6 +54,11 @@ def other_models(metrics: Path, others: OthersParams) -> list[dict]:
     model), for those others: names now: a removed one's file may still be on disk."""
     return [{"name": name, **read_figures(metrics / "others" / f"{name}.json")}
             for name in [*others.hub, *others.folders]]
+
+
+def judges(metrics: Path, p: JudgeParams) -> list[dict]:
+    """The judges' figures as their stages wrote them, for those judge: names now."""
+    return [{"name": name, **read_figures(metrics / "judge" / f"{name}.json")} for name in [*p.hub, *p.folders]]
 
 
 def sources(p: PrepareParams) -> list[dict]:
@@ -92,6 +98,7 @@ def main() -> None:
     prepare, shots = load("prepare", PrepareParams, announce=False), load("fewshot", FewShotParams, announce=False).shots
     forgetting = load("forgetting", ForgettingParams, announce=False).dataset
     others = load("others", OthersParams, announce=False)
+    judge = load("judge", JudgeParams, announce=False)
 
     metrics = Path(args.metrics)
     compare = read_figures(metrics / "compare.json")
@@ -104,7 +111,7 @@ def main() -> None:
                      forgetting=figures["forgetting"], forgetting_dataset=forgetting, prompt_example=prompt, stops=stops,
                      form=args.form, checked=read_figures(Path(args.figures)), others=other_models(metrics, others),
                      benchmarks={name: read_figures(metrics / "benchmarks" / f"{name}.json")
-                                 for name in ("baseline", "finetuned")})
+                                 for name in ("baseline", "finetuned")}, judges=judges(metrics, judge))
     card = str(model_card(facts, p.model_name))
     with atomic_dir(args.out) as tmp:
         if not loss_png(Path(args.loss), tmp / "loss.png"):

@@ -13,6 +13,7 @@ items), metrics/predictions/others/<name>.jsonl, metrics/confusion/others/<name>
 from __future__ import annotations
 
 from sft import baselines
+from sft.hub import hub_folder
 from sft.params import run
 
 
@@ -20,7 +21,7 @@ def main() -> None:
     r = baselines.request("hub", "Evaluate a pinned hub model as a baseline.")
 
     model, revision = r.entry["model_name_or_path"], r.entry["revision"]
-    folder = baselines.hub_folder(r.name, model, revision)
+    folder = hub_folder(f"others.hub.{r.name}", model, revision)
     baselines.evaluate_other(r, folder, {"model": model, "revision": revision})
 
 

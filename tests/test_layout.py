@@ -106,7 +106,7 @@ def test_an_import_circle_is_seen():
 
 
 # A stage's own section: its name, but for the other-model stages, which read an entry of others:.
-OWN = {"other_hub": "others", "other_folder": "others", "compare": None}
+OWN = {"other_hub": "others", "other_folder": "others", "judge_hub": "judge", "judge_folder": "judge", "compare": None}
 # The params a stage reads outside its own section, each for a reason.
 BORROWED = {
     ("train", "launch"): "how the train stage is started (accelerate launch): more processes, a larger global batch",
@@ -122,6 +122,7 @@ BORROWED = {
     ("card", "fewshot.shots"): "the few-shot baseline's label",
     ("card", "forgetting.dataset"): "the general-text line's dataset",
     ("card", "others"): "which other models are current: a removed one's figures stay on disk",
+    ("card", "judge"): "which judges are current: a removed one's figures stay on disk",
 }
 
 

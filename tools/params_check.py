@@ -24,6 +24,7 @@ def section_classes() -> dict:
     from sft.exporting import ExportParams
     from sft.fewshot import FewShotParams
     from sft.forgetting import ForgettingParams
+    from sft.judging import JudgeParams
     from sft.launch import LaunchParams
     from sft.merging import MergeParams
     from sft.others import OthersParams
@@ -33,7 +34,8 @@ def section_classes() -> dict:
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
             "select": SelectParams, "merge": MergeParams, "evaluate": EvaluateParams, "fewshot": FewShotParams,
-            "forgetting": ForgettingParams, "benchmarks": BenchmarksParams, "others": OthersParams,
+            "forgetting": ForgettingParams, "benchmarks": BenchmarksParams, "judge": JudgeParams,
+            "others": OthersParams,
             "export": ExportParams,
             "card": CardParams}
 
