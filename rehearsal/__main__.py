@@ -75,7 +75,8 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
     forgetting, fewshot = read(repo, "forgetting.json"), compare.get("against_fewshot", {})
     judged = read(repo, "judge/tiny.json")
     judge = (f"judge win rate {judged.get('win_rate')} [{judged.get('win_rate_ci_low')}, {judged.get('win_rate_ci_high')}]"
-             f" ({judged.get('judged')} of {judged.get('items')} judged, {judged.get('no_verdict')} without a verdict)"
+             f" ({judged.get('judged')} of {judged.get('items')} pairs judged in both orders, {judged.get('no_verdict')} "
+             "without a verdict: a tiny random judge's words)"
              if judged.get("mode") == "pairwise" else f"judge scores {judged.get('baseline_score')} -> "
              f"{judged.get('finetuned_score')}")
     bench = {t: f["acc"]["finetuned"] for t, f in compare.get("benchmarks", {}).items() if "acc" in f}

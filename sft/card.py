@@ -217,7 +217,10 @@ def _judged(judges: list[dict]) -> str:
     lines = []
     for j in judges:
         who = _cell(j["judge"].get("model") or j["judge"].get("folder") or j["name"])
-        if j["mode"] == "pairwise":
+        if j["mode"] == "pairwise" and not j["judged"]:
+            lines.append(f"Judged by {j['name']} ({who}), pairwise on {j['items']} test items: no pair got a verdict "
+                         f"in both orders ({j['no_verdict']} without one, {j['ties']} identical replies).")
+        elif j["mode"] == "pairwise":
             lines.append(f"Judged by {j['name']} ({who}), pairwise with each pair asked in both orders, on {j['items']} "
                          f"test items: the fine-tuned model wins {j['win_rate']:.3f} [{j['win_rate_ci_low']:.3f}, "
                          f"{j['win_rate_ci_high']:.3f}] against the base (ties count half): {j['wins']} wins, "

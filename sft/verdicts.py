@@ -123,11 +123,12 @@ def pairwise_figures(verdicts: list[tuple[str | None, str | None]]) -> tuple[dic
 
     outcomes = [winner(b, a) for b, a in verdicts]
     judged = [{"finetuned": 1.0, "tie": 0.5, "baseline": 0.0}[o] for o in outcomes if o is not None]
-    rate = sum(judged) / len(judged) if judged else 0.0
-    low, high = bootstrap_interval(judged) if judged else (0.0, 1.0)
+    # No pair judged (a judge that never says a verdict): no rate, not a rate of 0.
+    rate = round(sum(judged) / len(judged), 4) if judged else None
+    low, high = (round(x, 4) for x in bootstrap_interval(judged)) if judged else (None, None)
     flipped = sum(1 for (b, a), o in zip(verdicts, outcomes, strict=True)
                   if o == "tie" and "tie" not in (b, a))
-    return {"win_rate": round(rate, 4), "win_rate_ci_low": round(low, 4), "win_rate_ci_high": round(high, 4),
+    return {"win_rate": rate, "win_rate_ci_low": low, "win_rate_ci_high": high,
             "items": len(verdicts), "judged": len(judged), "wins": outcomes.count("finetuned"),
             "losses": outcomes.count("baseline"), "ties": outcomes.count("tie"), "flipped_with_order": flipped,
             "no_verdict": outcomes.count(None)}, outcomes

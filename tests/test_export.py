@@ -338,3 +338,37 @@ def test_llama_cpp_reads_the_kept_sentencepiece_model_with_gemmas_turn_tokens_sp
     llm = Llama(str(gguf), vocab_only=True, verbose=False)
     text = "<bos><start_of_turn>user\nselect 1 from t<end_of_turn>\n<start_of_turn>model\n"
     assert llm.tokenize(text.encode(), add_bos=False, special=True) == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def test_the_cards_benchmark_table_judge_lines_and_a_lower_is_better_metric():
+    paired = {"sft_reading": {"acc": {"baseline": 0.6083, "finetuned": 0.7333, "items": 120, "difference": 0.125,
+                                      "difference_ci_low": 0.0583, "difference_ci_high": 0.2}}}
+    settings = {"harness": "lm-evaluation-harness 0.4.13", "apply_chat_template": True, "num_fewshot": 5, "limit": 50,
+                "dtype": "float32", "backend": "transformers"}
+    runs = {name: {"tasks": {"sft_reading": {"acc": v, "acc_stderr": e}}, "settings": settings}
+            for name, v, e in (("baseline", 0.6083, 0.0447), ("finetuned", 0.7333, 0.0405))}
+    judges = [{"name": "big", "judge": {"model": "org/judge|x", "revision": "b" * 40}, "mode": "pairwise", "items": 200,
+               "judged": 190, "win_rate": 0.71, "win_rate_ci_low": 0.65, "win_rate_ci_high": 0.77, "wins": 120,
+               "losses": 40, "ties": 30, "flipped_with_order": 25, "no_verdict": 10},
+              {"name": "tiny", "judge": {"folder": "models/base"}, "mode": "pairwise", "items": 4, "judged": 0,
+               "win_rate": None, "win_rate_ci_low": None, "win_rate_ci_high": None, "wins": 0, "losses": 0,
+               "ties": 0, "flipped_with_order": 0, "no_verdict": 4},
+              {"name": "rater", "judge": {"folder": "models/j"}, "mode": "score", "items": 4, "judged": 3,
+               "baseline_score": 3.0, "finetuned_score": 7.5, "no_verdict_baseline": 1, "no_verdict_finetuned": 0,
+               "difference": 4.5, "difference_ci_low": 3.0, "difference_ci_high": 6.0}]
+    compare = {**facts().compare, "benchmarks": paired}
+    text = " ".join(str(model_card(facts(compare=compare, benchmarks=runs, judges=judges), "m")).split())
+    assert ("Standard benchmarks (lm-evaluation-harness 0.4.13, 5 shots, chat template on, float32, at most 50 items "
+            "a task;") in text
+    assert "| `sft_reading` | `acc` | 120 | 0.608 ± 0.045 | 0.733 ± 0.041 | +0.125 [+0.058, +0.200] |" in text
+    assert ("Judged by big (`org/judge/x`), pairwise with each pair asked in both orders, on 200 test items: the "
+            "fine-tuned model wins 0.710 [0.650, 0.770] against the base (ties count half): 120 wins, 40 losses, "
+            "30 ties (25 flipped with the order), 10 without a verdict.") in text
+    assert "Judged by tiny (`models/base`), pairwise on 4 test items: no pair got a verdict in both orders" in text
+    assert "Rated 1-10 by rater (`models/j`) on 4 test items: base 3.00 -> fine-tuned 7.50, +4.50 [+3.00, +6.00]" in text
+    bare = str(model_card(facts(), "m"))  # no benchmarks, no judge: no empty paragraphs
+    assert "Standard benchmarks" not in bare and "Judged" not in bare and "\n\n\n" not in bare
+    lower = {**facts().compare, "metric": "error_rate", "greater_is_better": False}
+    figures = {k: {"error_rate": 0.3, **v} for k, v in facts().figures.items()}
+    assert "| model | error_rate (lower is better) | fine-tuned minus it |" in str(
+        model_card(facts(compare=lower, figures=figures), "m"))

@@ -157,6 +157,7 @@ def test_the_tiny_model_judges_through_the_stage_and_its_replies_are_kept(tiny_m
     result = json.loads((tmp_path / "out" / "tiny.json").read_text())
     assert result["judge"] == {"folder": str(tiny_model_dir)} and result["mode"] == "pairwise"
     assert result["items"] == 3 and result["judged"] + result["no_verdict"] == 3  # random weights: any verdict
+    assert (result["win_rate"] is None) == (result["judged"] == 0)  # nothing judged: no rate, not a rate of 0
     kept = list((tmp_path / "out" / "replies.partial").glob("tiny-*.jsonl"))
     assert len(kept) == 1 and len(kept[0].read_text().splitlines()) == 6
     monkeypatch.setattr(generation, "replies", lambda *a, **k: pytest.fail("a kept verdict was asked again"))
