@@ -10,8 +10,8 @@ It works in a throwaway copy of the repository (the working tree is left as it i
 are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the preset's model class,
 rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
 rehearsal/standin.py), the hub revisions (nothing to pin offline) and the benchmark tasks that read
-hub data (the shipped suite's tasks stand in for them, a few items each); and the judge is the tiny
-base model itself, on a few test items. Settings that need a GPU
+hub data (the shipped suite's tasks stand in for them, a few items each); and a preset's judges (a
+hub model) are the tiny base model itself, on a few test items. Settings that need a GPU
 fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
 the exit status is that of `dvc repro` (every stage, export included).
 """
@@ -52,8 +52,9 @@ def rehearsal_params(preset: dict, model_dir: Path, dataset: str) -> dict:
     if "benchmarks" in params:  # hub tasks cannot load offline: the shipped suite runs the same stage
         shipped = [t for t in params["benchmarks"]["tasks"] if t in suite_tasks(ROOT / SUITE)] or list(suite_tasks(ROOT / SUITE))
         params["benchmarks"].update(tasks=shipped, revisions={}, limit=8)
-    if "judge" in params:  # the tiny base model judges, as a preset's judge would (hub judges cannot load offline)
-        params["judge"].update(hub={}, folders={"tiny": "models/base"}, max_items=4, max_new_tokens=16)
+    judge = params.get("judge", {})
+    if judge.get("hub") or judge.get("folders"):  # the tiny base model judges in place of the preset's judges
+        judge.update(hub={}, folders={"tiny": "models/base"}, max_items=4, max_new_tokens=16, dtype="float32")
     return params
 
 
@@ -74,7 +75,7 @@ def summary(name: str, repo: Path, params: dict, seconds: float) -> str:
     merge, prepare, export = read(repo, "merge.json"), read(repo, "prepare.json"), read(repo, "export.json")
     forgetting, fewshot = read(repo, "forgetting.json"), compare.get("against_fewshot", {})
     judged = read(repo, "judge/tiny.json")
-    judge = (f"judge win rate {judged.get('win_rate')} [{judged.get('win_rate_ci_low')}, {judged.get('win_rate_ci_high')}]"
+    judge = "no judge" if not judged else (f"judge win rate {judged.get('win_rate')} [{judged.get('win_rate_ci_low')}, {judged.get('win_rate_ci_high')}]"
              f" ({judged.get('judged')} of {judged.get('items')} pairs judged in both orders, {judged.get('no_verdict')} "
              "without a verdict: a tiny random judge's words)"
              if judged.get("mode") == "pairwise" else f"judge scores {judged.get('baseline_score')} -> "

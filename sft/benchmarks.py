@@ -124,8 +124,8 @@ def pinned_config(manager, name: str, revision: str) -> dict:
 def harness_model(model_dir: str, dtype: str, batch_size: int, backend: str):
     """The harness's model: on transformers, the project's own load (the class its pin.json names, on
     evaluate's device) handed over as an object; on vLLM, the harness's vLLM model of the folder."""
-    if backend == "vllm":
-        return "vllm", {"pretrained": model_dir, "dtype": dtype, "batch_size": "auto"}
+    if backend == "vllm":  # the batch size is simple_evaluate's own argument: not here as well
+        return "vllm", {"pretrained": model_dir, "dtype": dtype}
     from lm_eval.models.huggingface import HFLM
 
     from sft.device import inference_device

@@ -46,7 +46,10 @@ def rubric(path: str | Path, mode: str) -> jinja2.Template:
         raise UserError(f"{path} (judge.rubric) is missing; write the judge's prompt there, e.g. "
                         "prompts/headnotes/judge.jinja")
     env = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined)
-    source = path.read_text(encoding="utf-8")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); save the rubric as UTF-8") from None
     try:
         unknown = jinja2.meta.find_undeclared_variables(env.parse(source)) - VARIABLES[mode]
         template = env.from_string(source)

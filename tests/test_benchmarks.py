@@ -51,7 +51,7 @@ def test_the_shipped_suite_is_what_params_name_and_holds_a_few_hundred_items():
 
 def test_the_stage_writes_each_tasks_figure_its_error_the_settings_and_each_item(tiny_model_dir, tmp_path,
                                                                                monkeypatch):
-    folder = in_copy(tmp_path, monkeypatch, limit=8)
+    folder = in_copy(tmp_path, monkeypatch, tasks=["sft_general", "sft_reading"], limit=8)
     monkeypatch.setattr("sys.argv", ["benchmarks", "--model", str(tiny_model_dir), "--name", "baseline",
                                      "--suite", SUITE, "--out", "out"])
     stage_main("benchmarks")()
@@ -69,6 +69,22 @@ def test_the_stage_writes_each_tasks_figure_its_error_the_settings_and_each_item
         p = sum(mine) / 8  # the harness's standard error of a mean: the sample standard deviation / sqrt(n)
         assert f["acc_stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 7), abs=1e-4)
     assert not any("loglikelihood" in json.dumps(r) or "resps" in r for r in rows)  # CPU-dependent bits: not kept
+    # The same inputs, the same bytes: a second run writes both files identically.
+    monkeypatch.setattr("sys.argv", ["benchmarks", "--model", str(tiny_model_dir), "--name", "baseline",
+                                     "--suite", SUITE, "--out", "again"])
+    stage_main("benchmarks")()
+    for name in ("baseline.json", "details/baseline.jsonl"):
+        assert (folder / "again" / name).read_bytes() == (folder / "out" / name).read_bytes()
+
+
+def test_no_task_listed_runs_no_harness_and_writes_empty_figures(tiny_model_dir, tmp_path, monkeypatch):
+    folder = in_copy(tmp_path, monkeypatch, tasks=[])
+    monkeypatch.setattr("sft.benchmarks.run_harness", lambda *a: pytest.fail("the harness ran"))
+    monkeypatch.setattr("sys.argv", ["benchmarks", "--model", str(tiny_model_dir), "--name", "finetuned",
+                                     "--suite", SUITE, "--out", "out"])
+    stage_main("benchmarks")()
+    assert json.loads((folder / "out" / "finetuned.json").read_text())["tasks"] == {}
+    assert (folder / "out" / "details" / "finetuned.jsonl").read_text() == ""
 
 
 def test_the_harness_figure_is_a_recount_of_its_own_per_item_log_likelihoods(tiny_model_dir, tmp_path, monkeypatch):
@@ -145,3 +161,23 @@ def test_compare_refuses_a_task_run_on_different_items(tmp_path):
     write_jsonl(after, items("a", [1, 0], hashes="other"))
     with pytest.raises(UserError, match="task a was run on different items"):
         paired_benchmarks(before, after)
+
+
+def test_the_vllm_backend_asks_the_harness_for_its_vllm_model_with_arguments_it_takes():
+    """vllm is not installed here: the harness's VLLM class is read from its source, and the
+    arguments are those simple_evaluate merges with its own (batch_size, max_batch_size, device)."""
+    import ast
+    import importlib.util
+
+    from lm_eval.models import MODEL_MAPPING
+
+    name, model_args = harness_model("models/merged", "bfloat16", 16, "vllm")
+    module, cls = MODEL_MAPPING[name].split(":")
+    source = Path(importlib.util.find_spec(module).origin).read_text()
+    init = next(f for c in ast.walk(ast.parse(source)) if isinstance(c, ast.ClassDef) and c.name == cls
+                for f in c.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+    takes = {a.arg for a in init.args.args + init.args.kwonlyargs}
+    merged_by_simple_evaluate = {"batch_size", "max_batch_size", "device"}
+    assert set(model_args) <= takes and not set(model_args) & merged_by_simple_evaluate
+    assert merged_by_simple_evaluate - {"device"} <= takes and init.args.kwarg is not None
+    assert model_args == {"pretrained": "models/merged", "dtype": "bfloat16"}

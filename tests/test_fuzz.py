@@ -23,9 +23,10 @@ EDGES = ["", "\x00", "\ud800", "\udfff", "\ufeff", "\u202e", "e\u0301" * 1000, "
          "#### " + "9" * 100_000, "1e999999", "NaN", "-" * 100_000, "(" * 100_000 + "A" + ")" * 100_000]
 CONTEXT = "CREATE TABLE t (id INTEGER, name TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b');"
 SETTINGS = {"answer_match": {"answer": {"pattern": r"####\s*(-?[\d,]*\.?\d+)", "compare": "numeric"}},
-            "json": {"fields": ["name"]}}
+            "json": {"fields": ["name"]}, "error_rate": {"unit": "char"}}
 GOLDS = {"sql_execution": "SELECT name FROM t WHERE id = 1;", "multiple_choice": "... the answer is (B)",
-         "answer_match": "so #### 42", "exact_match": "Paris", "json": '{"name": "a"}', "summary": "Ein Leitsatz."}
+         "answer_match": "so #### 42", "exact_match": "Paris", "json": '{"name": "a"}', "summary": "Ein Leitsatz.",
+         "error_rate": "a b c d"}
 
 
 def replies(count: int, seed: int = 0) -> list[str]:
@@ -47,7 +48,7 @@ def replies(count: int, seed: int = 0) -> list[str]:
 PROBE = """
 import json, sys, time
 sys.setrecursionlimit(10_000)
-from sft.metrics import METRICS, score_all
+from sft.metrics import METRICS, greater_is_better, score_all
 from tests.test_fuzz import CONTEXT, GOLDS, SETTINGS, replies
 made = replies(int(sys.argv[1]))
 out = {}
@@ -58,7 +59,7 @@ for name in METRICS:
     primary = METRICS[name].primary
     out[name] = {"seconds": time.perf_counter() - start, "records": len(scored),
                  "with_primary": sum(isinstance(s.get(primary), float) for s in scored),
-                 "correct": sum(s[primary] == 1.0 for s in scored),
+                 "correct": sum(s[primary] == (1.0 if greater_is_better(primary) else 0.0) for s in scored),
                  "errors": sum(s.get("scoring_error", 0.0) for s in scored)}
 from sft.device import peak_resident_bytes
 out["peak_mb"] = peak_resident_bytes() / 2**20

@@ -134,6 +134,9 @@ def test_a_rubric_is_checked_before_the_judge_loads(tmp_path, text, mode, said):
         rubric(tmp_path / "judge.jinja", mode)
     with pytest.raises(UserError, match="is missing; write the judge's prompt"):
         rubric(tmp_path / "none.jinja", mode)
+    (tmp_path / "latin1.jinja").write_bytes("Urteil {{ first }} {{ second }} \xfcber".encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.jinja: not UTF-8 text \(byte 32\)"):
+        rubric(tmp_path / "latin1.jinja", "pairwise")
 
 
 def test_a_rubric_cannot_reach_python_internals(tmp_path, monkeypatch):

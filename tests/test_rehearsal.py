@@ -57,6 +57,18 @@ def test_every_preset_rehearses_end_to_end(name, tmp_path):
         assert sum(prepared["dropped_too_long"].values()) > 0
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] > 0
     assert (repo / "metrics" / "compare.json").is_file()
+    # The preset's hub benchmark tasks: the shipped suite stands in for them offline, on both models.
+    bench = json.loads((repo / "metrics" / "benchmarks" / "finetuned.json").read_text())
+    assert set(bench["tasks"]) == {"sft_general", "sft_reading"} and bench["settings"]["limit"] == 8
+    assert set(json.loads((repo / "metrics" / "compare.json").read_text())["benchmarks"]) == set(bench["tasks"])
+    # A preset that names a judge (headnotes: a larger Gemma on the hub) is judged by the tiny base.
+    judged = repo / "metrics" / "judge" / "tiny.json"
+    assert judged.is_file() == bool(preset["judge"]["hub"] or preset["judge"]["folders"])
+    if judged.is_file():
+        figures = json.loads(judged.read_text())
+        assert figures["items"] == 4 and figures["judged"] + figures["no_verdict"] == 4
+        assert f"judge win rate {figures['win_rate']}" in out and "Judged by tiny" in \
+            (repo / "models" / "card" / "merged" / "README.md").read_text()
 
 
 def test_standin_records_have_the_spec_columns_and_a_long_tail():
