@@ -136,13 +136,20 @@ def harness_model(model_dir: str, dtype: str, batch_size: int, backend: str):
 
 
 def run_harness(model, model_args, manager, tasks: list, p: BenchmarksParams) -> dict:
-    """The harness's own evaluation; its seeds are its defaults, the same every run."""
-    import lm_eval
+    """The harness's own evaluation; its seeds are its defaults, the same every run. Its report of
+    the machine (torch's collect_env: `pip list`, lscpu and the like, 3-8 s on 2 cores) is not
+    collected: it lands in a key this project never keeps, and nothing that varies by machine goes
+    into a hashed output anyway."""
+    from unittest import mock
 
-    return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=tasks, task_manager=manager,
-                                   num_fewshot=p.num_fewshot,
-                                   apply_chat_template=p.apply_chat_template, limit=p.limit,
-                                   batch_size=p.batch_size, log_samples=True, bootstrap_iters=1000)
+    import lm_eval
+    import lm_eval.evaluator
+
+    with mock.patch.object(lm_eval.evaluator, "add_env_info", lambda storage: None):
+        return lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=tasks, task_manager=manager,
+                                       num_fewshot=p.num_fewshot, apply_chat_template=p.apply_chat_template,
+                                       limit=p.limit, batch_size=p.batch_size, log_samples=True,
+                                       bootstrap_iters=1000)
 
 
 def metric_key(metric: str, filter_name: str) -> str:
