@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 
 import torch
+import transformers.utils
+import transformers.utils.import_utils
 
 from sft import volatile
 from sft.device import NATIVE_HALF_FLAGS, inference_device, native_half_cpu
@@ -17,6 +19,12 @@ from sft.numerics import native_half_kernels
 from sft.params import UserError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# transformers imports sklearn.metrics as soon as its generation code loads, wherever scikit-learn
+# is installed (for assisted decoding's threshold, which this project never uses), and
+# lm-evaluation-harness installs it: 1-2.3 s more in every stage that loads a model, on 2 cores.
+# Seen as absent by transformers alone (lm-evaluation-harness still imports it where a metric needs it).
+transformers.utils.is_sklearn_available = transformers.utils.import_utils.is_sklearn_available = lambda: False
 
 
 def torch_dtype(name: str) -> torch.dtype:

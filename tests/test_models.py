@@ -57,3 +57,20 @@ def test_embedded_gguf_becomes_a_plain_folder_that_answers(tmp_path):
     [reply], _ = generate(model, tokenizer, [[{"role": "user", "content": "What is the capital of France?"}]],
                           max_new_tokens=12, batch_size=1)
     assert "Paris" in reply
+
+
+def test_loading_a_model_does_not_import_scikit_learn():
+    """lm-evaluation-harness installs scikit-learn; transformers would import sklearn.metrics in every
+    stage that loads a model (seconds on 2 cores) for a decoding mode this project never uses."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    probe = ("import sys, sft.models\nfrom transformers import AutoModelForCausalLM, GenerationMixin\n"
+             "import transformers.generation.candidate_generator\nprint('sklearn' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    import importlib.util
+
+    assert importlib.util.find_spec("sklearn") is not None  # installed: the harness's metrics still have it
