@@ -32,6 +32,12 @@ PULL ?=
 N ?= 3
 JOBS ?= 1
 TEST_WORKERS ?= auto
+SEEDS ?= 0
+NODES ?= 2
+PROCS_PER_NODE ?= 1
+PARTITION ?=
+ACCOUNT ?=
+TIME ?=
 # GNU make defines AS (the assembler, `as`) itself: only AS given on the command line is ours.
 SWEEP_AS := $(if $(filter command,$(origin AS)),$(AS))
 
@@ -56,6 +62,12 @@ export SFT_HOST = $(HOST)
 export SFT_PORT = $(PORT)
 export SFT_CHAT_PORT = $(CHAT_PORT)
 export SFT_TEST_WORKERS = $(TEST_WORKERS)
+export SFT_SEEDS = $(SEEDS)
+export SFT_NODES = $(NODES)
+export SFT_PROCS_PER_NODE = $(PROCS_PER_NODE)
+export SFT_PARTITION = $(PARTITION)
+export SFT_ACCOUNT = $(ACCOUNT)
+export SFT_TIME = $(TIME)
 export SFT_PYTEST_ARGS = $(PYTEST_ARGS)
 # Every section of params.yaml checked before DVC starts: DVC removes a stage's outputs before its
 # command runs, so a bad value caught by the stage itself would leave them gone until `dvc checkout`.
@@ -64,7 +76,7 @@ CHECK_PARAMS = python -m tools.params_check
 CHECK_PRESET = case "$$SFT_NAME" in ""|-*|*[!A-Za-z0-9_-]*) false;; esac && test -f "presets/$$SFT_NAME.yaml" || \
 	{ echo "NAME must be one of: $$(ls presets | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
 
-.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi train-machine serve chat push pull bench status metrics plots sweep seeds sweep-report lint deps clean
+.PHONY: help setup llamacpp repro export smoke rehearse preset test test-fast train-multi train-machine serve chat push pull bench status metrics plots sweep seeds sweep-report slurm-sweep slurm-seeds slurm-train lint deps clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -174,6 +186,21 @@ seeds: setup ## N experiments differing only in train.seed (N=3), and the spread
 
 sweep-report: setup ## the report of an earlier sweep or seeds run again: NAME=sweep-1 (AS=seeds reads a sweep as seeds; PULL=origin pulls every machine's share first)
 	python -m apps.experiments report "$$SFT_NAME" $(if $(SWEEP_AS),--as "$$SFT_AS") $(if $(PULL),--pull "$$SFT_PULL")
+
+# On a Slurm cluster (docs/on-a-slurm-cluster.md): jobs written from configs/slurm/ and params' slurm: section.
+SLURM_GIVEN = $(if $(PARTITION),--partition "$$SFT_PARTITION") $(if $(ACCOUNT),--account "$$SFT_ACCOUNT") $(if $(TIME),--time "$$SFT_TIME")
+
+slurm-sweep: setup ## a grid as a Slurm job array, one experiment a task, then its report job: GRID="..." [SEEDS=N] [PARTITION= ACCOUNT= TIME=]; resubmitted, runs only what has no pushed result
+	@$(CHECK_PARAMS)
+	python -m apps.slurm sweep --grid "$$SFT_GRID" --seeds "$$SFT_SEEDS" $(SLURM_GIVEN)
+
+slurm-seeds: setup ## N experiments differing only in train.seed as a Slurm job array, then the spread: N=3
+	@$(CHECK_PARAMS)
+	python -m apps.slurm seeds --n "$$SFT_N" $(SLURM_GIVEN)
+
+slurm-train: setup ## one training run over NODES Slurm nodes, PROCS_PER_NODE processes each (an experiment, as train-multi)
+	@$(CHECK_PARAMS)
+	python -m apps.slurm train --nodes "$$SFT_NODES" --procs-per-node "$$SFT_PROCS_PER_NODE" $(SLURM_GIVEN)
 
 serve: setup ## serve MODEL as SERVED_NAME on http://HOST:PORT/v1 (OpenAI API; vLLM on a GPU, transformers on a CPU)
 	python -m apps.serve --model "$$SFT_MODEL" --name "$$SFT_SERVED_NAME" --host "$$SFT_HOST" --port "$$SFT_PORT"

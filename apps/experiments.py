@@ -35,9 +35,11 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,9 +95,9 @@ def shard_of(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def grid_name(words: list[str]) -> str:
-    """The same name on every machine that runs a share of this grid."""
-    return "sweep-" + hashlib.sha256(" ".join(words).encode()).hexdigest()[:8]
+def grid_name(words: list[str], kind: str = "sweep") -> str:
+    """The same name on every machine (or Slurm task) that runs a share of this grid."""
+    return f"{kind}-" + hashlib.sha256(" ".join(words).encode()).hexdigest()[:8]
 
 
 def shown() -> list[dict]:
@@ -162,11 +164,14 @@ def ranked(runs: list[dict], keys: list[str]) -> dict:
     metric, greater, _ = validation(runs[0])
     scored, unscored = [], []
     for e in runs:
-        figure = validation(e)[2]
+        # A failed experiment has no figures of its own: DVC shows it the baseline's files.
+        figure = validation(e)[2] if e["state"] == "success" else None
+        own = e["metrics"] if e["state"] == "success" else {}
         row = {"name": e["name"], "state": e["state"], **{k: value(e["params"], k) for k in keys}, metric: figure,
-               "train_seconds": e["metrics"].get("metrics/speed/train.json", {}).get("train_seconds"),
-               "global_step": e["metrics"].get("metrics/train.json", {}).get("global_step"),
-               "general_text_loss_change": e["metrics"].get("metrics/forgetting.json", {}).get("difference")}
+               "train_seconds": own.get("metrics/speed/train.json", {}).get("train_seconds"),
+               "global_step": own.get("metrics/train.json", {}).get("global_step"),
+               "general_text_loss_change": own.get("metrics/forgetting.json", {}).get("difference"),
+               **({"log": e["log"]} if e.get("log") else {})}
         (scored if figure is not None and e["state"] == "success" else unscored).append((row, e))
     if not scored:
         return {"rows": [row for row, _ in unscored], "chosen": None}
@@ -181,7 +186,8 @@ def seeds_summary(runs: list[dict]) -> dict:
     done = [(value(e["params"], SEED), test_figures(e)) for e in runs if e["state"] == "success"]
     done = [(seed, t) for seed, t in done if t]
     rows = [{"seed": seed, "finetuned": t["finetuned"], "difference": t["difference"]} for seed, t in done]
-    summary = {"seeds": rows, "failed": [e["name"] for e in runs if e["state"] != "success"]}
+    summary = {"seeds": rows, "failed": [e["name"] for e in runs if e["state"] != "success"],
+               **({"logs": logs} if (logs := {e["name"]: e["log"] for e in runs if e.get("log")}) else {})}
     if len(rows) < 2:
         return summary
     fig, diff = [r["finetuned"] for r in rows], [r["difference"] for r in rows]
@@ -197,7 +203,9 @@ def seeds_summary(runs: list[dict]) -> dict:
 
 def sweep_markdown(name: str, table: dict, keys: list[str]) -> str:
     if table["chosen"] is None:
-        return f"# {name}\n\nNo experiment finished with a validation figure: see `dvc queue logs <name>`.\n"
+        logs = "".join(f"- {r['name']}: its log {r['log']}\n" for r in table["rows"] if r.get("log"))
+        return f"# {name}\n\nNo experiment finished with a validation figure: see `dvc queue logs <name>`.\n" + \
+            (f"\n{logs}" if logs else "")
     metric = table["metric"]
     head = ["experiment", "state", *keys, f"{metric} (validation)", "train s", "general-text loss change"]
     lines = [f"# {name}", "", f"Ranked by `{metric}` on the validation split "
@@ -209,6 +217,8 @@ def sweep_markdown(name: str, table: dict, keys: list[str]) -> str:
                  "" if r[metric] is None else f"{r[metric]:.4f}", "" if r["train_seconds"] is None else str(r["train_seconds"]),
                  "" if r["general_text_loss_change"] is None else f"{r['general_text_loss_change']:+.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if logs := [f"- {r['name']} left no result: its log {r['log']}" for r in table["rows"] if r.get("log")]:
+        lines += ["", *logs]
     t = table["chosen_test"]
     lines += ["", f"Chosen: **{table['chosen']}**. Make it the workspace: `dvc exp apply {table['chosen']}`.", ""]
     if t:
@@ -223,6 +233,7 @@ def seeds_markdown(name: str, s: dict) -> str:
     lines += [f"| {r['seed']} | {r['finetuned']:.4f} | {r['difference']:+.4f} |" for r in s["seeds"]]
     if s["failed"]:
         lines += ["", f"Failed: {', '.join(s['failed'])} (`dvc queue logs <name>`)."]
+        lines += [f"- {n}: its log {log}" for n, log in s.get("logs", {}).items()]
     if "difference_mean" in s:
         o = s["one_run"]
         verdict = "exceeds" if s["gain_exceeds_seed_spread"] else "does not exceed"
@@ -252,13 +263,14 @@ def chart(name: str, table: dict, out: Path) -> None:
     write_text(out / "index.html", offline_template().replace(DVC_PLACEHOLDER, body))
 
 
-def report(name: str, kind: str | None = None, out_dir: str = "reports") -> Path:
+def report(name: str, kind: str | None = None, out_dir: str = "reports", missing: list[dict] = ()) -> Path:
     """reports/<name>/ for the experiments named <name> or <name>-<n>; `kind` (sweep or seeds)
-    defaults to the name's own."""
+    defaults to the name's own. `missing`: experiments that were meant to run and left no result
+    (a Slurm task that failed), listed as failed, each with its params and log."""
     if not RUN_NAME.fullmatch(name):  # it names a folder under reports/, never a path
         raise UserError(f"NAME {name[:80]!r} is no sweep or seeds run: sweep-<k> or seeds-<k>, as `make sweep` printed "
                         "(letters, digits, '.', '_', '-')")
-    runs = of_run(name, shown())
+    runs = of_run(name, shown()) + list(missing)
     if not runs:
         raise UserError(f"no experiment named {name} or {name}-<n>: see `dvc exp show`")
     own = name.split("-")[0]
@@ -294,6 +306,28 @@ def grid_keys(runs: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
 
 
+def start_workers(jobs: int) -> None:
+    """`dvc queue start`, its output to a file: the workers it leaves running inherit its stdout
+    and stderr, and a pipe to them would stay open (and a read of it blocked) while any lives."""
+    with tempfile.TemporaryFile("w+") as out:
+        done = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], stdout=out, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            out.seek(0)
+            raise UserError(f"dvc queue start -j {jobs} failed: {out.read().strip().splitlines()[-1:]}")
+
+
+def share_cpus(jobs: int) -> None:
+    """JOBS experiments at a time share the cores: each gets its share (SFT_CPUS, which train
+    reads, and OMP_NUM_THREADS for the other stages), and OpenMP threads that wait yield the core
+    instead of spinning. Two experiments of 2 threads each on 2 cores ran 5-15x slower."""
+    if jobs < 2:
+        return
+    share = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    os.environ.update(SFT_CPUS=share, OMP_NUM_THREADS=share)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    print(f"[experiments] {jobs} at a time: {share} CPU(s) each (SFT_CPUS, OMP_NUM_THREADS)", flush=True)
+
+
 def queue_and_run(kind: str, words: list[str], jobs: int, shard: tuple[int, int] | None = None) -> str:
     if shard is None:
         name = free_name(kind, {e["name"] for e in experiments(shown()) if e["name"]})
@@ -306,11 +340,13 @@ def queue_and_run(kind: str, words: list[str], jobs: int, shard: tuple[int, int]
         print(f"[{kind}] queueing share {i}/{n} of {name}: {len(mine)} experiments", flush=True)
         for place, combo in mine:
             dvc("exp", "run", "--queue", "-n", f"{name}-{place}", *TARGETS, *[x for w in combo for x in ("-S", w)])
+    share_cpus(jobs)
     # `dvc queue start` and a wait of our own: `dvc exp run --run-all -j 2` was seen waiting on, for
     # 15 minutes, an experiment its other worker had already finished.
-    dvc("queue", "start", "-j", str(jobs))
+    start_workers(jobs)
     while any(e["state"] in ("queued", "running") for e in of_run(name, shown())):
         time.sleep(POLL_SECONDS)
+    dvc("queue", "stop", check=False)  # a worker was seen idle 15 minutes after the queue emptied
     failed = [e["name"] for e in of_run(name, shown()) if e["state"] != "success"]
     if failed:
         print(f"[{kind}] failed: {', '.join(failed)} (listed as failed; `dvc queue logs <name>` says why)", flush=True)

@@ -50,15 +50,29 @@ def inference_device() -> str:
     return "cuda" if has_cuda() else "cpu"
 
 
+def given_cpus() -> int:
+    """The CPUs this run was given: SFT_CPUS (set by `make sweep JOBS=n` for each of its
+    experiments, or by hand), else Slurm's --cpus-per-task where Slurm started it (a node may hold
+    other jobs, and a cluster without CPU binding pins nothing), else the CPUs this process may run
+    on. Never more than those: threads beyond the cores spin against each other."""
+    mine = len(os.sched_getaffinity(0))
+    for name in ("SFT_CPUS", "SLURM_CPUS_PER_TASK"):
+        given = os.environ.get(name, "")
+        if given.isdigit() and int(given) > 0:
+            return min(int(given), mine)
+    return mine
+
+
 def use_cpu_cores() -> None:
     """accelerate launch sets OMP_NUM_THREADS=1 where psutil counts one physical core (2-vCPU
-    machines), which halves CPU training speed; give each local process its share of the cores."""
+    machines), which halves CPU training speed; give each local process its share of the CPUs the
+    job was given (more threads than CPUs spin against each other: 5-15x slower)."""
     import torch
 
     if has_cuda():
         return
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_processes))
+    torch.set_num_threads(max(1, given_cpus() // local_processes))
 
 
 def peak_memory_bytes() -> int:

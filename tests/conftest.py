@@ -119,6 +119,33 @@ def tiny_run(tmp_path_factory, worker_id) -> Path:
     return repo
 
 
+SWEEP_GRID = "train.epochs=1,2 train.lora_r=8,0"  # lora_r 0 is refused by train: two experiments fail
+
+
+@pytest.fixture(scope="session")
+def local_sweep(tiny_run, tmp_path_factory, worker_id) -> Path:
+    """`make sweep GRID=SWEEP_GRID JOBS=2` (its module) in a copy of the finished tiny run with its
+    lock committed: reports/sweep-1/ and the experiments. Built once for the whole run (behind a
+    file lock, as tiny_run); read it, or change a copy of it (run_copy)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    repo = shared / "local-sweep" / "repo"
+    with FileLock(str(shared / "local-sweep.lock")):
+        if not (repo.parent / "sweep.log").is_file():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            run_copy(tiny_run, repo)
+            subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
+            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo,
+                           check=True)
+            env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+            done = subprocess.run([sys.executable, "-m", "apps.experiments", "sweep", "--grid", SWEEP_GRID, "--jobs",
+                                   "2"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, done.stderr[-3000:]
+            (repo.parent / "sweep.log").write_text(done.stdout)
+    return repo
+
+
 PLANTED_SECRETS = {"HF_TOKEN": "hf_PlantedToken4c1d9e", "WANDB_API_KEY": "PlantedWandbKey7b2f0a"}
 
 

@@ -86,14 +86,13 @@ def test_the_seed_summary_says_whether_the_gain_exceeds_the_seed_spread():
 
 
 @pytest.mark.slow  # not in the tiny_run xdist group: it may run beside that group's tests, on the other worker
-def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(tiny_run, tmp_path):
-    """Four experiments of the tiny graph queued by `make sweep`'s module: 1 and 2 epochs (2 is the
-    committed run: DVC's run-cache restores it), each also with lora_r 0, which train refuses.
-    The report ranks the two that ran by validation loss and lists the failed ones; an applied
-    experiment's figures stand beside the commit's (exp show, metrics diff, plots)."""
-    repo = run_copy(tiny_run, tmp_path / "repo")
-    subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo, check=True)
+def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(local_sweep, tmp_path):
+    """Four experiments of the tiny graph queued by `make sweep`'s module (conftest's local_sweep):
+    1 and 2 epochs (2 is the committed run: DVC's run-cache restores it), each also with lora_r 0,
+    which train refuses. The report ranks the two that ran by validation loss and lists the failed
+    ones; an applied experiment's figures stand beside the commit's (exp show, metrics diff, plots).
+    The reports are read in the shared run (a report only adds its folder); `exp apply` in a copy."""
+    repo = local_sweep
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
 
     def experiments_module(*args):
@@ -102,12 +101,12 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(ti
         assert done.returncode == 0, done.stderr[-3000:]
         return done.stdout
 
-    experiments_module("sweep", "--grid", "train.epochs=1,2 train.lora_r=8,0", "--jobs", "2")
     table = json.loads((repo / "reports" / "sweep-1" / "report.json").read_text())
     states = {r["name"]: (r["state"], r["train.epochs"], r["train.lora_r"]) for r in table["rows"]}
     assert len(states) == 4, table
     assert sorted(v for v in states.values() if v[0] == "success") == [("success", 1, 8), ("success", 2, 8)]
-    assert [v[2] for v in states.values() if v[0] != "success"] == [0, 0]
+    assert [(v[2], r["eval_loss"]) for v, r in zip(states.values(), table["rows"], strict=True) if v[0] != "success"] \
+        == [(0, None), (0, None)]  # a failed experiment shows no figure (DVC gives it the baseline's)
     ran = [r for r in table["rows"] if r["state"] == "success"]
     assert ran == table["rows"][:2] and ran[0]["eval_loss"] <= ran[1]["eval_loss"] and table["chosen"] == ran[0]["name"]
     assert table["chosen_test"]["metric"] == "execution_accuracy"
@@ -115,8 +114,13 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(ti
     assert (repo / "reports" / "sweep-1" / "chart.png").read_bytes()[:4] == b"\x89PNG"
     assert "<script src" not in (repo / "reports" / "sweep-1" / "index.html").read_text()
 
+    said = experiments_module("report", "sweep-1", "--as", "seeds")  # the same experiments read as seeds
+    summary = json.loads((repo / "reports" / "sweep-1-as-seeds" / "report.json").read_text())
+    assert len(summary["seeds"]) == 2 and len(summary["failed"]) == 2 and "seed spread" in said
+
     # `dvc exp apply`, as the report says, here of the 1-epoch experiment: its figures against the commit's.
     one_epoch = next(name for name, v in states.items() if v == ("success", 1, 8))
+    repo = run_copy(local_sweep, tmp_path / "repo")
     dvc(repo, "exp", "apply", one_epoch)
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 2
     diff = json.loads(dvc(repo, "metrics", "diff", "--json"))
@@ -125,7 +129,3 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(ti
     [plot] = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["loss"]
     points = {(p["filename"], int(p["step"])) for p in plot["content"]["data"]["values"]}
     assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch run
-
-    said = experiments_module("report", "sweep-1", "--as", "seeds")  # the same experiments read as seeds
-    summary = json.loads((repo / "reports" / "sweep-1-as-seeds" / "report.json").read_text())
-    assert len(summary["seeds"]) == 2 and len(summary["failed"]) == 2 and "seed spread" in said

@@ -101,23 +101,11 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     assert "Running stage" not in dvc(repo, "repro")  # the first prepare, from the run-cache
     assert stale(repo) == set()
 
-    # The shipped benchmark suite listed: the benchmarks of both models are stale, nothing else; they
-    # run (8 items a task), compare pairs them and the cards print them; nothing before them reruns.
+    # The shipped benchmark suite listed: the benchmarks of both models are stale, nothing else (their
+    # run through DVC, compare's pairing and the card's table: every preset's rehearsal, test_rehearsal).
     edit(repo, lambda p: p["benchmarks"].update(tasks=["sft_general", "sft_reading"]))
     assert stale(repo) == {"benchmarks@baseline", "benchmarks@finetuned"}
-    ran = dvc(repo, "repro")
-    assert sorted(line.split("'")[1] for line in ran.splitlines() if line.startswith("Running stage")) == \
-        ["benchmarks@baseline", "benchmarks@finetuned", "card@gguf", "card@merged", "compare"], ran
-    for name in ("baseline", "finetuned"):
-        bench = json.loads((repo / "metrics" / "benchmarks" / f"{name}.json").read_text())
-        assert bench["settings"]["harness"].startswith("lm-evaluation-harness ") and bench["settings"]["limit"] == 8
-        assert {t: (f["samples"], 0 <= f["acc"] <= 1) for t, f in bench["tasks"].items()} == \
-            {"sft_general": (8, True), "sft_reading": (8, True)}
-    paired = json.loads((repo / "metrics" / "compare.json").read_text())["benchmarks"]["sft_reading"]["acc"]
-    assert paired["items"] == 8 and paired["finetuned"] == bench["tasks"]["sft_reading"]["acc"]
-    card = (repo / "models" / "card" / "merged" / "README.md").read_text()
-    assert "| `sft_reading` | `acc` | 8 | " in card and f"{paired['finetuned']:.3f} ± " in card
-    assert "Running stage" not in dvc(repo, "repro") and stale(repo) == set()
+    subprocess.run(["git", "checkout", "params.yaml"], cwd=repo, check=True)
     # An experiment beside the workspace (exp show, metrics diff, plots): tests/test_experiments.py.
 
 

@@ -60,7 +60,10 @@ def test_every_preset_rehearses_end_to_end(name, tmp_path):
     # The preset's hub benchmark tasks: the shipped suite stands in for them offline, on both models.
     bench = json.loads((repo / "metrics" / "benchmarks" / "finetuned.json").read_text())
     assert set(bench["tasks"]) == {"sft_general", "sft_reading"} and bench["settings"]["limit"] == 8
-    assert set(json.loads((repo / "metrics" / "compare.json").read_text())["benchmarks"]) == set(bench["tasks"])
+    paired = json.loads((repo / "metrics" / "compare.json").read_text())["benchmarks"]
+    assert set(paired) == set(bench["tasks"]) and paired["sft_reading"]["acc"]["items"] == 8
+    assert paired["sft_reading"]["acc"]["finetuned"] == bench["tasks"]["sft_reading"]["acc"]
+    assert "| `sft_reading` | `acc` | 8 | " in (repo / "models" / "card" / "merged" / "README.md").read_text()
     # A preset that names a judge (headnotes: a larger Gemma on the hub) is judged by the tiny base.
     judged = repo / "metrics" / "judge" / "tiny.json"
     assert judged.is_file() == bool(preset["judge"]["hub"] or preset["judge"]["folders"])

@@ -30,6 +30,7 @@ def section_classes() -> dict:
     from sft.others import OthersParams
     from sft.preparation import PrepareParams
     from sft.selection import SelectParams
+    from sft.slurm import SlurmParams
     from sft.training import TrainParams
 
     return {"base": BaseParams, "prepare": PrepareParams, "launch": LaunchParams, "train": TrainParams,
@@ -37,7 +38,7 @@ def section_classes() -> dict:
             "forgetting": ForgettingParams, "benchmarks": BenchmarksParams, "judge": JudgeParams,
             "others": OthersParams,
             "export": ExportParams,
-            "card": CardParams}
+            "card": CardParams, "slurm": SlurmParams}
 
 
 def check(path: str = PARAMS_FILE) -> list[str]:
