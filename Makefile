@@ -31,7 +31,7 @@ PUSH ?=
 PULL ?=
 N ?= 3
 JOBS ?= 1
-TEST_WORKERS ?= auto
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 SEEDS ?= 0
 NODES ?= 2
 PROCS_PER_NODE ?= 1
@@ -160,9 +160,11 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp "presets/$$SFT_NAME.yaml" params.yaml
 	@echo "params.yaml is now the $$SFT_NAME preset; run: make repro (needs the hub; see the preset's header)"
 
-# pytest-xdist: one worker a core (TEST_WORKERS=0 runs them in this process); a module's tests, and
-# the modules that share one finished run, stay on one worker (tests/conftest.py).
-test: setup ## run every test, end-to-end ones included (what CI runs), one worker a core
+# pytest-xdist: one worker a core and one more, one thread each (TEST_WORKERS=0 runs them in this
+# process): a test often waits (a queue's poll, a server's start, a Slurm job), and a worker a core
+# left a core idle then; a module's tests, and the modules that share one finished run, stay on one
+# worker (tests/conftest.py).
+test: setup ## run every test, end-to-end ones included (what CI runs), a worker a core and one more
 	pytest -q -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)
@@ -214,7 +216,7 @@ push: setup ## push outputs and the run-cache to the DVC remote (REMOTE=name, JO
 pull: setup ## pull outputs and the run-cache, so dvc repro reuses what a teammate already ran
 	dvc pull --run-cache $(if $(REMOTE),-r "$$SFT_REMOTE") $(if $(JOBS),-j "$$SFT_JOBS")
 
-bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, generate, DVC overhead, the run's floor; MFU on a GPU); figures in bench/results/
+bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, generate, DVC overhead, the run's floor, shared cores; MFU on a GPU); figures in bench/results/
 	@$(CHECK_PARAMS)
 	dvc repro
 	python bench/prepare.py
@@ -224,6 +226,7 @@ bench: setup ## benchmarks side by side (prepare, train, multi-turn masks, gener
 	python bench/generate.py --shots 3
 	python bench/overhead.py
 	python bench/floor.py
+	python bench/shared_cpu.py
 	python bench/mfu.py
 	@python bench/summary.py
 

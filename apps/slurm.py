@@ -119,7 +119,8 @@ def submit_sweep(kind: str, words: list[str], p: SlurmParams) -> tuple[str, str 
     name = grid_name(words, kind)
     folder = workdir(p, name)
     combos = dict(enumerate(combinations(words), 1))
-    done = {place for place in combos if f"{name}-{place}" in pushed(p.git_remote)}
+    on_remote = pushed(p.git_remote)
+    done = {place for place in combos if f"{name}-{place}" in on_remote}
     todo = [place for place in combos if place not in done]
     plan = {"name": name, "kind": kind, "commit": commit, "url": url, "remote": p.git_remote,
             "experiments": {str(k): v for k, v in combos.items()}, "clones": str(folder / "clones"),

@@ -38,6 +38,9 @@ def main() -> None:
         run = f"{low['run_seconds']:.0f} s, " if low.get("run_seconds") else ""
         parts.append(f"make repro {run}its floor {low['floor_seconds']['float32']} s at the float32 limit "
                      "(target <= 300 s)")
+    if shared := load("shared_cpu"):
+        parts.append(f"beside a busy process {shared['after_vs_before_each']}x with its share of the cores "
+                     f"({shared['after_total_vs_alone']}x the limit together; no collapse)")
     gpus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("gpu-*.json"))]
     for gpu in gpus:
         best = max(gpu["train"], key=lambda side: side["tokens_per_second"])

@@ -27,9 +27,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Under pytest-xdist (make test), the workers share the cores instead of each taking all of them:
 # oversubscribed OpenMP threads spin against each other. The bytes do not depend on the thread
 # count (sft/numerics.py pins MKL's strict mode), only the speed does.
+# OMP_NUM_THREADS for the stages that only run a model; SFT_CPUS for train, which sets its own
+# thread count from what it was given (sft/device.py: given_cpus).
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("OMP_NUM_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    share = str(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ.setdefault("OMP_NUM_THREADS", share)
+    os.environ.setdefault("SFT_CPUS", share)
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups

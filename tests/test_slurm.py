@@ -181,3 +181,30 @@ def test_submitting_needs_the_commit_on_the_remote_and_nothing_uncommitted(tmp_p
         slurm.committed_and_pushed("origin")
     git(repo, "checkout", "params.yaml")
     assert slurm.committed_and_pushed("origin")[1] == str(origin)
+
+
+def test_a_stage_uses_the_cpus_it_was_given_never_more_than_it_may_run_on(monkeypatch):
+    """Train's threads: SFT_CPUS (make sweep JOBS=n, or by hand), else Slurm's --cpus-per-task, else
+    every CPU this process may run on; `make sweep JOBS=2` gives each experiment half the cores."""
+    import os
+
+    from apps.experiments import share_cpus
+    from sft.device import given_cpus
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # share_cpus sets it; the copy goes with the test
+    mine = len(os.sched_getaffinity(0))
+    for name in ("SFT_CPUS", "SLURM_CPUS_PER_TASK", "OMP_NUM_THREADS", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    assert given_cpus() == mine
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
+    assert given_cpus() == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "512")
+    assert given_cpus() == mine  # never more threads than CPUs: they would spin against each other
+    monkeypatch.setenv("SFT_CPUS", "1")
+    assert given_cpus() == 1  # an explicit share wins over Slurm's
+    monkeypatch.setenv("SFT_CPUS", "x")
+    assert given_cpus() == mine  # SLURM_CPUS_PER_TASK 512, capped
+    monkeypatch.delenv("SFT_CPUS")
+    share_cpus(2)
+    assert os.environ["SFT_CPUS"] == os.environ["OMP_NUM_THREADS"] == str(max(1, mine // 2))
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
