@@ -208,3 +208,28 @@ def test_a_stage_uses_the_cpus_it_was_given_never_more_than_it_may_run_on(monkey
     share_cpus(2)
     assert os.environ["SFT_CPUS"] == os.environ["OMP_NUM_THREADS"] == str(max(1, mine // 2))
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_seeds_multiply_the_grid_and_seeds_alone_are_a_seeds_run(monkeypatch, tmp_path):
+    """SEEDS=N adds train.seed's N values (from the params' seed on) to GRID; `make slurm-seeds`
+    is a seeds run, reported as `make seeds` reports; a seed given both ways is refused."""
+    import shutil
+
+    from apps import slurm
+    from apps.experiments import combinations, grid_name
+    from sft.params import UserError
+
+    shutil.copy(ROOT / "presets" / "tiny.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    asked = []
+    monkeypatch.setattr(slurm, "submit_sweep", lambda kind, words, p: asked.append((kind, words)))
+    for argv in (["sweep", "--grid", "train.epochs=1,2", "--seeds", "3"], ["seeds", "--n", "2"]):
+        monkeypatch.setattr("sys.argv", ["apps.slurm", *argv])
+        slurm.main()
+    seed = yaml.safe_load((tmp_path / "params.yaml").read_text())["train"].get("seed", 42)
+    assert asked == [("sweep", ["train.epochs=1,2", f"train.seed={seed},{seed + 1},{seed + 2}"]),
+                     ("seeds", [f"train.seed={seed},{seed + 1}"])]
+    assert len(combinations(asked[0][1])) == 6 and grid_name(asked[1][1], "seeds").startswith("seeds-")
+    monkeypatch.setattr("sys.argv", ["apps.slurm", "sweep", "--grid", "train.seed=1,2", "--seeds", "2"])
+    with pytest.raises(UserError, match="SEEDS and train.seed in GRID"):
+        slurm.main()
