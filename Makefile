@@ -31,7 +31,7 @@ PUSH ?=
 PULL ?=
 N ?= 3
 JOBS ?= 1
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
+TEST_WORKERS ?= auto
 SEEDS ?= 0
 NODES ?= 2
 PROCS_PER_NODE ?= 1
@@ -160,11 +160,10 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp "presets/$$SFT_NAME.yaml" params.yaml
 	@echo "params.yaml is now the $$SFT_NAME preset; run: make repro (needs the hub; see the preset's header)"
 
-# pytest-xdist: one worker a core and one more, one thread each (TEST_WORKERS=0 runs them in this
-# process): a test often waits (a queue's poll, a server's start, a Slurm job), and a worker a core
-# left a core idle then; a module's tests, and the modules that share one finished run, stay on one
-# worker (tests/conftest.py).
-test: setup ## run every test, end-to-end ones included (what CI runs), a worker a core and one more
+# pytest-xdist: one worker a core, one thread each (TEST_WORKERS=0 runs them in this process); a
+# module's tests, and the modules that share one finished run, stay on one worker (tests/conftest.py).
+# A worker a core and one more was no faster (the suite 21:42 with the Slurm tests, 2026-12-07).
+test: setup ## run every test, end-to-end ones included (what CI runs), one worker a core
 	pytest -q -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)

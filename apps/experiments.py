@@ -346,7 +346,6 @@ def queue_and_run(kind: str, words: list[str], jobs: int, shard: tuple[int, int]
     start_workers(jobs)
     while any(e["state"] in ("queued", "running") for e in of_run(name, shown())):
         time.sleep(POLL_SECONDS)
-    dvc("queue", "stop", check=False)  # a worker was seen idle 15 minutes after the queue emptied
     failed = [e["name"] for e in of_run(name, shown()) if e["state"] != "success"]
     if failed:
         print(f"[{kind}] failed: {', '.join(failed)} (listed as failed; `dvc queue logs <name>` says why)", flush=True)

@@ -6,12 +6,13 @@ disk (rehearsal/estimate.py, from the real model's architecture in rehearsal/con
 
     make rehearse NAME=headnotes        (python -m rehearsal headnotes)
 
-It works in a throwaway copy of the repository (the working tree is left as it is). Three things
+It works in a throwaway copy of the repository (the working tree is left as it is). These things
 are swapped, nothing else: `base.model_name_or_path` (a tiny Gemma 3 of the preset's model class,
 rehearsal/gemma.py), `prepare.dataset` (stand-in records from prompts/<dataset>/standin.yaml,
 rehearsal/standin.py), the hub revisions (nothing to pin offline) and the benchmark tasks that read
-hub data (the shipped suite's tasks stand in for them, a few items each); and a preset's judges (a
-hub model) are the tiny base model itself, on a few test items. Settings that need a GPU
+hub data (the shipped suite's tasks stand in for them, a few items each); a preset's judges (a
+hub model) are the tiny base model itself, on a few test items; and replies are cut at 64 new
+tokens (a tiny random model never stops by itself). Settings that need a GPU
 fall back with one line each, as on any CPU. It prints what ran and ends with one summary line;
 the exit status is that of `dvc repro` (every stage, export included).
 """
@@ -36,6 +37,7 @@ from sft.benchmarks import SUITE, suite_tasks
 from sft.params import read_yaml
 
 FAMILIES = {"gemma-3": gemma}  # model families a tiny stand-in can be built for
+NEW_TOKENS = 64  # the most new tokens a rehearsal generates a reply
 
 
 def family(model: str):
@@ -52,6 +54,11 @@ def rehearsal_params(preset: dict, model_dir: Path, dataset: str) -> dict:
     if "benchmarks" in params:  # hub tasks cannot load offline: the shipped suite runs the same stage
         shipped = [t for t in params["benchmarks"]["tasks"] if t in suite_tasks(ROOT / SUITE)] or list(suite_tasks(ROOT / SUITE))
         params["benchmarks"].update(tasks=shipped, revisions={}, limit=8)
+    # A tiny random model never stops: it would write every token a preset allows (1024 for medqa's
+    # chain of thought), which is minutes of decoding that tell nothing about the path.
+    for section, key in (("select", "max_new_tokens"), ("evaluate", "max_new_tokens"), ("export", "test_max_new_tokens")):
+        if key in params.get(section, {}):
+            params[section][key] = min(params[section][key], NEW_TOKENS)
     judge = params.get("judge", {})
     if judge.get("hub") or judge.get("folders"):  # the tiny base model judges in place of the preset's judges
         judge.update(hub={}, folders={"tiny": "models/base"}, max_items=4, max_new_tokens=16, dtype="float32")
