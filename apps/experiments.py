@@ -306,6 +306,18 @@ def grid_keys(runs: list[dict]) -> list[str]:
     return [k for k in keys if len({json.dumps(p.get(k), sort_keys=True) for p in params}) > 1]
 
 
+def finished(name: str, tries: int = 20) -> bool:
+    """Whether every experiment of the run has ended. `dvc exp show` can fail while a worker removes
+    the folder an experiment ran in (seen: "directory '.dvc/tmp/exps/tmp.../.dvc' does not exist");
+    it is asked again, up to `tries` times in a row."""
+    for _ in range(tries):
+        done = dvc("exp", "show", "--json", check=False)
+        if done.returncode == 0:
+            return not any(e["state"] in ("queued", "running") for e in of_run(name, json.loads(done.stdout or "[]")))
+        time.sleep(POLL_SECONDS)
+    raise UserError(f"dvc exp show failed {tries} times in a row: {(done.stderr or done.stdout).strip()[-300:]}")
+
+
 def start_workers(jobs: int) -> None:
     """`dvc queue start`, its output to a file: the workers it leaves running inherit its stdout
     and stderr, and a pipe to them would stay open (and a read of it blocked) while any lives."""
@@ -344,8 +356,13 @@ def queue_and_run(kind: str, words: list[str], jobs: int, shard: tuple[int, int]
     # `dvc queue start` and a wait of our own: `dvc exp run --run-all -j 2` was seen waiting on, for
     # 15 minutes, an experiment its other worker had already finished.
     start_workers(jobs)
-    while any(e["state"] in ("queued", "running") for e in of_run(name, shown())):
+    while not finished(name):
         time.sleep(POLL_SECONDS)
+    # An experiment shows as ended before its worker has removed the folder it ran in; DVC's next
+    # read of the experiments (exp show, exp push) fails if it meets that folder half removed.
+    deadline = time.time() + 60
+    while list(Path(".dvc/tmp/exps").glob("tmp*")) and time.time() < deadline:
+        time.sleep(1)
     failed = [e["name"] for e in of_run(name, shown()) if e["state"] != "success"]
     if failed:
         print(f"[{kind}] failed: {', '.join(failed)} (listed as failed; `dvc queue logs <name>` says why)", flush=True)
