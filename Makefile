@@ -160,14 +160,18 @@ preset: ## switch params.yaml to a workshop use case: NAME=text-to-sql|headnotes
 	cp "presets/$$SFT_NAME.yaml" params.yaml
 	@echo "params.yaml is now the $$SFT_NAME preset; run: make repro (needs the hub; see the preset's header)"
 
-# pytest-xdist: one worker a core, one thread each (TEST_WORKERS=0 runs them in this process); a
-# module's tests, and the modules that share one finished run, stay on one worker (tests/conftest.py).
-# A worker a core and one more was no faster (the suite 21:42 with the Slurm tests, 2026-12-07).
+# pytest-xdist: one worker a core, one thread each (TEST_WORKERS=0 runs them in this process). A
+# module's tests stay on one worker (loadfile: its module fixtures, a server or a Slurm cluster, are
+# built once), and the modules with end-to-end tests are handed out first, in tests/conftest.py's
+# order (xdist's own reorder hands out the modules with the most tests first, leaving the longest
+# runs for last). Not loadgroup: under pytest 9.2 it silently groups nothing (pytest-xdist #1386).
+# A worker a core and one more was no faster (2026-12-07).
+PYTEST_XDIST = -n "$$SFT_TEST_WORKERS" --dist loadfile --no-loadscope-reorder
 test: setup ## run every test, end-to-end ones included (what CI runs), one worker a core
-	pytest -q -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
+	pytest -q $(PYTEST_XDIST) $$SFT_PYTEST_ARGS
 
 test-fast: setup ## run the fast tests only (tiny models, seconds; llama.cpp's are skipped without it)
-	pytest -q -m "not slow" -n "$$SFT_TEST_WORKERS" --dist loadgroup $$SFT_PYTEST_ARGS
+	pytest -q -m "not slow" $(PYTEST_XDIST) $$SFT_PYTEST_ARGS
 
 train-multi: setup ## train as an experiment with NPROC DDP processes (ACCELERATE_CONFIG=... for FSDP/DeepSpeed); CPU processes over gloo without a GPU
 	@$(CHECK_PARAMS)

@@ -35,14 +35,11 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("SFT_CPUS", share)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
-    """For `pytest -n N --dist loadgroup`: a module's tests stay on one worker (its module-scoped
-    fixtures are built once), a module marked xdist_group joins its group, and modules with slow
-    tests are handed out first, so that no long test starts last."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Modules with slow tests first, so that under `make test` (pytest-xdist --dist loadfile
+    --no-loadscope-reorder: a module's tests on one worker, modules handed out in this order) no
+    long test starts last. The session fixtures several modules share (tiny_run, local_sweep,
+    two_process_run) are built once for every worker, behind a file lock."""
     slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module keeps its order
 
@@ -147,6 +144,27 @@ def local_sweep(tiny_run, tmp_path_factory, worker_id) -> Path:
             assert done.returncode == 0, done.stderr[-3000:]
             (repo.parent / "sweep.log").write_text(done.stdout)
     return repo
+
+
+@pytest.fixture(scope="session")
+def two_process_run(tiny_run, tmp_path_factory, worker_id) -> tuple[Path, str]:
+    """`make train-multi NPROC=2` (`dvc exp run train -S launch.num_processes=2`: DDP over gloo, one
+    CPU process each) in a copy of the finished tiny run, and what make said: the single-machine
+    figure the several-machine runs are held to. Built once for the whole run, as tiny_run."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    repo = shared / "two-process" / "repo"
+    with FileLock(str(shared / "two-process.lock")):
+        if not (repo.parent / "make.log").is_file():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            run_copy(tiny_run, repo)
+            env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+            done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={sys.prefix}", "-o", "setup"], cwd=repo,
+                                  env=env, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            (repo.parent / "make.log").write_text(done.stdout + done.stderr)
+    return repo, (repo.parent / "make.log").read_text()
 
 
 PLANTED_SECRETS = {"HF_TOKEN": "hf_PlantedToken4c1d9e", "WANDB_API_KEY": "PlantedWandbKey7b2f0a"}

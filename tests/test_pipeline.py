@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, dvc, edit, run_copy, stale
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 
 def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import AVX2_CPU, copy_repository, dvc
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny_run")]
+pytestmark = pytest.mark.slow
 
 SPEED = ("metrics/speed/train.json", "metrics/speed/baseline.json", "metrics/speed/finetuned.json",
          "metrics/speed/fewshot.json")

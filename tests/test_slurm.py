@@ -15,7 +15,7 @@ import yaml
 from conftest import ROOT, copy_repository, dvc, edit, run_copy
 from loopback_slurm import Cluster, missing
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+pytestmark = pytest.mark.slow
 GRID = "train.epochs=1,2 train.lora_r=8,0"  # as test_experiments' local sweep: lora_r 0 fails in train
 
 
@@ -117,7 +117,7 @@ def test_a_sweep_as_a_job_array_survives_a_killed_task_and_ranks_as_the_local_sw
     assert f"{name}-1" in by_hand and f"{name}-3" in by_hand
 
 
-def test_slurm_train_over_two_nodes_ends_where_two_processes_on_one_machine_end(team, cluster, tmp_path):
+def test_slurm_train_over_two_nodes_ends_where_two_processes_on_one_machine_end(team, cluster, two_process_run, tmp_path):
     """`make slurm-train NODES=2`: one launcher a node, ranks from SLURM_NODEID, gloo between
     them; world size 2, and the validation loss of `make train-multi NPROC=2` on one machine."""
     repo = run_copy(team[0], tmp_path / "nodes")
@@ -132,9 +132,7 @@ def test_slurm_train_over_two_nodes_ends_where_two_processes_on_one_machine_end(
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]["params"]["params.yaml"]["launch"]
     assert lock["num_machines"] == 2 and lock["main_process_ip"] == "127.0.0.1"
 
-    one = run_copy(team[0], tmp_path / "one")
-    dvc(one, "exp", "run", "train", "-S", "launch.num_processes=2")  # what make train-multi NPROC=2 runs
-    alone = json.loads((one / "metrics" / "train.json").read_text())
+    alone = json.loads((two_process_run[0] / "metrics" / "train.json").read_text())  # make train-multi NPROC=2
     assert alone["world_size"] == 2 and alone["global_step"] == metrics["global_step"]
     assert alone["eval_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-6)
 
