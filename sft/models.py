@@ -25,6 +25,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # lm-evaluation-harness installs it: 1-2.3 s more in every stage that loads a model, on 2 cores.
 # Seen as absent by transformers alone (lm-evaluation-harness still imports it where a metric needs it).
 transformers.utils.is_sklearn_available = transformers.utils.import_utils.is_sklearn_available = lambda: False
+# Likewise scipy: transformers' modeling code imports its object-detection losses, which import
+# scipy.optimize wherever scipy is installed (0.6 s a stage that loads a model, on 2 cores); no model
+# this project loads has those losses.
+transformers.utils.is_scipy_available = transformers.utils.import_utils.is_scipy_available = lambda: False
 
 
 def torch_dtype(name: str) -> torch.dtype:

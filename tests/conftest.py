@@ -35,13 +35,35 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("SFT_CPUS", share)
 
 
+SHARED_RUNS = ("tiny_run", "two_process_run")  # session fixtures built once for every worker (file locks)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Modules with slow tests first, so that under `make test` (pytest-xdist --dist loadfile
-    --no-loadscope-reorder: a module's tests on one worker, modules handed out in this order) no
-    long test starts last. The session fixtures several modules share (tiny_run, local_sweep,
-    two_process_run) are built once for every worker, behind a file lock."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)  # stable: each module keeps its order
+    """The order modules are handed out in under `make test` (pytest-xdist --dist loadfile
+    --no-loadscope-reorder: a module's tests on one worker, modules in this order), so that no long
+    test starts last and no worker waits for a shared run another is building: first the module
+    that builds the tiny run and the local sweep, then the slow modules that need neither, then
+    those that start from a shared run, then the other modules that need the sweep (built by then),
+    then the fast modules."""
+    def needs(item) -> str:
+        names = set(item.fixturenames)
+        return "sweep" if "local_sweep" in names else "run" if names & set(SHARED_RUNS) else ""
+
+    modules: dict[str, set] = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, set()).add((bool(item.get_closest_marker("slow")), needs(item)))
+    sweep_builder = min((m for m, kinds in modules.items() if any(n == "sweep" for _, n in kinds)), default=None)
+
+    def rank(module: str) -> int:
+        kinds = modules[module]
+        if not any(slow for slow, _ in kinds):
+            return 4
+        if module == sweep_builder:
+            return 0
+        needed = {n for _, n in kinds}
+        return 3 if "sweep" in needed else 2 if "run" in needed else 1
+
+    items.sort(key=lambda item: rank(item.module.__name__))  # stable: each module keeps its order
 
 
 def smollm_folder() -> Path:

@@ -109,12 +109,12 @@ def test_pipeline_runs_reruns_nothing_and_only_what_changed(tiny_run, tmp_path):
     # An experiment beside the workspace (exp show, metrics diff, plots): tests/test_experiments.py.
 
 
-def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end(repo_copy):
+def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end(tiny_run, tmp_path):
     """Two sources through the whole graph from data, prompts and params alone (no Python):
     single-turn arithmetic word problems (templates) and multi-turn ones (messages), whose answers
     end '#### N'; every assistant turn trained, both scored with the metric prompts/arithmetic/task.yaml
-    declares."""
-    repo = repo_copy
+    declares. In a copy of the tiny run: the base model is kept, every stage from prepare on reruns."""
+    repo = run_copy(tiny_run, tmp_path / "repo")
 
     def mixture(p):
         p["prepare"].update(prompts="prompts/arithmetic", datasets=[
@@ -122,7 +122,8 @@ def test_a_mixture_with_a_declared_answer_and_multi_turn_records_runs_end_to_end
             {"dataset": "data/raw/arithmetic-chat", "prompts": "prompts/arithmetic-chat", "weight": 0.5}])
 
     edit(repo, mixture)
-    dvc(repo, "repro", "compare")  # export is checked by the first test
+    said = dvc(repo, "repro", "compare")  # export is checked by the first test
+    assert "Running stage 'prepare'" in said and "Running stage 'train'" in said and "Running stage 'base'" not in said
     prepared = json.loads((repo / "metrics" / "prepare.json").read_text())
     assert set(prepared["sources"]) == {"arithmetic", "arithmetic-chat"}
     assert sum(s["records"]["train"] for s in prepared["sources"].values()) == prepared["records"]["train"] == 8
