@@ -50,10 +50,11 @@ from sft.params import UserError, read_yaml, run
 TARGETS = ("compare", "forgetting")  # what each experiment runs: validation and test figures, the general-text loss; no export
 SEED = "train.seed"
 POLL_SECONDS = 3  # how often the queue's experiments are looked at while they run
+SHOW_SECONDS = 120  # the longest one look may take (a few seconds when it answers at all)
 
 
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def dvc(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    done = subprocess.run(["dvc", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise UserError(f"dvc {' '.join(args)} failed: {(done.stderr or done.stdout).strip().splitlines()[-1:]}")
     return done
@@ -308,14 +309,22 @@ def grid_keys(runs: list[dict]) -> list[str]:
 
 def finished(name: str, tries: int = 20) -> bool:
     """Whether every experiment of the run has ended. `dvc exp show` can fail while a worker removes
-    the folder an experiment ran in (seen: "directory '.dvc/tmp/exps/tmp.../.dvc' does not exist");
-    it is asked again, up to `tries` times in a row."""
+    the folder an experiment ran in (seen: "directory '.dvc/tmp/exps/tmp.../.dvc' does not exist"),
+    or hang reading a running experiment's metrics (seen: blocked for good in pygit2's blob reader,
+    2026-12-08); a failed or unanswered one is asked again, up to `tries` times in a row."""
+    said = ""
     for _ in range(tries):
-        done = dvc("exp", "show", "--json", check=False)
+        try:
+            done = dvc("exp", "show", "--json", check=False, timeout=SHOW_SECONDS)
+        except subprocess.TimeoutExpired:  # run() has killed it
+            said = f"no answer in {SHOW_SECONDS} s"
+            print(f"[experiments] dvc exp show: {said}; asking again", flush=True)
+            continue
         if done.returncode == 0:
             return not any(e["state"] in ("queued", "running") for e in of_run(name, json.loads(done.stdout or "[]")))
+        said = (done.stderr or done.stdout).strip()[-300:]
         time.sleep(POLL_SECONDS)
-    raise UserError(f"dvc exp show failed {tries} times in a row: {(done.stderr or done.stdout).strip()[-300:]}")
+    raise UserError(f"dvc exp show failed {tries} times in a row: {said}")
 
 
 def start_workers(jobs: int) -> None:

@@ -120,25 +120,34 @@ def copy_repository(dest: Path, params: Path | None = TINY) -> Path:
     return copied(dest, params)
 
 
+def built_once(tmp_path_factory, worker_id, name: str, log: str, build) -> Path:
+    """`<shared>/<name>/repo`, built by build(repo), which returns its log, once for the whole pytest
+    run: in the folder every pytest-xdist worker of the run shares, behind a file lock (a session
+    fixture is otherwise built again by each worker that needs it; seen: twice, 86 s each). The
+    log lies beside the repository, as `log`; a second worker waits for the first one's build."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    repo = shared / name / "repo"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not (repo.parent / log).is_file():
+            shutil.rmtree(repo.parent, ignore_errors=True)
+            said = build(repo)
+            (repo.parent / log).write_text(said)
+    return repo
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, worker_id) -> Path:
     """The whole tiny graph run once (`dvc repro`, export included) in a committed copy of the
     repository, shared by the tests that start from a finished run. Read it, or change a copy of
     it (run_copy); never change it. Tokens are planted in its environment, as a user's would be
-    (PLANTED_SECRETS); its log is beside it, repro.log. Under pytest-xdist it is built once for
-    the whole run, in the folder every worker of this run shares, behind a file lock: a session
-    fixture is otherwise built again by each worker that needs it (seen: twice, 86 s each)."""
-    from filelock import FileLock
+    (PLANTED_SECRETS); its log is beside it, repro.log. Built once for the whole run (built_once)."""
+    def build(repo: Path) -> str:
+        copy_repository(repo)
+        return dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1", **PLANTED_SECRETS})
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    repo = shared / "tiny-run" / "repo"
-    with FileLock(str(shared / "tiny-run.lock")):
-        if not (repo.parent / "repro.log").is_file():
-            shutil.rmtree(repo.parent, ignore_errors=True)
-            copy_repository(repo)
-            log = dvc(repo, "repro", env={"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "1", **PLANTED_SECRETS})
-            (repo.parent / "repro.log").write_text(log)
-    return repo
+    return built_once(tmp_path_factory, worker_id, "tiny-run", "repro.log", build)
 
 
 SWEEP_GRID = "train.epochs=1,2 train.lora_r=8,0"  # lora_r 0 is refused by train: two experiments fail
@@ -147,45 +156,36 @@ SWEEP_GRID = "train.epochs=1,2 train.lora_r=8,0"  # lora_r 0 is refused by train
 @pytest.fixture(scope="session")
 def local_sweep(tiny_run, tmp_path_factory, worker_id) -> Path:
     """`make sweep GRID=SWEEP_GRID JOBS=2` (its module) in a copy of the finished tiny run with its
-    lock committed: reports/sweep-1/ and the experiments. Built once for the whole run (behind a
-    file lock, as tiny_run); read it, or change a copy of it (run_copy)."""
-    from filelock import FileLock
+    lock committed: reports/sweep-1/ and the experiments. Built once for the whole run (built_once);
+    read it, or change a copy of it (run_copy)."""
+    def build(repo: Path) -> str:
+        run_copy(tiny_run, repo)
+        subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo,
+                       check=True)
+        env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+        done = subprocess.run([sys.executable, "-m", "apps.experiments", "sweep", "--grid", SWEEP_GRID, "--jobs", "2"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    repo = shared / "local-sweep" / "repo"
-    with FileLock(str(shared / "local-sweep.lock")):
-        if not (repo.parent / "sweep.log").is_file():
-            shutil.rmtree(repo.parent, ignore_errors=True)
-            run_copy(tiny_run, repo)
-            subprocess.run(["git", "add", "dvc.lock"], cwd=repo, check=True)
-            subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "lock"], cwd=repo,
-                           check=True)
-            env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-            done = subprocess.run([sys.executable, "-m", "apps.experiments", "sweep", "--grid", SWEEP_GRID, "--jobs",
-                                   "2"], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-            assert done.returncode == 0, done.stderr[-3000:]
-            (repo.parent / "sweep.log").write_text(done.stdout)
-    return repo
+    return built_once(tmp_path_factory, worker_id, "local-sweep", "sweep.log", build)
 
 
 @pytest.fixture(scope="session")
 def two_process_run(tiny_run, tmp_path_factory, worker_id) -> tuple[Path, str]:
     """`make train-multi NPROC=2` (`dvc exp run train -S launch.num_processes=2`: DDP over gloo, one
     CPU process each) in a copy of the finished tiny run, and what make said: the single-machine
-    figure the several-machine runs are held to. Built once for the whole run, as tiny_run."""
-    from filelock import FileLock
+    figure the several-machine runs are held to. Built once for the whole run (built_once)."""
+    def build(repo: Path) -> str:
+        run_copy(tiny_run, repo)
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
+        done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={sys.prefix}", "-o", "setup"], cwd=repo,
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout + done.stderr
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    repo = shared / "two-process" / "repo"
-    with FileLock(str(shared / "two-process.lock")):
-        if not (repo.parent / "make.log").is_file():
-            shutil.rmtree(repo.parent, ignore_errors=True)
-            run_copy(tiny_run, repo)
-            env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
-            done = subprocess.run(["make", "train-multi", "NPROC=2", f"VENV={sys.prefix}", "-o", "setup"], cwd=repo,
-                                  env=env, capture_output=True, text=True, timeout=900)
-            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-            (repo.parent / "make.log").write_text(done.stdout + done.stderr)
+    repo = built_once(tmp_path_factory, worker_id, "two-process", "make.log", build)
     return repo, (repo.parent / "make.log").read_text()
 
 

@@ -129,3 +129,28 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(lo
     [plot] = json.loads(dvc(repo, "plots", "show", "--json"))["data"]["loss"]
     points = {(p["filename"], int(p["step"])) for p in plot["content"]["data"]["values"]}
     assert {("eval/loss.tsv", 2), ("train/loss.tsv", 1), ("train/loss.tsv", 2)} <= points  # the 1-epoch run
+
+
+def test_a_look_at_the_queue_that_hangs_is_killed_and_asked_again(monkeypatch, capsys):
+    """`dvc exp show` can block for good reading a running experiment's metrics (pygit2's blob
+    reader, seen in a sweep): a look with no answer is killed (run()'s timeout) and asked again;
+    looks that never answer end in one line, not a wait without end."""
+    answers = iter([subprocess.TimeoutExpired("dvc", ex.SHOW_SECONDS), subprocess.CompletedProcess([], 0, "[]", "")])
+
+    def look(*args, check=True, timeout=None):
+        assert args == ("exp", "show", "--json") and timeout == ex.SHOW_SECONDS
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(ex, "dvc", look)
+    assert ex.finished("sweep-1") is True
+    assert f"dvc exp show: no answer in {ex.SHOW_SECONDS} s; asking again" in capsys.readouterr().out
+
+    def hangs(*args, check=True, timeout=None):
+        raise subprocess.TimeoutExpired("dvc", timeout)
+
+    monkeypatch.setattr(ex, "dvc", hangs)
+    with pytest.raises(UserError, match="failed 3 times in a row: no answer in"):
+        ex.finished("sweep-1", tries=3)
