@@ -51,8 +51,9 @@ def test_two_machines_on_loopback_train_one_run_and_only_machine_0_writes_it(tin
     for repo in machines:
         edit(repo, lambda p: p["launch"].update(num_processes=2, num_machines=2, main_process_ip="127.0.0.1",
                                                 main_process_port=port))
-    for output in ("models/train", "metrics/train", "metrics/train.json"):
-        shutil.rmtree(machines[1] / output) if (machines[1] / output).is_dir() else (machines[1] / output).unlink()
+    shutil.rmtree(machines[1] / "models" / "train")
+    shutil.rmtree(machines[1] / "metrics" / "train")
+    (machines[1] / "metrics" / "train.json").unlink()
     lock_of_machine_1 = (machines[1] / "dvc.lock").read_text()
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
