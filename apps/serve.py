@@ -23,6 +23,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -125,6 +127,10 @@ def main() -> None:
     import uvicorn
 
     app, workdir = (llamacpp_app if backend == "llamacpp" else transformers_app)(model, args.name, api_key, limits)
+    # uvicorn shuts down on SIGTERM, then raises the signal again under the handler it found. Python's
+    # default handler would end the process there, past the `finally`, leaving the working folder
+    # (a whole GGUF for llama.cpp) behind at every `kill`; this one unwinds through it.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning", http=HeadersInTime,
                     limit_concurrency=limits.max_connections)

@@ -21,22 +21,33 @@ MESSAGES = [{"role": "system", "content": "Reply with one SQL query."},
             {"role": "user", "content": "How many rows are in table t?"}]
 
 
-def serve(model_dir, port, env=None, name="local", backend="auto"):
+def serve(model_dir, port, temp, env=None, name="local", backend="auto"):
+    """A server whose temporary files go under `temp` (its TMPDIR), so that `stopped` can see what it left."""
     return start([sys.executable, "-m", "apps.serve", "--model", str(model_dir), "--name", name,
-                  "--host", "127.0.0.1", "--port", str(port), "--backend", backend], env=env)
+                  "--host", "127.0.0.1", "--port", str(port), "--backend", backend],
+                 env={**(env or {}), "TMPDIR": str(temp)})
+
+
+def stopped(proc, temp) -> None:
+    """Stopped as `kill` stops it (SIGTERM), and its working folder (for llama.cpp a whole GGUF of the
+    model) gone with it: uvicorn re-raises the signal after its shutdown, which once skipped the cleanup."""
+    stop(proc)
+    left = sorted(p.name for p in temp.glob("sft-serve-*"))
+    assert not left, f"a stopped server left its working folder behind: {left}"
 
 
 @pytest.fixture(scope="module", params=["llamacpp", "transformers"])
-def tiny_server(tiny_model_dir, request):
+def tiny_server(tiny_model_dir, request, tmp_path_factory):
     if request.param == "llamacpp" and llamacpp.missing() is not None:
         pytest.skip("llama.cpp is not installed (make llamacpp)")
-    port = free_port()
-    proc = serve(tiny_model_dir, port, env={"SERVE_API_KEY": KEY}, backend=request.param)
+    port, temp = free_port(), tmp_path_factory.mktemp("serve-tmp")
+    proc = serve(tiny_model_dir, port, temp, env={"SERVE_API_KEY": KEY}, backend=request.param)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc, headers={"Authorization": f"Bearer {KEY}"})
+        assert list(temp.glob("sft-serve-*")), "the server keeps its working folder under TMPDIR"
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        stop(proc)
+        stopped(proc, temp)
 
 
 def client(base_url, key=KEY):
@@ -87,14 +98,14 @@ def test_wider_binding_needs_a_key(tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def smollm_server(smollm_dir):
-    port = free_port()
-    proc = serve(smollm_dir, port)
+def smollm_server(smollm_dir, tmp_path_factory):
+    port, temp = free_port(), tmp_path_factory.mktemp("serve-tmp")
+    proc = serve(smollm_dir, port, temp)
     try:
         wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        stop(proc)
+        stopped(proc, temp)
 
 
 @pytest.mark.slow
