@@ -89,7 +89,9 @@ def test_the_seed_summary_says_whether_the_gain_exceeds_the_seed_spread():
 def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(local_sweep, tmp_path):
     """Three experiments of the tiny graph queued by `make sweep`'s module (conftest's local_sweep):
     1 and 2 epochs (2 is the committed run: DVC's run-cache restores it), and 0, which train
-    refuses. The report ranks the two that ran by validation loss and lists the failed one; an applied experiment's figures stand beside the commit's (exp show, metrics diff, plots).
+    refuses (the same grid as test_slurm's). The report ranks the two that ran by validation loss and
+    lists the failed one; an applied experiment's figures stand beside the commit's (exp show,
+    metrics diff, plots).
     The reports are read in the shared run (a report only adds its folder); `exp apply` in a copy."""
     repo = local_sweep
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}

@@ -16,7 +16,6 @@ from conftest import ROOT, SWEEP_GRID, copy_repository, dvc, edit, run_copy
 from loopback_slurm import Cluster, missing
 
 pytestmark = pytest.mark.slow
-GRID = SWEEP_GRID  # as test_experiments' local sweep: train refuses epochs 0
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +80,8 @@ def test_a_sweep_as_a_job_array_survives_a_killed_task_and_ranks_as_the_local_sw
     from apps.experiments import grid_name
 
     repo, _ = team
-    said = make(repo, cluster, "slurm-sweep", f"GRID={GRID}")
-    name = grid_name(GRID.split())
+    said = make(repo, cluster, "slurm-sweep", f"GRID={SWEEP_GRID}")
+    name = grid_name(SWEEP_GRID.split())
     assert f"{name}: 3 experiments" in said and "0 already pushed to origin, 3 to run" in said
     assert "#SBATCH --array=1,2,3" in said and "#SBATCH --cpus-per-task=1" in said  # the script, printed
     array, report_job = submitted(said)
@@ -102,7 +101,7 @@ def test_a_sweep_as_a_job_array_survives_a_killed_task_and_ranks_as_the_local_sw
     assert first[2][0] == "success" and [first[k][0] for k in (1, 0)] == ["failed"] * 2
     assert f"{name}-1 left no result: its log {logs}/{name}-{array}_1.out" in (repo / "reports" / name / "report.md").read_text()
 
-    again = make(repo, cluster, "slurm-sweep", f"GRID={GRID}")
+    again = make(repo, cluster, "slurm-sweep", f"GRID={SWEEP_GRID}")
     assert "1 already pushed to origin, 2 to run" in again and "#SBATCH --array=1,3" in again
     array2, report2 = submitted(again)
     cluster.wait(report2)
