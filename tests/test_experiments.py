@@ -85,7 +85,7 @@ def test_the_seed_summary_says_whether_the_gain_exceeds_the_seed_spread():
     assert ex.free_name("sweep", {"sweep-1-1", "sweep-2", "seeds-3-1"}) == "sweep-3"
 
 
-@pytest.mark.slow  # not in the tiny_run xdist group: it may run beside that group's tests, on the other worker
+@pytest.mark.slow
 def test_a_sweep_runs_through_dvcs_queue_and_a_failed_experiment_stays_listed(local_sweep, tmp_path):
     """Three experiments of the tiny graph queued by `make sweep`'s module (conftest's local_sweep):
     1 and 2 epochs (2 is the committed run: DVC's run-cache restores it), and 0, which train
